@@ -1,0 +1,46 @@
+# alarmd developer targets.  `make run` = the demo; `make test` = everything CI checks.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup system-deps peers run demo test unit lint type bench clean
+
+setup: system-deps $(STAMP) peers
+
+system-deps:
+	@bash tools/system-deps.sh
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e . --group dev
+	@touch $(STAMP)
+
+# The real peers: Apache Kafka from Maven Central, snmpsim in its own venv (both cached).
+peers: $(STAMP)
+	$(BIN)/python tools/kafka_local.py resolve
+	$(BIN)/python tools/simnet.py setup
+
+run demo: setup
+	$(BIN)/python tools/demo.py
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests tools
+	$(BIN)/ruff format --check src tests tools
+	$(BIN)/lint-imports
+
+type: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -m "not integration"
+
+test: setup lint type
+	$(BIN)/pytest
+
+bench: setup
+	@echo "benchmarks arrive with the speed work (issue 7)"; exit 1
+
+clean:
+	rm -rf $(VENV) .state .run .mypy_cache .ruff_cache .pytest_cache

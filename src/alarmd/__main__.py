@@ -1,0 +1,5 @@
+"""``python -m alarmd``."""
+
+from alarmd.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""Alarms: the lifecycle of each fault from the rule engine's transitions."""

@@ -1,0 +1,144 @@
+"""Command line: ``alarmd run | check-config | check-rules``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import sys
+from pathlib import Path
+
+from alarmd import __version__
+from alarmd.config import ConfigError, Loaded, load, read_yaml
+from alarmd.rules.compile import Rule, compile_docs
+
+EX_CONFIG = 78  # sysexits.h: configuration error; systemd units keep it from restart loops
+
+DESCRIPTION = """\
+alarmd polls CPE routers, optical transceivers and protocol converters over SNMP,
+judges what it sees with the operator's rules (rules/*.yml), and sends work orders
+for each fault to ticketing over Kafka.
+
+examples:
+  alarmd check-config -c config/        validate config and rules, print a summary
+  alarmd run -c config/                 run the daemon (SIGTERM stops it cleanly)
+  alarmd check-rules rules/*.yml        validate rule files only
+
+environment:
+  KAFKA_BOOTSTRAP_SERVERS   overrides kafka.bootstrap_servers in the config
+  ${VAR} / ${VAR:-default}  in any config value is replaced from the environment
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="alarmd", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--version", action="version", version=f"alarmd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "-c",
+            "--config",
+            type=Path,
+            default=Path("config"),
+            help="config directory holding alarmd.yml, or the file itself (default: config)",
+        )
+
+    run = sub.add_parser("run", help="run the daemon")
+    with_config(run)
+    run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    run.add_argument(
+        "--log-format",
+        default="auto",
+        choices=["auto", "json", "console"],
+        help="auto: JSON unless stderr is a terminal",
+    )
+    check = sub.add_parser("check-config", help="validate the config and its rules, then exit (0 = valid)")
+    with_config(check)
+    rules = sub.add_parser("check-rules", help="validate rule files, then exit (0 = valid)")
+    rules.add_argument("files", nargs="+", type=Path)
+    return parser
+
+
+def _load(path: Path) -> tuple[Loaded, list[Rule]]:
+    from alarmd.app import load_rules  # noqa: PLC0415 - keeps pysnmp/aiokafka out of the check paths' errors
+
+    loaded = load(path)
+    return loaded, load_rules(loaded)
+
+
+def _check_config(path: Path) -> int:
+    try:
+        loaded, rules = _load(path)
+    except ConfigError as exc:
+        print(f"alarmd: config is not valid:\n{exc}", file=sys.stderr)
+        return 1
+    cfg = loaded.config
+    print(
+        f"{loaded.path}: OK: {len(cfg.customers)} customers, {len(cfg.circuits)} circuits, "
+        f"{len(cfg.devices)} devices, {len(rules)} rules from {len(loaded.rule_paths)} file(s)"
+    )
+    return 0
+
+
+def _check_rules(files: list[Path]) -> int:
+    try:
+        rules = compile_docs(read_yaml(f) for f in files)
+    except ConfigError as exc:
+        print(f"alarmd: rules are not valid:\n{exc}", file=sys.stderr)
+        return 1
+    for rule in rules:
+        condition = f"{rule.metric} {rule.op} {rule.threshold:g}"
+        print(f"{rule.source}: {rule.name}: {condition} for {rule.for_seconds:g}s")
+    return 0
+
+
+async def _serve(loaded: Loaded, rules: list[Rule]) -> None:
+    from alarmd.app import Daemon  # noqa: PLC0415
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    interrupts = 0
+
+    def on_interrupt() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        if interrupts > 1:
+            os._exit(130)
+        stop.set()
+
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    await Daemon(loaded, rules).run(stop)
+
+
+def _run(path: Path, level: str, fmt: str) -> int:
+    from alarmd import logging as alarmd_logging  # noqa: PLC0415
+
+    alarmd_logging.setup(level, fmt)  # type: ignore[arg-type]
+    try:
+        loaded, rules = _load(path)
+    except ConfigError as exc:
+        print(f"alarmd: config is not valid, not starting:\n{exc}", file=sys.stderr)
+        return EX_CONFIG
+    import uvloop  # noqa: PLC0415
+
+    try:
+        uvloop.run(_serve(loaded, rules))
+    except OSError as exc:
+        print(f"alarmd: cannot start: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``alarmd`` command."""
+    args = _parser().parse_args(argv)
+    if args.command == "check-config":
+        return _check_config(args.config)
+    if args.command == "check-rules":
+        return _check_rules(args.files)
+    return _run(args.config, args.log_level, args.log_format)

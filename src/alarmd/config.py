@@ -1,0 +1,417 @@
+"""Configuration: YAML files validated into pydantic models, errors that name file, line and key."""
+
+from __future__ import annotations
+
+import difflib
+import glob
+import ipaddress
+import os
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal, TypeVar
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+
+from alarmd.model import DeviceKind, Tier
+
+CONFIG_FILE = "alarmd.yml"
+Loc = tuple[str | int, ...]
+
+
+class ConfigError(Exception):
+    """A configuration or rule file is unusable; the message names file, line and key."""
+
+
+# --------------------------------------------------------------------------- YAML with positions
+
+_ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+@dataclass(frozen=True)
+class YamlDoc:
+    """A parsed YAML file and the line of every key and list item in it."""
+
+    path: Path
+    data: Any
+    lines: dict[Loc, int] = field(default_factory=dict)
+
+    def line_of(self, loc: Iterable[str | int]) -> tuple[int | None, Loc]:
+        """The line of the deepest known prefix of ``loc``, skipping segments YAML never had."""
+        found: Loc = ()
+        line = None
+        for seg in loc:
+            candidate = (*found, seg)
+            if candidate in self.lines:
+                found = candidate
+                line = self.lines[candidate]
+        return line, found
+
+    def where(self, loc: Iterable[str | int]) -> str:
+        """``file:line`` for a location."""
+        line, _ = self.line_of(loc)
+        return f"{self.path}:{line}" if line else str(self.path)
+
+
+def _interpolate(value: str, path: Path, line: int) -> str:
+    def sub(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in os.environ:
+            return os.environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(
+            f"{path}:{line}: environment variable {name} is not set and has no default "
+            f"(write ${{{name}:-default}} to give one)"
+        )
+
+    return _ENV.sub(sub, value)
+
+
+def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int], loader: yaml.SafeLoader, path: Path) -> None:
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            key = key_node.value
+            lines[(*loc, key)] = key_node.start_mark.line + 1
+            _walk(value_node, (*loc, key), lines, loader, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines[(*loc, i)] = item.start_mark.line + 1
+            _walk(item, (*loc, i), lines, loader, path)
+    elif isinstance(node, yaml.ScalarNode) and "${" in node.value:
+        node.value = _interpolate(node.value, path, node.start_mark.line + 1)
+        if node.style is None:
+            node.tag = loader.resolve(yaml.ScalarNode, node.value, (True, False))  # type: ignore[no-untyped-call]
+
+
+def read_yaml(path: Path) -> YamlDoc:
+    """Parse one YAML file, expanding ``${VAR}`` / ``${VAR:-default}`` in its values."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return YamlDoc(path, None)
+        lines: dict[Loc, int] = {}
+        _walk(node, (), lines, loader, path)
+        data = loader.construct_document(node)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = f":{mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: invalid YAML: {exc.problem or exc.context}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    finally:
+        loader.dispose()
+    return YamlDoc(path, data, lines)
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _known_fields(model: type[BaseModel], loc: Loc) -> list[str]:
+    """Field names of the (sub)model found at ``loc``, for a "did you mean" hint."""
+    current: Any = model
+    for seg in loc:
+        if isinstance(seg, int):
+            continue
+        fields = getattr(current, "model_fields", None)
+        if not fields or seg not in fields:
+            return []
+        current = _model_in(fields[seg].annotation)
+    fields = getattr(current, "model_fields", None)
+    return list(fields) if fields else []
+
+
+def _model_in(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def validate(doc: YamlDoc, model: type[M]) -> M:
+    """Validate a YAML document into ``model``; errors become one ConfigError naming every problem."""
+    try:
+        return model.model_validate(doc.data if doc.data is not None else {})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            line, found = doc.line_of(loc)
+            where = f"{doc.path}:{line}" if line else str(doc.path)
+            dotted = ".".join(str(s) for s in found) or "(top level)"
+            if err["type"] == "extra_forbidden":
+                key = str(found[-1]) if found else str(loc[-1])
+                hint = difflib.get_close_matches(key, _known_fields(model, found[:-1]), n=1)
+                suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
+                problems.append(f"{where}: unknown key '{dotted}'{suggestion}")
+            elif err["type"] == "missing":
+                missing = ".".join(str(s) for s in loc)
+                problems.append(f"{where}: missing required key '{missing}'")
+            else:
+                msg = err["msg"].removeprefix("Value error, ")
+                problems.append(f"{where}: {dotted}: {msg}")
+        raise ConfigError("\n".join(problems)) from None
+
+
+# --------------------------------------------------------------------------- value types
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w)")
+_UNIT = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(value: object) -> float:
+    """``"30s"``, ``"5m"``, ``"1h30m"``, ``"500ms"`` → seconds; plain numbers are seconds."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number with a unit, like 30s, 5m or 1h")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(value)
+    if not isinstance(value, str):
+        raise ValueError("a duration is a number with a unit, like 30s, 5m or 1h")
+    text = value.strip()
+    pos, total = 0, 0.0
+    for match in _DURATION.finditer(text):
+        if match.start() != pos:
+            break
+        total += float(match.group(1)) * _UNIT[match.group(2)]
+        pos = match.end()
+    if pos != len(text) or not text:
+        raise ValueError(f"'{value}' is not a duration; use a number with a unit: 500ms, 30s, 5m, 1h, 1d")
+    return total
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class Secret(SecretStr):
+    """A credential: shown as ``<secret>`` everywhere, its value only by ``get_secret_value()``."""
+
+    def _display(self) -> str:
+        return "<secret>"
+
+
+class Strict(BaseModel):
+    """Base for every config model: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- the config
+
+
+class SnmpV2c(Strict):
+    """SNMP v2c credentials."""
+
+    version: Literal["2c"] = "2c"
+    community: Secret
+
+
+class PollingConfig(Strict):
+    """Defaults for every device's polling."""
+
+    interval: Duration = Field(300.0, description="how often each device is polled (operator base: 5m)")
+    timeout: Duration = 2.0
+    retries: int = Field(1, ge=0, le=10)
+    max_in_flight: int = Field(64, ge=1, description="SNMP requests in flight across all devices")
+    max_repetitions: int = Field(25, ge=1, le=200)
+
+    @field_validator("interval")
+    @classmethod
+    def _interval_floor(cls, value: float) -> float:
+        if value < 1:
+            raise ValueError("interval must be at least 1s")
+        return value
+
+
+class DeviceConfig(Strict):
+    """A polled device."""
+
+    name: str = Field(min_length=1)
+    kind: DeviceKind
+    address: str
+    port: int = Field(161, ge=1, le=65535)
+    snmp: SnmpV2c
+    interval: Duration | None = None
+    timeout: Duration | None = None
+    retries: int | None = Field(None, ge=0, le=10)
+
+    @field_validator("address")
+    @classmethod
+    def _ip(cls, value: str) -> str:
+        try:
+            ipaddress.ip_address(value)
+        except ValueError:
+            raise ValueError(f"'{value}' is not an IP address") from None
+        return value
+
+
+class CustomerConfig(Strict):
+    """A group customer and its service tier."""
+
+    id: str = Field(min_length=1)
+    name: str
+    tier: Tier
+
+
+class HopConfig(Strict):
+    """One device on a circuit's path, and the interface that carries the circuit there."""
+
+    device: str
+    interface: str | None = None
+
+
+class CircuitConfig(Strict):
+    """A leased line: its customer and its device path from the customer side inwards."""
+
+    id: str = Field(min_length=1)
+    customer: str
+    service: Literal["data_line", "transmission_lease", "ip_voice", "sms_gprs"] = "data_line"
+    path: list[HopConfig] = Field(min_length=1)
+
+
+class KafkaTopics(Strict):
+    """Topic names."""
+
+    work_orders: str = "alarmd.workorders"
+
+
+class KafkaConfig(Strict):
+    """The Kafka cluster that carries work orders.  ``KAFKA_BOOTSTRAP_SERVERS`` overrides it."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "alarmd"
+    topics: KafkaTopics = KafkaTopics()
+    request_timeout: Duration = 30.0
+    retry_backoff: Duration = 1.0
+
+
+class HttpConfig(Strict):
+    """The HTTP listener for ``/metrics`` and health."""
+
+    listen: str = "127.0.0.1:9464"
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+            raise ValueError(f"'{value}' is not host:port")
+        return value
+
+    @property
+    def host(self) -> str:
+        """Host part of ``listen``."""
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        """Port part of ``listen``."""
+        return int(self.listen.rpartition(":")[2])
+
+
+class Config(Strict):
+    """The whole daemon configuration (``alarmd.yml``)."""
+
+    rule_files: list[str] = ["rules/*.yml"]
+    polling: PollingConfig = PollingConfig()
+    customers: list[CustomerConfig] = []
+    devices: list[DeviceConfig] = []
+    circuits: list[CircuitConfig] = []
+    kafka: KafkaConfig = KafkaConfig()
+    http: HttpConfig = HttpConfig()
+    queue_size: int = Field(10_000, ge=1, description="capacity of each queue between stages")
+    state_dir: str = Field("/var/lib/alarmd", description="outbox and state; relative to the config file")
+    shutdown_timeout: Duration = Field(10.0, description="how long SIGTERM waits to flush the outbox")
+
+
+@dataclass(frozen=True)
+class Loaded:
+    """A validated config with the file it came from and the rule files it names."""
+
+    config: Config
+    path: Path
+    rule_paths: list[Path]
+    state_dir: Path
+
+
+def _unique(doc: YamlDoc, items: list[Any], attr: str, section: str) -> dict[str, int]:
+    seen: dict[str, int] = {}
+    for i, item in enumerate(items):
+        key = getattr(item, attr)
+        if key in seen:
+            raise ConfigError(
+                f"{doc.where((section, i, attr))}: {section}[{i}].{attr}: duplicate "
+                f"'{key}' (first at {doc.where((section, seen[key], attr))})"
+            )
+        seen[key] = i
+    return seen
+
+
+def _check_references(doc: YamlDoc, cfg: Config) -> None:
+    customers = _unique(doc, cfg.customers, "id", "customers")
+    devices = _unique(doc, cfg.devices, "name", "devices")
+    _unique(doc, cfg.circuits, "id", "circuits")
+    for i, circuit in enumerate(cfg.circuits):
+        if circuit.customer not in customers:
+            raise ConfigError(
+                f"{doc.where(('circuits', i, 'customer'))}: circuits[{i}].customer: "
+                f"unknown customer '{circuit.customer}'"
+            )
+        for j, hop in enumerate(circuit.path):
+            if hop.device not in devices:
+                raise ConfigError(
+                    f"{doc.where(('circuits', i, 'path', j, 'device'))}: "
+                    f"circuits[{i}].path[{j}].device: unknown device '{hop.device}'"
+                )
+
+
+def config_file(path: Path) -> Path:
+    """``-c`` may name the config directory or the file itself."""
+    return path / CONFIG_FILE if path.is_dir() else path
+
+
+def load(path: Path, env: Mapping[str, str] | None = None) -> Loaded:
+    """Read, validate and cross-check the config; resolve its rule file globs."""
+    env = os.environ if env is None else env
+    file = config_file(path)
+    if not file.exists():
+        raise ConfigError(f"{file}: no such file (pass -c with the config directory or file)")
+    doc = read_yaml(file)
+    cfg = validate(doc, Config)
+    _check_references(doc, cfg)
+    if env.get("KAFKA_BOOTSTRAP_SERVERS"):
+        kafka = cfg.kafka.model_copy(update={"bootstrap_servers": env["KAFKA_BOOTSTRAP_SERVERS"]})
+        cfg = cfg.model_copy(update={"kafka": kafka})
+    rule_paths: list[Path] = []
+    for i, pattern in enumerate(cfg.rule_files):
+        full = pattern if os.path.isabs(pattern) else str(file.parent / pattern)
+        matches = sorted(Path(p) for p in glob.glob(full))
+        if not matches:
+            raise ConfigError(
+                f"{doc.where(('rule_files', i))}: rule_files[{i}]: '{pattern}' matches no file "
+                f"(relative to {file.parent})"
+            )
+        rule_paths.extend(matches)
+    state_dir = Path(cfg.state_dir)
+    if not state_dir.is_absolute():
+        state_dir = file.parent / state_dir
+    return Loaded(cfg, file, rule_paths, state_dir)

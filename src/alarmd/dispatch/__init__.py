@@ -1,0 +1,1 @@
+"""Dispatch: lead-team routing and delivery of work orders to ticketing over Kafka."""

@@ -1,0 +1,186 @@
+"""The outbox: each message is stored (SQLite, WAL) before it is sent, then sent in order until acked."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Protocol
+
+import structlog
+
+from alarmd.metrics import Metrics
+
+log = structlog.get_logger("alarmd.dispatch")
+
+SinkReason = Literal["timeout", "unavailable", "rejected", "internal"]
+
+
+class SinkError(Exception):
+    """A send was not acknowledged; ``reason`` is one of a fixed set, for metrics."""
+
+    def __init__(self, reason: SinkReason, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason: SinkReason = reason
+        self.detail = detail
+
+
+class WorkOrderSink(Protocol):
+    """Where messages go: returns from ``send`` only once the destination has acknowledged."""
+
+    async def start(self) -> None:
+        """Connect."""
+        ...
+
+    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+        """Deliver one message; raise ``SinkError`` if it was not acknowledged."""
+        ...
+
+    async def stop(self) -> None:
+        """Flush and disconnect."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A stored message awaiting acknowledgement."""
+
+    id: int
+    topic: str
+    key: bytes
+    value: bytes
+    kind: str
+    created: float
+
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    topic TEXT NOT NULL,
+    key BLOB NOT NULL,
+    value BLOB NOT NULL,
+    kind TEXT NOT NULL,
+    created REAL NOT NULL
+);
+"""
+
+
+class Outbox:
+    """A durable FIFO of messages: added before sending, removed only after acknowledgement."""
+
+    def __init__(self, path: Path | str) -> None:
+        if isinstance(path, Path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+
+    def add(self, topic: str, key: bytes, value: bytes, kind: str) -> int:
+        """Store a message durably; return its id."""
+        cur = self._db.execute(
+            "INSERT INTO outbox (topic, key, value, kind, created) VALUES (?, ?, ?, ?, ?)",
+            (topic, key, value, kind, time.time()),
+        )
+        return int(cur.lastrowid or 0)
+
+    def pending(self, limit: int = 100) -> list[Message]:
+        """The oldest unacknowledged messages, in the order they were added."""
+        rows = self._db.execute(
+            "SELECT id, topic, key, value, kind, created FROM outbox ORDER BY id LIMIT ?", (limit,)
+        ).fetchall()
+        return [Message(*row) for row in rows]
+
+    def ack(self, message_id: int) -> None:
+        """Forget a message the destination acknowledged."""
+        self._db.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
+
+    def depth(self) -> int:
+        """How many messages wait."""
+        return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+
+class Dispatcher:
+    """Sends the outbox in order through a sink, retrying with backoff until each is acknowledged."""
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        sink: WorkOrderSink,
+        metrics: Metrics,
+        *,
+        backoff: float = 1.0,
+        max_backoff: float = 30.0,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.outbox = outbox
+        self.sink = sink
+        self.metrics = metrics
+        self.backoff = backoff
+        self.max_backoff = max_backoff
+        self._monotonic = monotonic
+        self._wake = asyncio.Event()
+        self._started = False
+        self.metrics.outbox_depth.set(outbox.depth())
+
+    def submit(self, topic: str, key: bytes, value: bytes, kind: str) -> None:
+        """Store a message and wake the sender."""
+        self.outbox.add(topic, key, value, kind)
+        self.metrics.outbox_depth.set(self.outbox.depth())
+        self._wake.set()
+
+    async def _ensure_started(self) -> None:
+        if not self._started:
+            await self.sink.start()
+            self._started = True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Send until ``stop`` is set and the outbox is empty (the caller bounds the drain)."""
+        delay = self.backoff
+        while True:
+            batch = self.outbox.pending()
+            if not batch:
+                if stop.is_set():
+                    return
+                self._wake.clear()
+                waiters = [asyncio.ensure_future(self._wake.wait()), asyncio.ensure_future(stop.wait())]
+                _, rest = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                for w in rest:
+                    w.cancel()
+                continue
+            for message in batch:
+                try:
+                    await self._ensure_started()
+                    started = self._monotonic()
+                    await self.sink.send(message.topic, message.key, message.value)
+                except SinkError as exc:
+                    self.metrics.kafka_errors.labels(exc.reason).inc()
+                    log.warning(
+                        "send_failed",
+                        reason=exc.reason,
+                        detail=exc.detail,
+                        retry_in=delay,
+                        depth=self.outbox.depth(),
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self.max_backoff)
+                    break
+                self.metrics.kafka_latency.observe(self._monotonic() - started)
+                self.outbox.ack(message.id)
+                self.metrics.workorders_sent.labels(message.kind).inc()
+                self.metrics.outbox_depth.set(self.outbox.depth())
+                delay = self.backoff
+                log.info(
+                    "message_sent",
+                    kind=message.kind,
+                    topic=message.topic,
+                    key=message.key.decode(),
+                    queued_seconds=round(time.time() - message.created, 3),
+                )

@@ -1,0 +1,69 @@
+"""A small asyncio HTTP server for ``/metrics`` and health checks; binds 127.0.0.1 by default."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import structlog
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from alarmd.metrics import Metrics
+
+log = structlog.get_logger("alarmd.http")
+
+_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request", 503: "Unavailable"}
+
+
+class HttpServer:
+    """Serves ``GET /metrics``, ``/-/healthy`` and ``/-/ready``."""
+
+    def __init__(self, host: str, port: int, metrics: Metrics, ready: Callable[[], bool]) -> None:
+        self.host, self.port = host, port
+        self.metrics = metrics
+        self.ready = ready
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> None:
+        """Bind and start serving."""
+        self._server = await asyncio.start_server(self._handle, self.host, self.port)
+        sock = self._server.sockets[0].getsockname()
+        self.port = int(sock[1])
+        log.info("http_listening", address=f"{self.host}:{self.port}")
+
+    async def stop(self) -> None:
+        """Stop accepting and close."""
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+
+    def _route(self, method: str, path: str) -> tuple[int, str, bytes]:
+        if method != "GET":
+            return 405, "text/plain", b"only GET\n"
+        path = path.split("?", 1)[0]
+        if path == "/metrics":
+            return 200, CONTENT_TYPE_LATEST, generate_latest(self.metrics.registry)
+        if path == "/-/healthy":
+            return 200, "text/plain", b"OK\n"
+        if path == "/-/ready":
+            return (200, "text/plain", b"ready\n") if self.ready() else (503, "text/plain", b"starting\n")
+        return 404, "text/plain", b"not found; try /metrics, /-/healthy, /-/ready\n"
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+            parts = head.split(b"\r\n", 1)[0].decode("latin-1").split()
+            if len(parts) != 3:
+                status, ctype, body = 400, "text/plain", b"bad request\n"
+            else:
+                status, ctype, body = self._route(parts[0], parts[1])
+            writer.write(
+                f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\nContent-Type: {ctype}\r\n"
+                f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                + body
+            )
+            await writer.drain()
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            writer.close()

@@ -1,0 +1,41 @@
+"""Inventory: customers, tiers, circuits and the device path of each circuit."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from alarmd.config import CircuitConfig, Config, CustomerConfig, DeviceConfig
+
+
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """Which circuit (and so which customer) a device interface serves."""
+
+    circuit: CircuitConfig
+    customer: CustomerConfig
+
+
+class Inventory:
+    """Look-ups from devices and interfaces to circuits and customers."""
+
+    def __init__(self, config: Config) -> None:
+        self.customers = {c.id: c for c in config.customers}
+        self.devices: dict[str, DeviceConfig] = {d.name: d for d in config.devices}
+        self.circuits = {c.id: c for c in config.circuits}
+        self._by_interface: dict[tuple[str, str], Placement] = {}
+        self._by_device: dict[str, Placement] = {}
+        for circuit in config.circuits:
+            placement = Placement(circuit, self.customers[circuit.customer])
+            for hop in circuit.path:
+                if hop.interface is not None:
+                    self._by_interface.setdefault((hop.device, hop.interface), placement)
+                else:
+                    self._by_device.setdefault(hop.device, placement)
+
+    def place(self, device: str | None, interface: str | None) -> Placement | None:
+        """The circuit carried by ``interface`` on ``device``, else the circuit the device serves."""
+        if device is None:
+            return None
+        if interface is not None and (device, interface) in self._by_interface:
+            return self._by_interface[(device, interface)]
+        return self._by_device.get(device)

@@ -1,0 +1,88 @@
+"""The daemon's Prometheus metrics, on a registry passed in so tests get their own."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+
+from alarmd import __version__
+
+POLL_ERROR_REASONS = ("timeout", "auth", "error_status", "transport", "decode", "internal")
+KAFKA_ERROR_REASONS = ("timeout", "unavailable", "rejected", "internal")
+
+
+class Metrics:
+    """Every metric alarmd exports; names follow ``alarmd_<subsystem>_<name>_<unit>``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+        self.build_info = Info("alarmd_build", "Version of the running daemon.", registry=r)
+        self.build_info.info({"version": __version__})
+        self.poll_requests = Counter(
+            "alarmd_poll_requests_total", "Device polls started, by device kind.", ["device_kind"], registry=r
+        )
+        self.poll_errors = Counter(
+            "alarmd_poll_errors_total",
+            "Device polls that failed, by device kind and reason.",
+            ["device_kind", "reason"],
+            registry=r,
+        )
+        self.poll_duration = Histogram(
+            "alarmd_poll_duration_seconds",
+            "Time to poll one device, by device kind.",
+            ["device_kind"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+            registry=r,
+        )
+        self.device_up = Gauge(
+            "alarmd_device_up",
+            "1 if the device answered its last poll, else 0.",
+            ["device", "device_kind"],
+            registry=r,
+        )
+        self.samples_dropped = Counter(
+            "alarmd_pipeline_samples_dropped_total",
+            "Samples dropped because the rule stage's queue was full.",
+            registry=r,
+        )
+        self.rule_evaluations = Counter(
+            "alarmd_rules_evaluations_total", "Samples evaluated by the rule engine.", registry=r
+        )
+        self.alarms_active = Gauge(
+            "alarmd_alarms_active",
+            "Alarms currently firing, by class, lead team and customer tier.",
+            ["alarm_class", "lead_team", "tier"],
+            registry=r,
+        )
+        self.alarm_transitions = Counter(
+            "alarmd_alarms_transitions_total", "Alarms raised and cleared.", ["transition"], registry=r
+        )
+        self.workorders_sent = Counter(
+            "alarmd_dispatch_messages_sent_total",
+            "Messages acknowledged by Kafka, by type.",
+            ["type"],
+            registry=r,
+        )
+        self.kafka_errors = Counter(
+            "alarmd_dispatch_kafka_errors_total",
+            "Failed Kafka sends, by reason (each is retried).",
+            ["reason"],
+            registry=r,
+        )
+        self.kafka_latency = Histogram(
+            "alarmd_dispatch_kafka_produce_seconds",
+            "Time from send to broker acknowledgement.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
+        self.outbox_depth = Gauge(
+            "alarmd_dispatch_outbox_depth", "Messages waiting to be acknowledged by Kafka.", registry=r
+        )
+        for kind in ("cpe_router", "optical_transceiver", "protocol_converter"):
+            self.poll_requests.labels(kind)
+            for reason in POLL_ERROR_REASONS:
+                self.poll_errors.labels(kind, reason)
+        for reason in KAFKA_ERROR_REASONS:
+            self.kafka_errors.labels(reason)
+        for transition in ("raised", "cleared"):
+            self.alarm_transitions.labels(transition)

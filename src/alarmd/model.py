@@ -1,0 +1,169 @@
+"""The objects that flow between stages: samples, alarm transitions, alarms and work orders."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+SCHEMA_VERSION = 1
+
+
+class Tier(StrEnum):
+    """A customer's service tier (SPEC §1): diamond 钻级, gold 金级, ordinary 普通."""
+
+    DIAMOND = "diamond"
+    GOLD = "gold"
+    ORDINARY = "ordinary"
+
+    @property
+    def important(self) -> bool:
+        """Diamond and gold customers are the operator's "important customers"."""
+        return self is not Tier.ORDINARY
+
+
+class DeviceKind(StrEnum):
+    """The device kinds on a customer circuit (SPEC §1)."""
+
+    CPE_ROUTER = "cpe_router"
+    OPTICAL_TRANSCEIVER = "optical_transceiver"
+    PROTOCOL_CONVERTER = "protocol_converter"
+
+
+class AlarmClass(StrEnum):
+    """Transmission alarm or data anomaly (SPEC §2)."""
+
+    TRANSMISSION = "transmission"
+    DATA_ANOMALY = "data_anomaly"
+
+
+class Team(StrEnum):
+    """Teams that lead or stand by on a fault (SPEC §3)."""
+
+    TRANSPORT_NETWORK = "transport_network"
+    SERVICE_SUPPORT = "service_support"
+
+
+Labels = Mapping[str, str]
+
+
+def fingerprint(labels: Labels) -> str:
+    """A stable, order-independent identity for a label set."""
+    text = "\x1f".join(f"{k}\x1e{v}" for k, v in sorted(labels.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    """One measured value of a metric for one labelled series at one time (epoch seconds)."""
+
+    metric: str
+    labels: Labels
+    value: float
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AlarmTransition:
+    """The rule engine's verdict that a series started or stopped breaking a rule."""
+
+    kind: Literal["firing", "resolved"]
+    rule: str
+    labels: Labels
+    annotations: Labels
+    value: float
+    threshold: float
+    at: float
+    active_since: float
+
+
+@dataclass(slots=True)
+class Alarm:
+    """A fault being tracked: what fired, where, for whom, and who leads it."""
+
+    alarm_id: str
+    rule: str
+    fingerprint: str
+    labels: dict[str, str]
+    annotations: dict[str, str]
+    alarm_class: AlarmClass
+    lead_team: Team
+    severity: str
+    value: float
+    threshold: float
+    raised_at: float
+    circuit: str | None = None
+    customer: str | None = None
+    customer_name: str | None = None
+    tier: Tier | None = None
+    cleared_at: float | None = None
+    state: Literal["firing", "cleared"] = "firing"
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+def isotime(epoch: float) -> str:
+    """Epoch seconds as an RFC 3339 UTC timestamp with milliseconds."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class WorkOrder(BaseModel):
+    """A work order (派单) or its clear, as sent to ticketing on Kafka keyed by circuit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+    type: Literal["work_order", "work_order_clear"]
+    work_order_id: str
+    alarm_id: str
+    alert: str
+    summary: str
+    circuit: str | None
+    customer: str | None
+    customer_name: str | None
+    tier: Tier | None
+    important_customer: bool
+    device: str | None
+    device_kind: str | None
+    interface: str | None
+    alarm_class: AlarmClass
+    lead_team: Team
+    severity: str
+    observed_value: float
+    threshold: float
+    unit: str | None
+    raised_at: str
+    cleared_at: str | None = None
+    sent_at: str
+
+    @classmethod
+    def from_alarm(cls, alarm: Alarm, sent_at: float) -> WorkOrder:
+        """Build the message for an alarm's current state."""
+        return cls(
+            type="work_order" if alarm.state == "firing" else "work_order_clear",
+            work_order_id=f"WO-{alarm.alarm_id}",
+            alarm_id=alarm.alarm_id,
+            alert=alarm.rule,
+            summary=alarm.annotations.get("summary", alarm.rule),
+            circuit=alarm.circuit,
+            customer=alarm.customer,
+            customer_name=alarm.customer_name,
+            tier=alarm.tier,
+            important_customer=bool(alarm.tier and alarm.tier.important),
+            device=alarm.labels.get("device"),
+            device_kind=alarm.labels.get("device_kind"),
+            interface=alarm.labels.get("interface"),
+            alarm_class=alarm.alarm_class,
+            lead_team=alarm.lead_team,
+            severity=alarm.severity,
+            observed_value=round(alarm.value, 3),
+            threshold=alarm.threshold,
+            unit=alarm.labels.get("unit") or alarm.annotations.get("unit"),
+            raised_at=isotime(alarm.raised_at),
+            cleared_at=isotime(alarm.cleared_at) if alarm.cleared_at is not None else None,
+            sent_at=isotime(sent_at),
+        )

@@ -1,0 +1,83 @@
+"""Fakes for unit tests: a clock you move by hand, an SNMP agent in a dict, a sink that records."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from alarmd.collector.snmp import SnmpError, SnmpValue, Target
+from alarmd.dispatch.outbox import SinkError
+
+
+class FakeClock:
+    """A clock that only moves when told to."""
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self._now = start
+        self._mono = 1000.0
+
+    def now(self) -> float:
+        """Seconds since the epoch."""
+        return self._now
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back."""
+        return self._mono
+
+    def advance(self, seconds: float) -> None:
+        """Move both clocks forward."""
+        self._now += seconds
+        self._mono += seconds
+
+
+@dataclass
+class FakeSnmpClient:
+    """An agent per device name: ``tables[device][column][index] = value``; ``down`` devices time out."""
+
+    tables: dict[str, dict[str, dict[str, SnmpValue]]] = field(default_factory=dict)
+    down: set[str] = field(default_factory=set)
+
+    def _table(self, target: Target) -> dict[str, dict[str, SnmpValue]]:
+        if target.name in self.down or target.name not in self.tables:
+            raise SnmpError("timeout", f"{target.name}: no response")
+        return self.tables[target.name]
+
+    async def get(self, target: Target, oids: Sequence[str]) -> dict[str, SnmpValue]:
+        """GET scalars stored under the column ``""`` by full OID."""
+        scalars = self._table(target).get("", {})
+        return {oid: scalars.get(oid) for oid in oids}
+
+    async def walk(
+        self, target: Target, columns: Sequence[str], max_repetitions: int
+    ) -> dict[str, dict[str, SnmpValue]]:
+        """Return the stored columns."""
+        table = self._table(target)
+        return {col: dict(table.get(col, {})) for col in columns}
+
+    def close(self) -> None:
+        """Nothing to release."""
+
+
+@dataclass
+class FakeSink:
+    """Records what was sent; while ``failing`` every send raises like an unreachable broker."""
+
+    sent: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    failing: bool = False
+    started: bool = False
+
+    async def start(self) -> None:
+        """Connect (or fail while ``failing``)."""
+        if self.failing:
+            raise SinkError("unavailable", "fake broker down")
+        self.started = True
+
+    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+        """Record a message (or fail while ``failing``)."""
+        if self.failing:
+            raise SinkError("unavailable", "fake broker down")
+        self.sent.append((topic, key, value))
+
+    async def stop(self) -> None:
+        """Disconnect."""
+        self.started = False

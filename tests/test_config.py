@@ -1,0 +1,138 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from alarmd.cli import main
+from alarmd.config import ConfigError, Secret, load, parse_duration
+
+REPO = Path(__file__).resolve().parent.parent
+
+MINIMAL = """\
+rule_files: [rules.yml]
+customers:
+  - id: C1
+    name: Customer One
+    tier: gold
+devices:
+  - name: r1
+    kind: cpe_router
+    address: 127.0.0.1
+    snmp:
+      community: s3cret-community
+circuits:
+  - id: CIR-1
+    customer: C1
+    path:
+      - device: r1
+        interface: Gi0/1
+"""
+
+RULES = """\
+groups:
+  - name: g
+    rules:
+      - alert: High
+        expr: interface_utilisation_percent > 80
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    (tmp_path / "alarmd.yml").write_text(text)
+    (tmp_path / "rules.yml").write_text(RULES)
+    return tmp_path
+
+
+def test_shipped_config_is_valid() -> None:
+    loaded = load(REPO / "config", env={})
+    assert {d.kind.value for d in loaded.config.devices} == {
+        "cpe_router",
+        "optical_transceiver",
+        "protocol_converter",
+    }
+    assert loaded.rule_paths, "the shipped config names the shipped rules"
+
+
+def test_misspelt_key_is_named_with_file_and_line(tmp_path: Path) -> None:
+    cfg = write(tmp_path, MINIMAL.replace("      community:", "      comunity:"))
+    with pytest.raises(ConfigError) as err:
+        load(cfg, env={})
+    message = str(err.value)
+    assert f"{cfg / 'alarmd.yml'}:11: unknown key 'devices.0.snmp.comunity'" in message
+    assert "did you mean 'community'" in message
+
+
+def test_unknown_top_level_key(tmp_path: Path) -> None:
+    cfg = write(tmp_path, MINIMAL + "kafak:\n  client_id: x\n")
+    with pytest.raises(ConfigError, match=r"alarmd.yml:18: unknown key 'kafak' \(did you mean 'kafka'\?\)"):
+        load(cfg, env={})
+
+
+def test_bad_tier_names_value_and_line(tmp_path: Path) -> None:
+    cfg = write(tmp_path, MINIMAL.replace("tier: gold", "tier: platinum"))
+    with pytest.raises(
+        ConfigError, match=r"alarmd.yml:5: customers.0.tier: Input should be 'diamond', 'gold'"
+    ):
+        load(cfg, env={})
+
+
+def test_circuit_with_unknown_device(tmp_path: Path) -> None:
+    cfg = write(tmp_path, MINIMAL.replace("      - device: r1", "      - device: r9"))
+    with pytest.raises(
+        ConfigError, match=r"alarmd.yml:16: circuits\[0\].path\[0\].device: unknown device 'r9'"
+    ):
+        load(cfg, env={})
+
+
+def test_environment_interpolation_and_kafka_override(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("R1_COMMUNITY", "from-env")
+    monkeypatch.setenv("KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:19092")
+    cfg = write(
+        tmp_path,
+        MINIMAL.replace("s3cret-community", "${R1_COMMUNITY}") + "polling:\n  interval: ${POLL:-30s}\n",
+    )
+    loaded = load(cfg)
+    assert loaded.config.devices[0].snmp.community.get_secret_value() == "from-env"
+    assert loaded.config.polling.interval == 30.0
+    assert loaded.config.kafka.bootstrap_servers == "127.0.0.1:19092"
+
+
+def test_missing_environment_variable_is_an_error(tmp_path: Path) -> None:
+    cfg = write(tmp_path, MINIMAL.replace("s3cret-community", "${NO_SUCH_VAR_FOR_ALARMD}"))
+    with pytest.raises(
+        ConfigError, match=r"alarmd.yml:11: environment variable NO_SUCH_VAR_FOR_ALARMD is not set"
+    ):
+        load(cfg, env={})
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30), ("5m", 300), ("1h30m", 5400), ("500ms", 0.5), (10, 10)]
+)
+def test_durations(text: str | int, seconds: float) -> None:
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["30x", "5 minutes", "", "1h-5m", "-3"])
+def test_bad_durations(text: str) -> None:
+    with pytest.raises(ValueError, match="duration"):
+        parse_duration(text)
+
+
+def test_secrets_never_print() -> None:
+    secret = Secret("public-community")
+    assert str(secret) == "<secret>"
+    assert "public-community" not in repr(secret)
+
+
+def test_check_config_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = write(tmp_path, MINIMAL)
+    assert main(["check-config", "-c", str(good)]) == 0
+    assert "OK: 1 customers, 1 circuits, 1 devices, 1 rules" in capsys.readouterr().out
+    write(tmp_path, MINIMAL.replace("  - name: r1", "  - nmae: r1"))
+    assert main(["check-config", "-c", str(good)]) == 1
+    err = capsys.readouterr().err
+    assert "unknown key 'devices.0.nmae' (did you mean 'name'?)" in err
+    assert "s3cret-community" not in err
