@@ -37,7 +37,7 @@ unit: $(STAMP)
 	$(BIN)/pytest -m "not integration"
 
 test: setup lint type
-	$(BIN)/pytest
+	$(BIN)/pytest -v
 
 bench: setup
 	@echo "benchmarks arrive with the speed work (issue 7)"; exit 1

@@ -93,7 +93,7 @@ async def test_congested_line_yields_a_work_order_on_kafka_and_its_clear(
     sim_network.set_rates({"cpe-router-01/2/in": CONGESTED})
 
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest", group_id=f"test-{topic}"
+        topic, bootstrap_servers=kafka_bootstrap, auto_offset_reset="earliest", group_id=None
     )
     await consumer.start()
     inbox = Inbox(consumer)

@@ -58,9 +58,7 @@ async def watch(
     with contextlib.suppress(TopicAlreadyExistsError):
         await admin.create_topics([NewTopic(TOPIC, num_partitions=3, replication_factor=1)])
     await admin.close()
-    consumer = AIOKafkaConsumer(
-        TOPIC, bootstrap_servers=bootstrap, auto_offset_reset="latest", group_id=f"alarmd-demo-{os.getpid()}"
-    )
+    consumer = AIOKafkaConsumer(TOPIC, bootstrap_servers=bootstrap, auto_offset_reset="latest", group_id=None)
     await consumer.start()
     say(f"waiting for work orders on {TOPIC} (the congested line should produce one within ~1 minute)")
     started = time.monotonic()
