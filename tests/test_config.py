@@ -9,8 +9,10 @@ from alarmd.config import ConfigError, Secret, load, parse_duration
 
 REPO = Path(__file__).resolve().parent.parent
 
-MINIMAL = """\
+PROFILES = REPO / "config" / "profiles" / "*.yml"
+MINIMAL = f"""\
 rule_files: [rules.yml]
+profile_files: ["{PROFILES}"]
 customers:
   - id: C1
     name: Customer One
@@ -59,20 +61,21 @@ def test_misspelt_key_is_named_with_file_and_line(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as err:
         load(cfg, env={})
     message = str(err.value)
-    assert f"{cfg / 'alarmd.yml'}:11: unknown key 'devices.0.snmp.comunity'" in message
+    assert f"{cfg / 'alarmd.yml'}:12: unknown key 'devices.0.snmp.comunity'" in message
     assert "did you mean 'community'" in message
+    assert "missing required key 'devices.0.snmp.community'" in message
 
 
 def test_unknown_top_level_key(tmp_path: Path) -> None:
     cfg = write(tmp_path, MINIMAL + "kafak:\n  client_id: x\n")
-    with pytest.raises(ConfigError, match=r"alarmd.yml:18: unknown key 'kafak' \(did you mean 'kafka'\?\)"):
+    with pytest.raises(ConfigError, match=r"alarmd.yml:19: unknown key 'kafak' \(did you mean 'kafka'\?\)"):
         load(cfg, env={})
 
 
 def test_bad_tier_names_value_and_line(tmp_path: Path) -> None:
     cfg = write(tmp_path, MINIMAL.replace("tier: gold", "tier: platinum"))
     with pytest.raises(
-        ConfigError, match=r"alarmd.yml:5: customers.0.tier: Input should be 'diamond', 'gold'"
+        ConfigError, match=r"alarmd.yml:6: customers.0.tier: Input should be 'diamond', 'gold'"
     ):
         load(cfg, env={})
 
@@ -80,7 +83,7 @@ def test_bad_tier_names_value_and_line(tmp_path: Path) -> None:
 def test_circuit_with_unknown_device(tmp_path: Path) -> None:
     cfg = write(tmp_path, MINIMAL.replace("      - device: r1", "      - device: r9"))
     with pytest.raises(
-        ConfigError, match=r"alarmd.yml:16: circuits\[0\].path\[0\].device: unknown device 'r9'"
+        ConfigError, match=r"alarmd.yml:17: circuits\[0\].path\[0\].device: unknown device 'r9'"
     ):
         load(cfg, env={})
 
@@ -103,7 +106,7 @@ def test_environment_interpolation_and_kafka_override(
 def test_missing_environment_variable_is_an_error(tmp_path: Path) -> None:
     cfg = write(tmp_path, MINIMAL.replace("s3cret-community", "${NO_SUCH_VAR_FOR_ALARMD}"))
     with pytest.raises(
-        ConfigError, match=r"alarmd.yml:11: environment variable NO_SUCH_VAR_FOR_ALARMD is not set"
+        ConfigError, match=r"alarmd.yml:12: environment variable NO_SUCH_VAR_FOR_ALARMD is not set"
     ):
         load(cfg, env={})
 
@@ -136,3 +139,53 @@ def test_check_config_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture[s
     err = capsys.readouterr().err
     assert "unknown key 'devices.0.nmae' (did you mean 'name'?)" in err
     assert "s3cret-community" not in err
+
+
+V3 = """\
+credentials:
+  noc-v3:
+    version: 3
+    user: noc
+    auth_protocol: sha256
+    auth_key: ${V3_AUTH:-authpass123}
+    priv_protocol: aes128
+    priv_key: privpass123
+"""
+
+
+def test_named_v3_credentials_are_resolved_for_a_device(tmp_path: Path) -> None:
+    cfg = write(
+        tmp_path,
+        V3 + MINIMAL.replace("    snmp:\n      community: s3cret-community\n", "    credentials: noc-v3\n"),
+    )
+    loaded = load(cfg, env={})
+    creds = loaded.device_credentials(loaded.config.devices[0])
+    assert (creds.version, creds.level) == ("3", "authPriv")  # type: ignore[union-attr]
+    assert "authpass123" not in repr(loaded.config)
+
+
+def test_unknown_credentials_name_is_an_error(tmp_path: Path) -> None:
+    cfg = write(
+        tmp_path, MINIMAL.replace("    snmp:\n      community: s3cret-community\n", "    credentials: nope\n")
+    )
+    with pytest.raises(ConfigError, match=r"devices\[0\].credentials: unknown credentials 'nope'"):
+        load(cfg, env={})
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ("    auth_protocol: sha256\n", "auth_protocol and auth_key go together"),
+        ("    priv_key: privpass123\n", "priv_protocol and priv_key go together"),
+    ],
+)
+def test_v3_credentials_must_be_consistent(tmp_path: Path, change: str, message: str) -> None:
+    cfg = write(tmp_path, V3.replace(change, "") + MINIMAL)
+    with pytest.raises(ConfigError, match=message):
+        load(cfg, env={})
+
+
+def test_v3_keys_shorter_than_eight_characters_are_rejected(tmp_path: Path) -> None:
+    cfg = write(tmp_path, V3.replace("privpass123", "short") + MINIMAL)
+    with pytest.raises(ConfigError, match=r"alarmd.yml:2: credentials.noc-v3: USM keys must be at least 8"):
+        load(cfg, env={})

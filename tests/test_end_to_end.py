@@ -25,6 +25,7 @@ RELIEVED = 125_000.0  # 10%
 
 CONFIG = """\
 rule_files: [rules.yml]
+profile_files: ["{profiles}"]
 state_dir: state
 polling: {{interval: 1s, timeout: 1s, retries: 1}}
 customers:
@@ -88,7 +89,9 @@ async def test_congested_line_yields_a_work_order_on_kafka_and_its_clear(
         await admin.create_topics([NewTopic(topic, num_partitions=3, replication_factor=1)])
     finally:
         await admin.close()
-    (tmp_path / "alarmd.yml").write_text(CONFIG.format(port=sim_network.port, topic=topic))
+    (tmp_path / "alarmd.yml").write_text(
+        CONFIG.format(port=sim_network.port, topic=topic, profiles=REPO / "config" / "profiles" / "*.yml")
+    )
     (tmp_path / "rules.yml").write_text(RULES)
     sim_network.set_rates({"cpe-router-01/2/in": CONGESTED})
 

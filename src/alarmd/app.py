@@ -10,6 +10,7 @@ import structlog
 from alarmd.alarms.lifecycle import AlarmBook
 from alarmd.clock import Clock, SystemClock
 from alarmd.collector.poller import DevicePoller
+from alarmd.collector.profile import Profile, load_profiles
 from alarmd.collector.snmp import PysnmpClient, SnmpClient
 from alarmd.config import ConfigError, Loaded, read_yaml
 from alarmd.dispatch.kafka import KafkaSink
@@ -23,6 +24,19 @@ from alarmd.rules.compile import Rule, compile_docs
 from alarmd.rules.engine import RuleEngine
 
 log = structlog.get_logger("alarmd")
+
+
+def load_profiles_for(loaded: Loaded) -> dict[str, Profile]:
+    """Load the device profiles and check that every device's profile exists."""
+    profiles = load_profiles(loaded.profile_paths)
+    for device in loaded.config.devices:
+        name = device.profile or device.kind.value
+        if name not in profiles:
+            raise ConfigError(
+                f"{loaded.path}: device {device.name}: unknown profile '{name}' "
+                f"(known: {', '.join(sorted(profiles)) or 'none'})"
+            )
+    return profiles
 
 
 def load_rules(loaded: Loaded) -> list[Rule]:
@@ -53,6 +67,7 @@ class Daemon:
         self.snmp = snmp or PysnmpClient(self.config.polling.max_in_flight)
         self.sink = sink or KafkaSink(self.config.kafka)
         self.engine = RuleEngine(rules)
+        self.profiles = load_profiles_for(loaded)
         self.book = AlarmBook(Inventory(self.config), lead_team, self.metrics)
         self.outbox = Outbox(loaded.state_dir / "outbox.sqlite")
         self.dispatcher = Dispatcher(
@@ -88,7 +103,15 @@ class Daemon:
         await self.http.start()
         intake_stop, dispatch_stop = asyncio.Event(), asyncio.Event()
         pollers = [
-            DevicePoller(d, self.config.polling, self.snmp, self.clock, self.metrics)
+            DevicePoller(
+                d,
+                credentials=self.loaded.device_credentials(d),
+                profile=self.profiles[d.profile or d.kind.value],
+                polling=self.config.polling,
+                client=self.snmp,
+                clock=self.clock,
+                metrics=self.metrics,
+            )
             for d in self.config.devices
         ]
         try:

@@ -64,9 +64,10 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _load(path: Path) -> tuple[Loaded, list[Rule]]:
-    from alarmd.app import load_rules  # noqa: PLC0415 - keeps pysnmp/aiokafka out of the check paths' errors
+    from alarmd.app import load_profiles_for, load_rules  # noqa: PLC0415 - keeps pysnmp/aiokafka imports lazy
 
     loaded = load(path)
+    load_profiles_for(loaded)
     return loaded, load_rules(loaded)
 
 
@@ -79,7 +80,8 @@ def _check_config(path: Path) -> int:
     cfg = loaded.config
     print(
         f"{loaded.path}: OK: {len(cfg.customers)} customers, {len(cfg.circuits)} circuits, "
-        f"{len(cfg.devices)} devices, {len(rules)} rules from {len(loaded.rule_paths)} file(s)"
+        f"{len(cfg.devices)} devices, {len(rules)} rules from {len(loaded.rule_paths)} file(s), "
+        f"{len(loaded.profile_paths)} device profiles"
     )
     return 0
 

@@ -21,6 +21,7 @@ from pydantic import (
     SecretStr,
     ValidationError,
     field_validator,
+    model_validator,
 )
 
 from alarmd.model import DeviceKind, Tier
@@ -163,7 +164,7 @@ def validate(doc: YamlDoc, model: type[M]) -> M:
                 suggestion = f" (did you mean '{hint[0]}'?)" if hint else ""
                 problems.append(f"{where}: unknown key '{dotted}'{suggestion}")
             elif err["type"] == "missing":
-                missing = ".".join(str(s) for s in loc)
+                missing = ".".join(str(s) for s in (*found, loc[-1]))
                 problems.append(f"{where}: missing required key '{missing}'")
             else:
                 msg = err["msg"].removeprefix("Value error, ")
@@ -218,11 +219,72 @@ class Strict(BaseModel):
 # --------------------------------------------------------------------------- the config
 
 
+AuthProtocol = Literal["md5", "sha", "sha224", "sha256", "sha384", "sha512"]
+PrivProtocol = Literal["des", "aes128", "aes192", "aes256"]
+
+
+class SnmpV1(Strict):
+    """SNMP v1 credentials (a community)."""
+
+    version: Literal["1"]
+    community: Secret
+
+
 class SnmpV2c(Strict):
-    """SNMP v2c credentials."""
+    """SNMP v2c credentials (a community)."""
 
     version: Literal["2c"] = "2c"
     community: Secret
+
+
+class SnmpV3(Strict):
+    """SNMP v3 USM credentials: noAuthNoPriv, authNoPriv or authPriv."""
+
+    version: Literal["3"]
+    user: str = Field(min_length=1)
+    auth_protocol: AuthProtocol | None = None
+    auth_key: Secret | None = None
+    priv_protocol: PrivProtocol | None = None
+    priv_key: Secret | None = None
+    context_name: str = ""
+    engine_id: str | None = Field(None, description="hex engine id of a trap sender (v3 traps only)")
+
+    @model_validator(mode="after")
+    def _levels(self) -> SnmpV3:
+        if (self.auth_protocol is None) != (self.auth_key is None):
+            raise ValueError("auth_protocol and auth_key go together")
+        if (self.priv_protocol is None) != (self.priv_key is None):
+            raise ValueError("priv_protocol and priv_key go together")
+        if self.priv_protocol is not None and self.auth_protocol is None:
+            raise ValueError("privacy (priv_protocol) needs authentication (auth_protocol) too")
+        for key in (self.auth_key, self.priv_key):
+            if key is not None and len(key.get_secret_value()) < 8:
+                raise ValueError("USM keys must be at least 8 characters (RFC 3414)")
+        if self.engine_id is not None:
+            try:
+                bytes.fromhex(self.engine_id.removeprefix("0x"))
+            except ValueError:
+                raise ValueError(f"engine_id '{self.engine_id}' is not hex") from None
+        return self
+
+    @property
+    def level(self) -> Literal["noAuthNoPriv", "authNoPriv", "authPriv"]:
+        """The USM security level these credentials give."""
+        if self.priv_protocol is not None:
+            return "authPriv"
+        return "authNoPriv" if self.auth_protocol is not None else "noAuthNoPriv"
+
+
+def _version_text(value: object) -> object:
+    """YAML reads ``version: 3`` as a number and a missing version means v2c."""
+    if isinstance(value, dict):
+        return {**value, "version": str(value.get("version", "2c"))}
+    return value
+
+
+SnmpCredentials = Annotated[
+    Annotated[SnmpV1 | SnmpV2c | SnmpV3, Field(discriminator="version")], BeforeValidator(_version_text)
+]
 
 
 class PollingConfig(Strict):
@@ -249,7 +311,9 @@ class DeviceConfig(Strict):
     kind: DeviceKind
     address: str
     port: int = Field(161, ge=1, le=65535)
-    snmp: SnmpV2c
+    snmp: SnmpCredentials | None = Field(None, description="inline credentials")
+    credentials: str | None = Field(None, description="name of an entry in the top-level credentials")
+    profile: str | None = Field(None, description="device profile (config/profiles); defaults to the kind")
     interval: Duration | None = None
     timeout: Duration | None = None
     retries: int | None = Field(None, ge=0, le=10)
@@ -262,6 +326,12 @@ class DeviceConfig(Strict):
         except ValueError:
             raise ValueError(f"'{value}' is not an IP address") from None
         return value
+
+    @model_validator(mode="after")
+    def _one_credential(self) -> DeviceConfig:
+        if (self.snmp is None) == (self.credentials is None):
+            raise ValueError("give either snmp (inline) or credentials (a name from the credentials section)")
+        return self
 
 
 class CustomerConfig(Strict):
@@ -328,10 +398,67 @@ class HttpConfig(Strict):
         return int(self.listen.rpartition(":")[2])
 
 
+class TrapsConfig(Strict):
+    """The trap and INFORM listener."""
+
+    enabled: bool = False
+    listen: str = Field("127.0.0.1:1162", description="host:port; production: 0.0.0.0:162")
+    receive_buffer: int = Field(8 * 1024 * 1024, ge=65536, description="SO_RCVBUF bytes, for bursts")
+    queue_size: int = Field(50_000, ge=1, description="decoded traps waiting for the rule stage")
+    credentials: list[str] = Field([], description="names from the credentials section accepted on traps")
+    allowed_sources: list[str] = Field([], description="CIDRs traps may come from; empty = any")
+    definitions: list[str] = Field(["traps/*.yml"], description="trap definition files, relative to config")
+
+    @field_validator("allowed_sources")
+    @classmethod
+    def _cidrs(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ValueError(f"'{cidr}' is not a network (e.g. 10.0.0.0/8)") from None
+        return value
+
+    @property
+    def host(self) -> str:
+        """Host part of ``listen``."""
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def port(self) -> int:
+        """Port part of ``listen``."""
+        return int(self.listen.rpartition(":")[2])
+
+
+class UpstreamConfig(Strict):
+    """Alarms forwarded by upstream systems (TeMIP, IPNET, transmission NMS) on a Kafka topic."""
+
+    enabled: bool = False
+    topic: str = "alarmd.upstream"
+    group_id: str = "alarmd-upstream"
+    dead_letter_topic: str = "alarmd.upstream.dead-letter"
+
+
+class DialTestConfig(Strict):
+    """The active ICMP echo test (拨测) to a circuit's customer equipment."""
+
+    count: int = Field(5, ge=1, le=100)
+    interval: Duration = 0.2
+    size: int = Field(56, ge=0, le=65000, description="ICMP payload bytes")
+    timeout: Duration = 1.0
+
+
 class Config(Strict):
     """The whole daemon configuration (``alarmd.yml``)."""
 
     rule_files: list[str] = ["rules/*.yml"]
+    profile_files: list[str] = Field(
+        ["profiles/*.yml"], description="device profiles, relative to the config"
+    )
+    credentials: dict[str, SnmpCredentials] = Field({}, description="named SNMP credentials")
+    traps: TrapsConfig = TrapsConfig()
+    upstream: UpstreamConfig = UpstreamConfig()
+    dial_test: DialTestConfig = DialTestConfig()
     polling: PollingConfig = PollingConfig()
     customers: list[CustomerConfig] = []
     devices: list[DeviceConfig] = []
@@ -351,6 +478,13 @@ class Loaded:
     path: Path
     rule_paths: list[Path]
     state_dir: Path
+    profile_paths: list[Path]
+
+    def device_credentials(self, device: DeviceConfig) -> SnmpV1 | SnmpV2c | SnmpV3:
+        """The credentials a device is polled with (inline or named)."""
+        if device.snmp is not None:
+            return device.snmp
+        return self.config.credentials[device.credentials or ""]
 
 
 def _unique(doc: YamlDoc, items: list[Any], attr: str, section: str) -> dict[str, int]:
@@ -369,6 +503,19 @@ def _unique(doc: YamlDoc, items: list[Any], attr: str, section: str) -> dict[str
 def _check_references(doc: YamlDoc, cfg: Config) -> None:
     customers = _unique(doc, cfg.customers, "id", "customers")
     devices = _unique(doc, cfg.devices, "name", "devices")
+    for i, device in enumerate(cfg.devices):
+        if device.credentials is not None and device.credentials not in cfg.credentials:
+            raise ConfigError(
+                f"{doc.where(('devices', i, 'credentials'))}: devices[{i}].credentials: "
+                f"unknown credentials '{device.credentials}' "
+                f"(known: {', '.join(cfg.credentials) or 'none'})"
+            )
+    for i, name in enumerate(cfg.traps.credentials):
+        if name not in cfg.credentials:
+            raise ConfigError(
+                f"{doc.where(('traps', 'credentials', i))}: traps.credentials[{i}]: "
+                f"unknown credentials '{name}'"
+            )
     _unique(doc, cfg.circuits, "id", "circuits")
     for i, circuit in enumerate(cfg.circuits):
         if circuit.customer not in customers:
@@ -401,17 +548,23 @@ def load(path: Path, env: Mapping[str, str] | None = None) -> Loaded:
     if env.get("KAFKA_BOOTSTRAP_SERVERS"):
         kafka = cfg.kafka.model_copy(update={"bootstrap_servers": env["KAFKA_BOOTSTRAP_SERVERS"]})
         cfg = cfg.model_copy(update={"kafka": kafka})
-    rule_paths: list[Path] = []
-    for i, pattern in enumerate(cfg.rule_files):
+    rule_paths = _glob(doc, file, "rule_files", cfg.rule_files)
+    profile_paths = _glob(doc, file, "profile_files", cfg.profile_files)
+    state_dir = Path(cfg.state_dir)
+    if not state_dir.is_absolute():
+        state_dir = file.parent / state_dir
+    return Loaded(cfg, file, rule_paths, state_dir, profile_paths)
+
+
+def _glob(doc: YamlDoc, file: Path, key: str, patterns: list[str]) -> list[Path]:
+    """Resolve file globs relative to the config file; a glob that matches nothing is an error."""
+    paths: list[Path] = []
+    for i, pattern in enumerate(patterns):
         full = pattern if os.path.isabs(pattern) else str(file.parent / pattern)
         matches = sorted(Path(p) for p in glob.glob(full))
         if not matches:
             raise ConfigError(
-                f"{doc.where(('rule_files', i))}: rule_files[{i}]: '{pattern}' matches no file "
-                f"(relative to {file.parent})"
+                f"{doc.where((key, i))}: {key}[{i}]: '{pattern}' matches no file (relative to {file.parent})"
             )
-        rule_paths.extend(matches)
-    state_dir = Path(cfg.state_dir)
-    if not state_dir.is_absolute():
-        state_dir = file.parent / state_dir
-    return Loaded(cfg, file, rule_paths, state_dir)
+        paths.extend(matches)
+    return paths

@@ -34,6 +34,18 @@ class Metrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,
         )
+        self.poll_periods = Counter(
+            "alarmd_collection_periods_total",
+            "Collection periods started per device (SPEC §7 completeness).",
+            ["device", "device_kind"],
+            registry=r,
+        )
+        self.poll_failed_periods = Counter(
+            "alarmd_collection_failed_periods_total",
+            "Collection periods that failed per device (SPEC §7).",
+            ["device", "device_kind"],
+            registry=r,
+        )
         self.device_up = Gauge(
             "alarmd_device_up",
             "1 if the device answered its last poll, else 0.",
@@ -77,6 +89,42 @@ class Metrics:
         )
         self.outbox_depth = Gauge(
             "alarmd_dispatch_outbox_depth", "Messages waiting to be acknowledged by Kafka.", registry=r
+        )
+        self.traps_received = Counter(
+            "alarmd_traps_received_total",
+            "Traps and INFORMs accepted, by SNMP version and PDU type.",
+            ["version", "pdu"],
+            registry=r,
+        )
+        self.traps_rejected = Counter(
+            "alarmd_traps_rejected_total",
+            "Traps refused, by reason (unknown_community, unknown_user, auth_failed, source_not_allowed, "
+            "v3_decrypt_failed, not_a_notification).",
+            ["reason"],
+            registry=r,
+        )
+        self.traps_malformed = Counter(
+            "alarmd_traps_malformed_total", "Datagrams on the trap port that are not valid SNMP.", registry=r
+        )
+        self.traps_dropped = Counter(
+            "alarmd_traps_dropped_total",
+            "Decoded traps dropped because the queue behind the listener was full.",
+            registry=r,
+        )
+        self.informs_acknowledged = Counter(
+            "alarmd_traps_informs_acknowledged_total", "INFORMs answered with a Response PDU.", registry=r
+        )
+        self.upstream_received = Counter(
+            "alarmd_upstream_messages_total",
+            "Upstream alarm messages consumed, by outcome (accepted, dead_letter).",
+            ["outcome"],
+            registry=r,
+        )
+        self.probe_runs = Counter(
+            "alarmd_probe_runs_total",
+            "Dial tests run, by outcome (ok, unreachable, error).",
+            ["outcome"],
+            registry=r,
         )
         for kind in ("cpe_router", "optical_transceiver", "protocol_converter"):
             self.poll_requests.labels(kind)

@@ -68,6 +68,50 @@ class Sample:
     at: float
 
 
+SnmpType = Literal[
+    "Integer",
+    "OctetString",
+    "Null",
+    "ObjectIdentifier",
+    "IpAddress",
+    "Counter32",
+    "Gauge32",
+    "TimeTicks",
+    "Opaque",
+    "Counter64",
+    "noSuchObject",
+    "noSuchInstance",
+    "endOfMibView",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class VarBind:
+    """One SNMP variable binding: numeric OID, SNMP type name and a plain Python value."""
+
+    oid: str
+    type: SnmpType
+    value: int | str | bytes | None
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """Something that happened, from a trap, an INFORM or an upstream system, normalised.
+
+    ``kind`` is the trap OID (numeric, v2 form) or the upstream alarm type; ``labels``
+    carry where it happened (``source_address``, ``agent_address``, ``device``,
+    ``interface``, ``circuit`` when the inventory knows them).
+    """
+
+    source: Literal["trap", "inform", "upstream"]
+    kind: str
+    at: float
+    labels: Labels
+    varbinds: tuple[VarBind, ...] = ()
+    uptime: int | None = None
+    attributes: Labels = field(default_factory=dict)
+
+
 @dataclass(frozen=True, slots=True)
 class AlarmTransition:
     """The rule engine's verdict that a series started or stopped breaking a rule."""

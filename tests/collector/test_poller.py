@@ -1,20 +1,27 @@
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from alarmd.collector.poller import (
-    IF_HC_IN_OCTETS,
-    IF_HC_OUT_OCTETS,
-    IF_HIGH_SPEED,
-    IF_NAME,
     CounterRates,
     DevicePoller,
     counter_delta,
+    error_ratio_percent,
+    sensor_value,
     utilisation_percent,
+    watts_to_dbm,
 )
+from alarmd.collector.profile import load_profiles
 from alarmd.config import DeviceConfig, PollingConfig
 from alarmd.metrics import Metrics
+from alarmd.model import Sample
 from alarmd.testing import FakeClock, FakeSnmpClient
+
+PROFILES = load_profiles(sorted((Path(__file__).resolve().parents[2] / "config" / "profiles").glob("*.yml")))
 
 MAX64 = (1 << 64) - 1
 
@@ -52,20 +59,95 @@ def test_utilisation_uses_the_busier_direction_against_if_high_speed() -> None:
     assert utilisation_percent(1_000, 1_000, 0) is None
 
 
-def router(in_octets: int, out_octets: int) -> dict[str, dict[str, int | bytes | str | None]]:
+@given(
+    start=st.integers(0, 2**64 - 1),
+    step=st.integers(0, 2**64 - 1),
+    seconds=st.floats(0.5, 600),
+    speed_mbps=st.integers(1, 100_000),
+)
+def test_counter64_rates_are_never_negative_nor_above_line_rate(
+    start: int, step: int, seconds: float, speed_mbps: int
+) -> None:
+    rates = CounterRates()
+    max_rate = speed_mbps * 1_000_000 / 8
+    rates.rate(("1", "in"), start, at=0.0)
+    rate = rates.rate(("1", "in"), (start + step) % 2**64, at=seconds, max_rate=max_rate)
+    assert rate is None or 0 <= rate <= max_rate * 1.1
+
+
+@given(previous=st.integers(0, 2**32 - 1), current=st.integers(0, 2**32 - 1))
+def test_counter32_delta_is_within_one_wrap(previous: int, current: int) -> None:
+    assert 0 <= counter_delta(previous, current, 32) < 2**32
+
+
+def test_sensor_scale_precision_and_dbm() -> None:
+    assert sensor_value(-75, scale=9, precision=1) == pytest.approx(-7.5)
+    assert sensor_value(178, scale=7, precision=0) == pytest.approx(178e-6)
+    assert watts_to_dbm(178e-6) == pytest.approx(-7.496, abs=0.01)
+    assert watts_to_dbm(0) is None
+
+
+def test_error_ratio_counts_errors_and_discards_against_all_packets() -> None:
+    assert error_ratio_percent(20, 10, 70) == pytest.approx(30.0)
+    assert error_ratio_percent(0, 0, 0) == 0.0
+    assert error_ratio_percent(None, 1, 1) is None
+
+
+IF = "1.3.6.1.2.1.2.2.1."
+IFX = "1.3.6.1.2.1.31.1.1.1."
+
+
+def router(
+    in_octets: int,
+    out_octets: int,
+    *,
+    oper: int = 1,
+    errors: int = 0,
+    discontinuity: int = 0,
+    uptime: int = 1000,
+) -> dict[str, dict[str, int | bytes | str | None]]:
     return {
-        IF_NAME: {"1": b"GigabitEthernet0/0/0", "2": b"GigabitEthernet0/0/1"},
-        IF_HC_IN_OCTETS: {"1": 5_000, "2": in_octets},
-        IF_HC_OUT_OCTETS: {"1": 5_000, "2": out_octets},
-        IF_HIGH_SPEED: {"1": 1000, "2": 10},
+        "": {"1.3.6.1.2.1.1.3.0": uptime},
+        IFX + "1": {"1": b"GigabitEthernet0/0/0", "2": b"GigabitEthernet0/0/1"},
+        IFX + "6": {"1": 5_000, "2": in_octets},
+        IFX + "10": {"1": 5_000, "2": out_octets},
+        IFX + "7": {"1": 10, "2": in_octets // 1000},
+        IFX + "11": {"1": 10, "2": out_octets // 1000},
+        IFX + "15": {"1": 1000, "2": 10},
+        IFX + "19": {"1": 0, "2": discontinuity},
+        IF + "7": {"1": 1, "2": 1},
+        IF + "8": {"1": 1, "2": oper},
+        IF + "13": {"1": 0, "2": 0},
+        IF + "14": {"1": 0, "2": errors},
+        IF + "19": {"1": 0, "2": 0},
+        IF + "20": {"1": 0, "2": 0},
     }
 
 
-def make_poller(client: FakeSnmpClient, clock: FakeClock, metrics: Metrics) -> DevicePoller:
+def make_poller(
+    client: FakeSnmpClient,
+    clock: FakeClock,
+    metrics: Metrics,
+    kind: str = "cpe_router",
+    name: str = "cpe-router-01",
+) -> DevicePoller:
     device = DeviceConfig.model_validate(
-        {"name": "cpe-router-01", "kind": "cpe_router", "address": "127.0.0.1", "snmp": {"community": "c"}}
+        {"name": name, "kind": kind, "address": "127.0.0.1", "snmp": {"community": "c"}}
     )
-    return DevicePoller(device, PollingConfig(interval="10s"), client, clock, metrics)
+    assert device.snmp is not None
+    return DevicePoller(
+        device,
+        credentials=device.snmp,
+        profile=PROFILES[kind],
+        polling=PollingConfig(interval="10s"),
+        client=client,
+        clock=clock,
+        metrics=metrics,
+    )
+
+
+def values(samples: list[Sample], metric: str, label: str = "interface") -> dict[str, float]:
+    return {s.labels[label]: s.value for s in samples if s.metric == metric}
 
 
 async def test_poller_turns_counters_into_utilisation_from_the_second_poll() -> None:
@@ -74,17 +156,63 @@ async def test_poller_turns_counters_into_utilisation_from_the_second_poll() -> 
     poller = make_poller(client, clock, metrics)
 
     first = await poller.poll_once()
-    assert [(s.metric, s.value) for s in first] == [("device_up", 1.0)]
+    assert values(first, "interface_utilisation_percent") == {}
+    assert ("device_up", 1.0) in [(s.metric, s.value) for s in first]
 
     clock.advance(10)
-    client.tables["cpe-router-01"] = router(10**12 + 11_250_000, 10**12 + 4_000_000)
+    client.tables["cpe-router-01"] = router(10**12 + 11_250_000, 10**12 + 4_000_000, uptime=2000)
     second = await poller.poll_once()
-    util = {s.labels["interface"]: s.value for s in second if s.metric == "interface_utilisation_percent"}
+    util = values(second, "interface_utilisation_percent")
     assert util["GigabitEthernet0/0/1"] == pytest.approx(90.0)
     assert util["GigabitEthernet0/0/0"] == pytest.approx(0.0)
+    assert values(second, "if_hc_in_octets_per_second")["GigabitEthernet0/0/1"] == pytest.approx(1_125_000)
+    assert poller.interface_names == {"1": "GigabitEthernet0/0/0", "2": "GigabitEthernet0/0/1"}
 
 
-async def test_unreachable_device_is_data_not_an_exception() -> None:
+async def test_agent_restart_gives_no_rate_instead_of_a_spike() -> None:
+    clock, metrics = FakeClock(), Metrics()
+    client = FakeSnmpClient({"cpe-router-01": router(10**12, 10**12, uptime=500_000)})
+    poller = make_poller(client, clock, metrics)
+    await poller.poll_once()
+    clock.advance(10)
+    client.tables["cpe-router-01"] = router(500, 500, uptime=1_000)  # rebooted: small uptime, small counters
+    assert values(await poller.poll_once(), "interface_utilisation_percent") == {}
+    clock.advance(10)
+    client.tables["cpe-router-01"] = router(500 + 6_250_000, 500, uptime=2_000)
+    assert values(await poller.poll_once(), "interface_utilisation_percent")["GigabitEthernet0/0/1"] == (
+        pytest.approx(50.0)
+    )
+
+
+async def test_counter_discontinuity_time_drops_that_interface_only() -> None:
+    clock, metrics = FakeClock(), Metrics()
+    client = FakeSnmpClient({"cpe-router-01": router(10**12, 10**12)})
+    poller = make_poller(client, clock, metrics)
+    await poller.poll_once()
+    clock.advance(10)
+    client.tables["cpe-router-01"] = router(10**12 + 1_000_000, 10**12, discontinuity=4242, uptime=2000)
+    util = values(await poller.poll_once(), "interface_utilisation_percent")
+    assert "GigabitEthernet0/0/1" not in util
+    assert "GigabitEthernet0/0/0" in util
+
+
+async def test_link_down_and_error_ratio() -> None:
+    clock, metrics = FakeClock(), Metrics()
+    client = FakeSnmpClient({"cpe-router-01": router(10**12, 10**12)})
+    poller = make_poller(client, clock, metrics)
+    await poller.poll_once()
+    clock.advance(10)
+    client.tables["cpe-router-01"] = router(10**12 + 1_000_000, 10**12, oper=2, errors=1_000, uptime=2000)
+    samples = await poller.poll_once()
+    assert values(samples, "interface_link_down") == {
+        "GigabitEthernet0/0/0": 0.0,
+        "GigabitEthernet0/0/1": 1.0,
+    }
+    # 1,000 inbound packets received, 1,000 errored: half the inbound traffic is lost
+    assert values(samples, "interface_error_ratio_percent")["GigabitEthernet0/0/1"] == pytest.approx(50.0)
+
+
+async def test_unreachable_device_is_data_and_a_failed_collection_period() -> None:
     clock, metrics = FakeClock(), Metrics()
     poller = make_poller(FakeSnmpClient(down={"cpe-router-01"}), clock, metrics)
     samples = await poller.poll_once()
@@ -96,9 +224,73 @@ async def test_unreachable_device_is_data_not_an_exception() -> None:
         )
         == 1
     )
-    assert (
-        registry.get_sample_value(
-            "alarmd_device_up", {"device": "cpe-router-01", "device_kind": "cpe_router"}
-        )
-        == 0
+    device = {"device": "cpe-router-01", "device_kind": "cpe_router"}
+    assert registry.get_sample_value("alarmd_device_up", device) == 0
+    assert registry.get_sample_value("alarmd_collection_periods_total", device) == 1
+    assert registry.get_sample_value("alarmd_collection_failed_periods_total", device) == 1
+
+
+ENT = "1.3.6.1.2.1.47.1.1.1.1."
+SENSOR = "1.3.6.1.2.1.99.1.1.1."
+
+
+async def test_optical_power_from_entity_sensors_mapped_to_the_port() -> None:
+    tables = {
+        "": {"1.3.6.1.2.1.1.3.0": 100},
+        IFX + "1": {"1": b"fiber-1", "2": b"eth-1"},
+        IFX + "15": {"1": 1000, "2": 1000},
+        IFX + "6": {"1": 1, "2": 1},
+        IFX + "10": {"1": 1, "2": 1},
+        # chassis 1 contains SFP 10 (mapped to ifIndex 1), which contains sensors 11 (rx), 12 (tx), 13 (temp)
+        ENT + "7": {
+            "1": b"chassis",
+            "10": b"SFP fiber-1",
+            "11": b"fiber-1 Rx Power",
+            "12": b"fiber-1 Tx Power",
+            "13": b"fiber-1 Temperature",
+        },
+        ENT + "4": {"1": 0, "10": 1, "11": 10, "12": 10, "13": 10},
+        SENSOR + "1": {"11": 14, "12": 14, "13": 8},
+        SENSOR + "2": {"11": 9, "12": 9, "13": 9},
+        SENSOR + "3": {"11": 1, "12": 1, "13": 1},
+        SENSOR + "4": {"11": -75, "12": -52, "13": 413},
+        SENSOR + "5": {"11": 1, "12": 1, "13": 1},
+        "1.3.6.1.2.1.47.1.3.2.1.2": {"10.0": "1.3.6.1.2.1.2.2.1.1.1"},
+    }
+    clock, metrics = FakeClock(), Metrics()
+    poller = make_poller(
+        FakeSnmpClient({"optical-tx-01": tables}), clock, metrics, "optical_transceiver", "optical-tx-01"
     )
+    samples = await poller.poll_once()
+    rx = [s for s in samples if s.metric == "optical_rx_power_dbm"]
+    assert [(s.value, s.labels["interface"], s.labels["sensor"]) for s in rx] == [
+        (pytest.approx(-7.5), "fiber-1", "fiber-1 Rx Power")
+    ]
+    assert values(samples, "optical_tx_power_dbm", "sensor") == {"fiber-1 Tx Power": pytest.approx(-5.2)}
+    assert values(samples, "module_temperature_celsius", "sensor") == {
+        "fiber-1 Temperature": pytest.approx(41.3)
+    }
+
+
+async def test_e1_line_status_bits_become_one_sample_each() -> None:
+    tables = {
+        "": {"1.3.6.1.2.1.1.3.0": 100},
+        IFX + "1": {"1": b"E1-1", "2": b"eth-1"},
+        "1.3.6.1.2.1.10.18.6.1.10": {"1": 64 + 8},  # LOS and AIS
+        "1.3.6.1.2.1.10.18.6.1.8": {"1": b"CIR-0002"},
+    }
+    clock, metrics = FakeClock(), Metrics()
+    poller = make_poller(
+        FakeSnmpClient({"proto-conv-01": tables}), clock, metrics, "protocol_converter", "proto-conv-01"
+    )
+    samples = await poller.poll_once()
+    e1 = {s.metric: s.value for s in samples if s.metric.startswith("e1_")}
+    assert e1 == {
+        "e1_loss_of_signal": 1.0,
+        "e1_ais": 1.0,
+        "e1_loss_of_frame": 0.0,
+        "e1_remote_alarm": 0.0,
+        "e1_loopback": 0.0,
+    }
+    los = next(s for s in samples if s.metric == "e1_loss_of_signal")
+    assert (los.labels["interface"], los.labels["e1_circuit_id"]) == ("E1-1", "CIR-0002")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import random
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,19 +14,52 @@ from dataclasses import dataclass
 import structlog
 
 from alarmd.clock import Clock
+from alarmd.collector.profile import ColumnSpec, Profile, TableSpec
 from alarmd.collector.snmp import SnmpClient, SnmpError, SnmpValue, Target
-from alarmd.config import DeviceConfig, PollingConfig
+from alarmd.config import DeviceConfig, PollingConfig, SnmpV1, SnmpV2c, SnmpV3
 from alarmd.metrics import Metrics
 from alarmd.model import Sample
 
 log = structlog.get_logger("alarmd.collector")
 
-IF_NAME = "1.3.6.1.2.1.31.1.1.1.1"
-IF_HC_IN_OCTETS = "1.3.6.1.2.1.31.1.1.1.6"
-IF_HC_OUT_OCTETS = "1.3.6.1.2.1.31.1.1.1.10"
-IF_HIGH_SPEED = "1.3.6.1.2.1.31.1.1.1.15"
-IF_COLUMNS = (IF_NAME, IF_HC_IN_OCTETS, IF_HC_OUT_OCTETS, IF_HIGH_SPEED)
-
+#: RFC 3433 EntitySensorDataScale → power of ten.
+SENSOR_SCALE = {
+    1: -24,
+    2: -21,
+    3: -18,
+    4: -15,
+    5: -12,
+    6: -9,
+    7: -6,
+    8: -3,
+    9: 0,
+    10: 3,
+    11: 6,
+    12: 9,
+    13: 12,
+    14: 18,
+    15: 15,
+    16: 21,
+    17: 24,
+}
+#: RFC 3433 EntitySensorDataType → name.
+SENSOR_TYPE = {
+    1: "other",
+    2: "unknown",
+    3: "voltsAC",
+    4: "voltsDC",
+    5: "amperes",
+    6: "watts",
+    7: "hertz",
+    8: "celsius",
+    9: "percentRH",
+    10: "rpm",
+    11: "cmm",
+    12: "truthvalue",
+    13: "specialEnum",
+    14: "dBm",
+}
+IF_OPER_DOWN = (2, 7)  # down, lowerLayerDown
 #: A rate above line speed by more than this factor is a counter discontinuity, not traffic.
 LINE_RATE_SLACK = 1.1
 
@@ -61,8 +96,8 @@ class CounterRates:
             return None
         return rate
 
-    def forget(self, keep: Callable[[tuple[str, ...]], bool]) -> None:
-        """Drop series for which ``keep`` is false (interfaces that disappeared)."""
+    def forget(self, keep: Callable[[tuple[str, ...]], bool] = lambda _: False) -> None:
+        """Drop series for which ``keep`` is false (all of them by default: a discontinuity)."""
         self._last = {k: v for k, v in self._last.items() if keep(k)}
 
 
@@ -76,6 +111,24 @@ def utilisation_percent(in_bps: float | None, out_bps: float | None, high_speed_
     return max(rates) / (high_speed_mbps * 1_000_000) * 100
 
 
+def sensor_value(raw: int, scale: int, precision: int) -> float:
+    """An ENTITY-SENSOR-MIB reading in its unit: raw * 10^scale / 10^precision (RFC 3433)."""
+    return raw * 10.0 ** SENSOR_SCALE.get(scale, 0) / 10.0**precision
+
+
+def watts_to_dbm(watts: float) -> float | None:
+    """Optical power in watts as dBm (None for zero or negative power)."""
+    return 10 * math.log10(watts * 1000) if watts > 0 else None
+
+
+def error_ratio_percent(errors: float | None, discards: float | None, packets: float | None) -> float | None:
+    """Share of packets lost to errors and discards in one direction, in percent."""
+    if errors is None or discards is None or packets is None:
+        return None
+    total = packets + errors + discards
+    return (errors + discards) / total * 100 if total > 0 else 0.0
+
+
 def _text(value: SnmpValue, fallback: str) -> str:
     if isinstance(value, bytes):
         return value.decode("utf-8", errors="replace") or fallback
@@ -84,20 +137,52 @@ def _text(value: SnmpValue, fallback: str) -> str:
     return fallback
 
 
+Rows = dict[str, dict[str, SnmpValue]]
+
+
+@dataclass(slots=True)
+class _Row:
+    """What the columns of one table row share while they are turned into samples."""
+
+    table: str
+    index: str
+    labels: dict[str, str]
+    speed: int | None
+    values: dict[str, float | None]
+
+
+def _rows(table: TableSpec, walked: dict[str, dict[str, SnmpValue]]) -> Rows:
+    """Column-major walk results → ``{index: {oid: value}}``."""
+    rows: Rows = {}
+    for oid, values in walked.items():
+        for index, value in values.items():
+            rows.setdefault(index, {})[oid] = value
+    return rows
+
+
 class DevicePoller:
-    """Polls one device on its own schedule; an unreachable device is data, never an exception."""
+    """Polls one device by its profile on its own schedule; an unreachable device is data, not an error."""
 
     def __init__(
-        self, device: DeviceConfig, polling: PollingConfig, client: SnmpClient, clock: Clock, metrics: Metrics
+        self,
+        device: DeviceConfig,
+        *,
+        credentials: SnmpV1 | SnmpV2c | SnmpV3,
+        profile: Profile,
+        polling: PollingConfig,
+        client: SnmpClient,
+        clock: Clock,
+        metrics: Metrics,
     ) -> None:
         self.device = device
+        self.profile = profile
         self.interval = device.interval or polling.interval
         self.max_repetitions = polling.max_repetitions
         self.target = Target(
             name=device.name,
             address=device.address,
             port=device.port,
-            community=device.snmp.community,
+            credentials=credentials,
             timeout=device.timeout or polling.timeout,
             retries=device.retries if device.retries is not None else polling.retries,
         )
@@ -105,7 +190,14 @@ class DevicePoller:
         self.clock = clock
         self.metrics = metrics
         self.rates = CounterRates()
+        self.uptime: int | None = None
+        self.discontinuity: dict[tuple[str, str], SnmpValue] = {}
+        #: ifIndex → interface name from the last poll, for resolving traps.
+        self.interface_names: dict[str, str] = {}
         self.log = log.bind(device=device.name, device_kind=device.kind.value)
+        kind = device.kind.value
+        self._periods = metrics.poll_periods.labels(device.name, kind)
+        self._failed = metrics.poll_failed_periods.labels(device.name, kind)
 
     def _labels(self) -> dict[str, str]:
         return {"device": self.device.name, "device_kind": self.device.kind.value}
@@ -114,54 +206,207 @@ class DevicePoller:
         """Poll the device once and return its samples (``device_up`` always among them)."""
         kind = self.device.kind.value
         self.metrics.poll_requests.labels(kind).inc()
+        self._periods.inc()
         started = time.perf_counter()
+        spec = self.profile.spec
         try:
-            table = await self.client.walk(self.target, IF_COLUMNS, self.max_repetitions)
+            scalar_oids = [spec.uptime_oid] + [c.oid for c in spec.scalars]
+            scalars = await self.client.get(self.target, scalar_oids)
+            tables = {
+                t.name: _rows(
+                    t, await self.client.walk(self.target, self.profile.columns(t), self.max_repetitions)
+                )
+                for t in spec.tables
+            }
         except SnmpError as exc:
             self.metrics.poll_errors.labels(kind, exc.reason).inc()
             self.metrics.device_up.labels(self.device.name, kind).set(0)
+            self._failed.inc()
             self.log.warning("poll_failed", reason=exc.reason, detail=exc.detail)
             return [Sample("device_up", self._labels(), 0.0, self.clock.now())]
         finally:
             self.metrics.poll_duration.labels(kind).observe(time.perf_counter() - started)
         at = self.clock.now()
         self.metrics.device_up.labels(self.device.name, kind).set(1)
+        self._check_uptime(scalars.get(spec.uptime_oid))
         samples = [Sample("device_up", self._labels(), 1.0, at)]
-        samples.extend(self._interfaces(table, at))
-        self.log.debug(
-            "poll_done",
-            interfaces=len(table[IF_HC_IN_OCTETS]),
-            samples=len(samples),
-            seconds=round(time.perf_counter() - started, 4),
-        )
+        for column in spec.scalars:
+            value = scalars.get(column.oid)
+            if isinstance(value, int) and column.type in ("gauge", "timeticks"):
+                samples.append(Sample(column.name, self._labels(), float(value), at))
+        for table in spec.tables:
+            samples.extend(self._table(table, tables, at))
+        self.log.debug("poll_done", samples=len(samples), seconds=round(time.perf_counter() - started, 4))
         return samples
 
-    def _interfaces(self, table: dict[str, dict[str, SnmpValue]], at: float) -> list[Sample]:
+    def _check_uptime(self, uptime: SnmpValue) -> None:
+        """Forget counter rates when sysUpTime went backwards: the agent restarted."""
+        if not isinstance(uptime, int):
+            return
+        if self.uptime is not None and uptime < self.uptime:
+            self.rates.forget()
+            self.log.info("counter_discontinuity", cause="agent_restart", uptime=uptime)
+        self.uptime = uptime
+
+    def _row_labels(self, table: TableSpec, index: str, row: dict[str, SnmpValue]) -> dict[str, str]:
+        labels = {**self._labels(), table.index_label: index}
+        for spec in table.labels:
+            value = row.get(spec.oid)
+            if value in (None, b"") and spec.fallback_oid:
+                value = row.get(spec.fallback_oid)
+            if value not in (None, b""):
+                labels[spec.name] = _text(value, index)
+        return labels
+
+    def _table(self, table: TableSpec, tables: dict[str, Rows], at: float) -> list[Sample]:
+        if table.kind == "entity_alias":
+            return []
         out: list[Sample] = []
-        names, speeds = table[IF_NAME], table[IF_HIGH_SPEED]
-        for index, in_octets in table[IF_HC_IN_OCTETS].items():
-            out_octets = table[IF_HC_OUT_OCTETS].get(index)
-            speed = speeds.get(index)
-            if (
-                not isinstance(in_octets, int)
-                or not isinstance(out_octets, int)
-                or not isinstance(speed, int)
-            ):
-                continue
-            name = _text(names.get(index), f"ifIndex {index}")
-            max_bytes = speed * 1_000_000 / 8 if speed > 0 else None
-            rate_in = self.rates.rate((index, "in"), in_octets, at, 64, max_bytes)
-            rate_out = self.rates.rate((index, "out"), out_octets, at, 64, max_bytes)
+        speed_oid = next((c.oid for c in table.columns if c.name == "if_high_speed"), "")
+        for index, values in tables[table.name].items():
+            if table.discontinuity_oid is not None:
+                self._check_row_discontinuity(table, index, values.get(table.discontinuity_oid))
+            speed = values.get(speed_oid)
+            row = _Row(
+                table.name,
+                index,
+                self._row_labels(table, index, values),
+                speed if isinstance(speed, int) else None,
+                {},
+            )
+            for column in table.columns:
+                out.extend(self._column(column, values.get(column.oid), row, at))
+            if table.kind == "interfaces":
+                out.extend(self._interface(row.labels, row.values, at))
+                self.interface_names[index] = row.labels.get("interface", f"ifIndex {index}")
+        if table.kind == "entity_sensor":
+            out.extend(self._sensors(table, tables, at))
+        return out
+
+    def _column(self, column: ColumnSpec, value: SnmpValue, row: _Row, at: float) -> list[Sample]:
+        """Samples of one column of one row; counters become rates, bits become 0/1 per bit."""
+        if not isinstance(value, int):
+            return []
+        if column.type in ("gauge", "timeticks"):
+            row.values[column.name] = float(value)
+            return [Sample(column.name, row.labels, float(value), at)]
+        if column.type in ("counter32", "counter64"):
+            max_rate = row.speed * 1_000_000 / 8 if column.name.endswith("octets") and row.speed else None
+            bits = 32 if column.type == "counter32" else 64
+            rate = self.rates.rate((row.table, row.index, column.name), value, at, bits, max_rate)
+            row.values[column.name] = rate
+            return [] if rate is None else [Sample(f"{column.name}_per_second", row.labels, rate, at)]
+        if column.type == "bits":
+            return [
+                Sample(name, row.labels, 1.0 if value & bit else 0.0, at) for name, bit in column.bits.items()
+            ]
+        return []
+
+    def _check_row_discontinuity(self, table: TableSpec, index: str, value: SnmpValue) -> None:
+        key = (table.name, index)
+        if key in self.discontinuity and self.discontinuity[key] != value:
+            self.rates.forget(lambda k: k[:2] != key)
+            self.log.info("counter_discontinuity", cause="discontinuity_time", table=table.name, index=index)
+        self.discontinuity[key] = value
+
+    def _interface(self, labels: dict[str, str], values: dict[str, float | None], at: float) -> list[Sample]:
+        out: list[Sample] = []
+        speed = values.get("if_high_speed")
+        rate_in = values.get("if_hc_in_octets")
+        rate_out = values.get("if_hc_out_octets")
+        if rate_in is None:
+            rate_in = values.get("if_in_octets")
+        if rate_out is None:
+            rate_out = values.get("if_out_octets")
+        if speed is not None:
             util = utilisation_percent(
                 rate_in * 8 if rate_in is not None else None,
                 rate_out * 8 if rate_out is not None else None,
-                speed,
+                int(speed),
             )
-            if util is None:
-                continue
-            labels = {**self._labels(), "interface": name, "if_index": index}
-            out.append(Sample("interface_utilisation_percent", labels, util, at))
+            if util is not None:
+                out.append(Sample("interface_utilisation_percent", labels, util, at))
+        ratios = [
+            r
+            for r in (
+                error_ratio_percent(
+                    values.get("if_in_errors"),
+                    values.get("if_in_discards"),
+                    values.get("if_hc_in_ucast_pkts"),
+                ),
+                error_ratio_percent(
+                    values.get("if_out_errors"),
+                    values.get("if_out_discards"),
+                    values.get("if_hc_out_ucast_pkts"),
+                ),
+            )
+            if r is not None
+        ]
+        if ratios:
+            out.append(Sample("interface_error_ratio_percent", labels, max(ratios), at))
+        admin, oper = values.get("if_admin_status"), values.get("if_oper_status")
+        if admin is not None and oper is not None:
+            down = admin == 1 and int(oper) in IF_OPER_DOWN
+            out.append(Sample("interface_link_down", labels, 1.0 if down else 0.0, at))
         return out
+
+    def _sensors(self, table: TableSpec, tables: dict[str, Rows], at: float) -> list[Sample]:
+        rows = tables[table.name]
+        col = {c.name: c.oid for c in table.columns}
+        name_oid = table.labels[0].oid if table.labels else None
+        aliases: dict[str, str] = {}
+        for alias_table in (t for t in self.profile.spec.tables if t.kind == "entity_alias"):
+            for index, row in tables[alias_table.name].items():
+                for mapped in row.values():
+                    target = mapped.decode() if isinstance(mapped, bytes) else mapped
+                    if isinstance(target, str) and target.startswith("1.3.6.1.2.1.2.2.1.1."):
+                        aliases[index.split(".")[0]] = target.rsplit(".", 1)[1]
+        out: list[Sample] = []
+        for index, row in rows.items():
+            raw, kind = row.get(col["sensor_value"]), row.get(col["sensor_type"])
+            scale, precision = row.get(col["sensor_scale"]), row.get(col["sensor_precision"])
+            status = row.get(col.get("sensor_oper_status", ""), 1)
+            if (
+                not (
+                    isinstance(raw, int)
+                    and isinstance(kind, int)
+                    and isinstance(scale, int)
+                    and isinstance(precision, int)
+                )
+                or status != 1
+            ):
+                continue  # unavailable or nonoperational sensors give no reading
+            reading = sensor_value(raw, scale, precision)
+            type_name = SENSOR_TYPE.get(kind, "other")
+            labels = {**self._row_labels(table, index, row), "sensor_type": type_name}
+            port = self._port_of(index, rows, col.get("entity_contained_in"), aliases)
+            if port is not None:
+                labels["if_index"] = port
+                labels["interface"] = self.interface_names.get(port, f"ifIndex {port}")
+            out.append(Sample("entity_sensor_value", labels, reading, at))
+            sensor_name = labels.get("sensor", "") if name_oid else ""
+            for metric, wanted in table.sensor_metrics.items():
+                if wanted.sensor_type not in (type_name, "watts" if wanted.unit == "dbm" else type_name):
+                    continue
+                if not re.search(wanted.name_pattern, sensor_name):
+                    continue
+                shown = watts_to_dbm(reading) if type_name == "watts" and wanted.unit == "dbm" else reading
+                if shown is not None:
+                    out.append(Sample(metric, labels, shown, at))
+        return out
+
+    @staticmethod
+    def _port_of(index: str, rows: Rows, contained_oid: str | None, aliases: dict[str, str]) -> str | None:
+        """Walk ENTITY-MIB containment up from a sensor to the first entity mapped to an ifIndex."""
+        current = index
+        for _ in range(6):
+            if current in aliases:
+                return aliases[current]
+            parent = rows.get(current, {}).get(contained_oid or "")
+            if not isinstance(parent, int) or parent == 0:
+                return None
+            current = str(parent)
+        return None
 
     async def run(self, emit: Callable[[Sample], None], stop: asyncio.Event) -> None:
         """Poll every interval (with a random start offset) until ``stop`` is set."""

@@ -15,13 +15,16 @@ from pysnmp.hlapi.v3arch.asyncio import (
     ObjectType,
     SnmpEngine,
     UdpTransportTarget,
+    UsmUserData,
     bulk_cmd,
     get_cmd,
+    next_cmd,
 )
+from pysnmp.hlapi.v3arch.asyncio import auth as usm
 from pysnmp.proto import errind, rfc1905
 from pysnmp.proto.rfc1902 import ObjectName
 
-from alarmd.config import Secret
+from alarmd.config import SnmpV1, SnmpV2c, SnmpV3
 
 SnmpValue = int | bytes | str | None
 Reason = Literal["timeout", "auth", "error_status", "transport", "decode", "internal"]
@@ -43,7 +46,7 @@ class Target:
     name: str
     address: str
     port: int
-    community: Secret
+    credentials: SnmpV1 | SnmpV2c | SnmpV3
     timeout: float
     retries: int
 
@@ -96,12 +99,46 @@ def _reason(indication: object) -> Reason:
     return "transport"
 
 
+AUTH = {
+    "md5": usm.USM_AUTH_HMAC96_MD5,
+    "sha": usm.USM_AUTH_HMAC96_SHA,
+    "sha224": usm.USM_AUTH_HMAC128_SHA224,
+    "sha256": usm.USM_AUTH_HMAC192_SHA256,
+    "sha384": usm.USM_AUTH_HMAC256_SHA384,
+    "sha512": usm.USM_AUTH_HMAC384_SHA512,
+}
+PRIV = {
+    "des": usm.USM_PRIV_CBC56_DES,
+    "aes128": usm.USM_PRIV_CFB128_AES,
+    "aes192": usm.USM_PRIV_CFB192_AES,
+    "aes256": usm.USM_PRIV_CFB256_AES,
+}
+
+
+def auth_data(credentials: SnmpV1 | SnmpV2c | SnmpV3) -> CommunityData | UsmUserData:
+    """Pysnmp's authentication object for a set of credentials."""
+    if isinstance(credentials, SnmpV3):
+        return UsmUserData(
+            credentials.user,
+            authKey=credentials.auth_key.get_secret_value() if credentials.auth_key else None,
+            privKey=credentials.priv_key.get_secret_value() if credentials.priv_key else None,
+            authProtocol=AUTH[credentials.auth_protocol] if credentials.auth_protocol else usm.USM_AUTH_NONE,
+            privProtocol=PRIV[credentials.priv_protocol] if credentials.priv_protocol else usm.USM_PRIV_NONE,
+        )
+    return CommunityData(
+        credentials.community.get_secret_value(), mpModel=0 if credentials.version == "1" else 1
+    )
+
+
+NO_SUCH_NAME = 2
+
+
 def _parse(oid: str) -> tuple[int, ...]:
     return tuple(int(p) for p in oid.strip(".").split("."))
 
 
 class PysnmpClient:
-    """SNMP v2c over pysnmp 7's asyncio API: one shared engine, MIB lookups off."""
+    """SNMP v1, v2c and v3 over pysnmp 7's asyncio API: one shared engine, MIB lookups off."""
 
     def __init__(self, max_in_flight: int = 64) -> None:
         self._engine = SnmpEngine()
@@ -118,8 +155,14 @@ class PysnmpClient:
             self._targets[key] = transport
         return transport
 
-    def _auth(self, target: Target) -> CommunityData:
-        return CommunityData(target.community.get_secret_value(), mpModel=1)
+    @staticmethod
+    def _auth(target: Target) -> CommunityData | UsmUserData:
+        return auth_data(target.credentials)
+
+    @staticmethod
+    def _context(target: Target) -> ContextData:
+        creds = target.credentials
+        return ContextData(contextName=creds.context_name) if isinstance(creds, SnmpV3) else ContextData()
 
     @staticmethod
     def _check(target: Target, indication: object, status: object, index: object) -> None:
@@ -136,7 +179,7 @@ class PysnmpClient:
                 self._engine,
                 self._auth(target),
                 transport,
-                ContextData(),
+                self._context(target),
                 *(ObjectType(ObjectIdentity(oid)) for oid in oids),
                 lookupMib=False,
             )
@@ -151,25 +194,40 @@ class PysnmpClient:
         prefixes = {col: _parse(col) for col in columns}
         result: dict[str, dict[str, SnmpValue]] = {col: {} for col in columns}
         cursor = {col: prefixes[col] for col in columns}
+        v1 = isinstance(target.credentials, SnmpV1)
+        # v1 has no GETBULK and ends a walk with noSuchName: one column per GETNEXT there.
         active = list(columns)
         while active:
+            batch = active[:1] if v1 else active
+            objects = [ObjectType(ObjectIdentity(".".join(map(str, cursor[c])))) for c in batch]
             async with self._limit:
-                indication, status, index, varbinds = await bulk_cmd(
-                    self._engine,
-                    self._auth(target),
-                    transport,
-                    ContextData(),
-                    0,
-                    max_repetitions,
-                    *(ObjectType(ObjectIdentity(".".join(map(str, cursor[c])))) for c in active),
-                    lookupMib=False,
-                )
+                if v1:
+                    indication, status, index, varbinds = await next_cmd(
+                        self._engine,
+                        self._auth(target),
+                        transport,
+                        self._context(target),
+                        *objects,
+                        lookupMib=False,
+                    )
+                else:
+                    indication, status, index, varbinds = await bulk_cmd(
+                        self._engine,
+                        self._auth(target),
+                        transport,
+                        self._context(target),
+                        0,
+                        max_repetitions,
+                        *objects,
+                        lookupMib=False,
+                    )
+            if v1 and not indication and status and int(status) == NO_SUCH_NAME:
+                active = active[1:]
+                continue
             self._check(target, indication, status, index)
-            if not varbinds:
-                break
-            done: set[str] = set()
+            done: set[str] = set(batch[len(varbinds) :])
             for i, vb in enumerate(varbinds):
-                col = active[i % len(active)]
+                col = batch[i % len(batch)]
                 if col in done:
                     continue
                 oid = _oid(vb)
@@ -183,8 +241,6 @@ class PysnmpClient:
                     continue
                 result[col][".".join(map(str, oid[len(prefix) :]))] = _convert(vb[1])
                 cursor[col] = oid
-            if len(varbinds) < len(active):
-                done.update(active[len(varbinds) :])
             active = [c for c in active if c not in done]
         return result
 
