@@ -189,3 +189,13 @@ def test_v3_keys_shorter_than_eight_characters_are_rejected(tmp_path: Path) -> N
     cfg = write(tmp_path, V3.replace("privpass123", "short") + MINIMAL)
     with pytest.raises(ConfigError, match=r"alarmd.yml:2: credentials.noc-v3: USM keys must be at least 8"):
         load(cfg, env={})
+
+
+def test_secret_from_a_file(tmp_path: Path) -> None:
+    (tmp_path / "community.txt").write_text("from-file\n")
+    cfg = write(tmp_path, MINIMAL.replace("s3cret-community", "${file:community.txt}"))
+    loaded = load(cfg, env={})
+    assert loaded.config.devices[0].snmp.community.get_secret_value() == "from-file"  # type: ignore[union-attr]
+    (tmp_path / "community.txt").unlink()
+    with pytest.raises(ConfigError, match=r"alarmd.yml:12: cannot read secret file .*community.txt"):
+        load(cfg, env={})

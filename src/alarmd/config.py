@@ -37,6 +37,7 @@ class ConfigError(Exception):
 # --------------------------------------------------------------------------- YAML with positions
 
 _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+_FILE = re.compile(r"\$\{file:([^}]+)\}")
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,16 @@ class YamlDoc:
 
 
 def _interpolate(value: str, path: Path, line: int) -> str:
+    def read(match: re.Match[str]) -> str:
+        target = Path(match.group(1).strip())
+        target = target if target.is_absolute() else path.parent / target
+        try:
+            return target.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{path}:{line}: cannot read secret file {target}: {exc.strerror or exc}") from None
+
+    value = _FILE.sub(read, value)
+
     def sub(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         if name in os.environ:
