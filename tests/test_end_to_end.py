@@ -6,6 +6,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -37,6 +38,7 @@ devices:
      snmp: {{community: optical-tx-01}}}}
   - {{name: proto-conv-01, kind: protocol_converter, address: 127.0.0.1, port: {port},
      snmp: {{community: proto-conv-01}}}}
+  - {{name: dead-router, kind: cpe_router, address: 127.0.0.1, port: {dead_port}, snmp: {{community: x}}}}
 circuits:
   - id: CIR-0001
     customer: CUST-0001
@@ -59,6 +61,13 @@ groups:
         annotations:
           summary: "Bandwidth occupancy {{ $value }}% on {{ $labels.device }} {{ $labels.interface }}"
 """
+
+
+def free_udp_port() -> int:
+    """A UDP port on 127.0.0.1 where nothing answers: a device that is down."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 class Inbox:
@@ -90,7 +99,12 @@ async def test_congested_line_yields_a_work_order_on_kafka_and_its_clear(
     finally:
         await admin.close()
     (tmp_path / "alarmd.yml").write_text(
-        CONFIG.format(port=sim_network.port, topic=topic, profiles=REPO / "config" / "profiles" / "*.yml")
+        CONFIG.format(
+            port=sim_network.port,
+            dead_port=free_udp_port(),
+            topic=topic,
+            profiles=REPO / "config" / "profiles" / "*.yml",
+        )
     )
     (tmp_path / "rules.yml").write_text(RULES)
     sim_network.set_rates({"cpe-router-01/2/in": CONGESTED})
@@ -139,6 +153,9 @@ async def test_congested_line_yields_a_work_order_on_kafka_and_its_clear(
         logs = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
         events = [entry["event"] for entry in logs]
         assert "alarm_raised" in events and "alarm_cleared" in events
+        dead = [e for e in logs if e["event"] == "poll_failed" and e.get("device") == "dead-router"]
+        assert dead, "a dead device is reported (and did not hold up the congested one)"
+        assert dead[0]["reason"] == "timeout"
         assert events[-1] == "shutdown_complete"
     finally:
         if daemon.poll() is None:
