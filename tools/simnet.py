@@ -6,7 +6,8 @@
 Each ``sim/devices/<name>.snmprec`` is one device; its SNMP v2c community is ``<name>``.
 Interface counters use the ``ratecounter`` variation module (``sim/variation``), whose
 rates can be changed while the agent runs with :meth:`SimNet.set_rates` (used to congest
-a line and relieve it again).
+a line and relieve it again).  Status values (ifOperStatus, dsx1LineStatus, optical power)
+use the ``controlled`` module and are changed the same way with :meth:`SimNet.set_values`.
 
 snmpsim drops root privileges to ``nobody``, so its interpreter is a venv on Debian's
 ``/usr/bin/python3`` in a world-readable cache, and each run copies its data files into a
@@ -24,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -92,9 +94,21 @@ class SimNet:
 
     def set_rates(self, rates: dict[str, float | str]) -> None:
         """Change counter rates live: ``{"cpe-router-01/2/in": 125000.0, ...}`` bytes/s."""
+        self._update_controls(rates)
+
+    def set_values(self, values: dict[str, int | str | None]) -> None:
+        """Change status values live: ``{"proto-conv-01/1/line_status": 66}``; ``None`` restores the default.
+
+        The ``controlled`` variation module reads the same control file as ``ratecounter``,
+        so this is :meth:`set_rates` under a name that says what the values are.
+        """
+        self._update_controls(values)
+
+    def _update_controls(self, controls: Mapping[str, object]) -> None:
+        """Merge ``controls`` into the JSON control file, replacing it atomically."""
         path = self.workdir / "rates.json"
         current = json.loads(path.read_text()) if path.exists() else {}
-        current.update(rates)
+        current.update(controls)
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(current))
         tmp.chmod(0o644)
@@ -133,6 +147,7 @@ def start(port: int = 0, devices_dir: Path = DEVICES, timeout: float = 60.0) -> 
         f"--cache-dir={index}",
         f"--variation-modules-dir={variation}",
         f"--variation-module-options=ratecounter:{workdir / 'rates.json'}",
+        f"--variation-module-options=controlled:{workdir / 'rates.json'}",
         f"--logging-method=file:{workdir / 'snmpsim.log'}",
     ]
     if os.geteuid() == 0:
