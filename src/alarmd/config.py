@@ -72,7 +72,9 @@ def _interpolate(value: str, path: Path, line: int) -> str:
         try:
             return target.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError(f"{path}:{line}: cannot read secret file {target}: {exc.strerror or exc}") from None
+            raise ConfigError(
+                f"{path}:{line}: cannot read secret file {target}: {exc.strerror or exc}"
+            ) from None
 
     value = _FILE.sub(read, value)
 

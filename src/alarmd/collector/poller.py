@@ -397,14 +397,24 @@ class DevicePoller:
 
     @staticmethod
     def _port_of(index: str, rows: Rows, contained_oid: str | None, aliases: dict[str, str]) -> str | None:
-        """Walk ENTITY-MIB containment up from a sensor to the first entity mapped to an ifIndex."""
+        """The ifIndex a sensor belongs to, through ENTITY-MIB containment and alias mapping.
+
+        Vendors nest either way: a sensor inside a transceiver inside the port, or a port and
+        its sensors side by side inside the transceiver.  Walk up from the sensor; at each
+        level take the entity itself if it maps to an ifIndex, else the single port among
+        its children that does.
+        """
+        parent_of = {i: r.get(contained_oid or "") for i, r in rows.items()}
         current = index
         for _ in range(6):
             if current in aliases:
                 return aliases[current]
-            parent = rows.get(current, {}).get(contained_oid or "")
+            parent = parent_of.get(current)
             if not isinstance(parent, int) or parent == 0:
                 return None
+            mapped = {aliases[i] for i, p in parent_of.items() if p == parent and i in aliases}
+            if len(mapped) == 1:
+                return mapped.pop()
             current = str(parent)
         return None
 

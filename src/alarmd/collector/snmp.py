@@ -90,12 +90,35 @@ def _oid(obj: Any) -> tuple[int, ...]:
     return tuple(ObjectName(name))
 
 
+_AUTH_ERRORS = (
+    errind.WrongDigest,
+    errind.DecryptionError,
+    errind.UnknownUserName,
+    errind.UnknownSecurityName,
+    errind.AuthenticationError,
+    errind.AuthenticationFailure,
+    errind.UnsupportedSecurityLevel,
+    errind.UnknownCommunityName,
+    errind.NotInTimeWindow,
+    errind.UnknownEngineID,
+    errind.NoAuthentication,
+    errind.NoEncryption,
+)
+_DECODE_ERRORS = (
+    errind.DeserializationError,
+    errind.InvalidMsg,
+    errind.OidNotIncreasing,
+    errind.EmptyResponse,
+)
+
+
 def _reason(indication: object) -> Reason:
     if isinstance(indication, errind.RequestTimedOut):
         return "timeout"
-    text = str(indication).lower()
-    if "auth" in text or "unknown community" in text or "usm" in text:
+    if isinstance(indication, _AUTH_ERRORS):
         return "auth"
+    if isinstance(indication, _DECODE_ERRORS):
+        return "decode"
     return "transport"
 
 
