@@ -1,8 +1,18 @@
-"""The Kafka sink: an idempotent aiokafka producer with ``acks=all`` (the only aiokafka import)."""
+"""Kafka, the only aiokafka import: the work-order sink and the source of alarms forwarded upstream.
+
+``KafkaSink`` is an idempotent producer with ``acks=all``.  ``KafkaSource`` consumes the
+upstream alarm topic in a consumer group, at least once: an offset is committed only after
+its message was accepted by the handler or published to the dead-letter topic.
+"""
 
 from __future__ import annotations
 
-from aiokafka import AIOKafkaProducer
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import structlog
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
@@ -11,8 +21,11 @@ from aiokafka.errors import (
     RequestTimedOutError,
 )
 
-from alarmd.config import KafkaConfig
+from alarmd.config import KafkaConfig, UpstreamConfig
 from alarmd.dispatch.outbox import SinkError, SinkReason
+from alarmd.metrics import Metrics
+
+log = structlog.get_logger("alarmd.dispatch")
 
 
 def _reason(exc: BaseException) -> SinkReason:
@@ -67,3 +80,285 @@ class KafkaSink:
         if self._producer is not None:
             producer, self._producer = self._producer, None
             await producer.stop()
+
+
+# --------------------------------------------------------------------------- upstream alarms in
+
+MessageHandler = Callable[[bytes, bytes | None], Awaitable[None]]
+"""``handle(payload, key)``: returns once the message is accepted, raises if it is not."""
+
+RejectionOf = Callable[[Exception], tuple[str, str] | None]
+"""Given what ``handle`` raised: ``(reason, detail)`` if the message itself is bad, else ``None``."""
+
+DEAD_LETTER_DETAIL_BYTES = 1024
+STOP_GRACE = 3.0
+"""Seconds a commit or dead-letter publish in flight may still take once ``stop`` is set."""
+T = TypeVar("T")
+
+
+class _Stopped(Exception):
+    """``stop`` was set while waiting on the broker."""
+
+
+class _HandlerFailed(Exception):
+    """The handler raised something that is not the message's fault."""
+
+    def __init__(self, original: Exception) -> None:
+        super().__init__(str(original))
+        self.original = original
+
+
+class KafkaSource:
+    """Consumes the upstream alarm topic in a consumer group and hands each message to ``handle``.
+
+    Delivery is at least once.  Auto-commit is off; after a fetched batch the offsets of the
+    messages that are done are committed, where done means ``handle`` returned, or ``handle``
+    raised an error that ``rejection_of`` maps to ``(reason, detail)`` and the original bytes
+    were acknowledged on the dead-letter topic (idempotent producer, ``acks=all``).  Any
+    other exception from ``handle`` commits what was done before it, logs
+    ``upstream_handler_failed`` and propagates out of ``run``: the message stays uncommitted
+    and is delivered again after a restart.  A broker that is unreachable (at start or
+    later) is retried with exponential backoff and logged; ``stop`` ends the waiting, and
+    whatever was fetched but not committed is delivered again next time.
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaConfig,
+        upstream: UpstreamConfig,
+        handle: MessageHandler,
+        rejection_of: RejectionOf,
+        metrics: Metrics,
+        *,
+        max_batch: int = 100,
+        poll_interval: float = 0.5,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.kafka = kafka
+        self.upstream = upstream
+        self._handle = handle
+        self._rejection_of = rejection_of
+        self._metrics = metrics
+        self._max_batch = max_batch
+        self._poll_ms = int(poll_interval * 1000)
+        self._base_backoff = max(kafka.retry_backoff, 0.05)
+        self._max_backoff = max(max_backoff, self._base_backoff)
+        self._consumer: Any = None
+        self._producer: Any = None
+        self._delay = self._base_backoff
+        for outcome in ("accepted", "dead_letter"):
+            metrics.upstream_received.labels(outcome)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Consume until ``stop`` is set; raises only what ``handle`` raised that is not a bad message."""
+        self._delay = self._base_backoff
+        try:
+            while not stop.is_set():
+                try:
+                    await self._until(stop, self._connect())
+                    await self._consume(stop)
+                except _Stopped:
+                    return
+                except _HandlerFailed as failed:
+                    raise failed.original from None
+                except (KafkaError, OSError) as exc:
+                    log.warning(
+                        "upstream_kafka_unavailable",
+                        action="consume",
+                        bootstrap_servers=self.kafka.bootstrap_servers,
+                        topic=self.upstream.topic,
+                        error=f"{type(exc).__name__}: {exc}",
+                        retry_in=round(self._delay, 3),
+                    )
+                    await self._disconnect()
+                    if await _stopped_within(stop, self._delay):
+                        return
+                    self._delay = min(self._delay * 2, self._max_backoff)
+        finally:
+            await self._disconnect()
+
+    async def close(self) -> None:
+        """Leave the consumer group and disconnect (``run`` also does this when it returns)."""
+        await self._disconnect()
+
+    async def _connect(self) -> None:
+        timeout_ms = int(self.kafka.request_timeout * 1000)
+        backoff_ms = int(self.kafka.retry_backoff * 1000)
+        consumer = AIOKafkaConsumer(
+            self.upstream.topic,
+            bootstrap_servers=self.kafka.bootstrap_servers,
+            client_id=f"{self.kafka.client_id}-upstream",
+            group_id=self.upstream.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            isolation_level="read_committed",
+            request_timeout_ms=timeout_ms,
+            retry_backoff_ms=backoff_ms,
+        )
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.kafka.bootstrap_servers,
+            client_id=f"{self.kafka.client_id}-upstream-dead-letter",
+            acks="all",
+            enable_idempotence=True,
+            linger_ms=0,
+            request_timeout_ms=timeout_ms,
+            retry_backoff_ms=backoff_ms,
+        )
+        self._consumer, self._producer = consumer, producer
+        await consumer.start()
+        await producer.start()
+        log.info(
+            "upstream_consumer_started",
+            topic=self.upstream.topic,
+            group_id=self.upstream.group_id,
+            dead_letter_topic=self.upstream.dead_letter_topic,
+        )
+
+    async def _disconnect(self) -> None:
+        consumer, producer = self._consumer, self._producer
+        self._consumer = self._producer = None
+        for client in (consumer, producer):
+            if client is None:
+                continue
+            try:
+                await client.stop()
+            except (KafkaError, OSError) as exc:
+                log.warning("upstream_kafka_close_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def _consume(self, stop: asyncio.Event) -> None:
+        consumer = self._consumer
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=self._poll_ms, max_records=self._max_batch)
+            self._delay = self._base_backoff  # the broker answers again: the next outage starts afresh
+            done: dict[Any, int] = {}
+            try:
+                await self._process(batch, done, stop)
+            except Exception:
+                await self._commit_quietly(done, stop)
+                raise
+            await self._commit(done, stop)
+
+    async def _process(self, batch: dict[Any, list[Any]], done: dict[Any, int], stop: asyncio.Event) -> None:
+        """Handle a fetched batch in order, noting in ``done`` the next offset of each partition."""
+        for tp, records in batch.items():
+            for record in records:
+                if stop.is_set():
+                    return
+                await self._one(record, stop)
+                done[tp] = record.offset + 1
+
+    async def _one(self, record: Any, stop: asyncio.Event) -> None:
+        try:
+            await self._handle(record.value if record.value is not None else b"", record.key)
+        except Exception as exc:
+            rejection = self._rejection_of(exc)
+            if rejection is None:
+                log.exception(
+                    "upstream_handler_failed",
+                    topic=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    error=f"{type(exc).__name__}: {exc}",
+                )
+                raise _HandlerFailed(exc) from exc
+            await self._dead_letter(record, *rejection, stop=stop)
+        else:
+            self._metrics.upstream_received.labels("accepted").inc()
+
+    async def _dead_letter(self, record: Any, reason: str, detail: str, *, stop: asyncio.Event) -> None:
+        headers = [
+            ("alarmd-reason", reason.encode()),
+            ("alarmd-detail", detail.encode(errors="replace")[:DEAD_LETTER_DETAIL_BYTES]),
+            ("alarmd-source-topic", record.topic.encode()),
+            ("alarmd-source-partition", str(record.partition).encode()),
+            ("alarmd-source-offset", str(record.offset).encode()),
+        ]
+        producer = self._producer
+        await self._retrying(
+            "dead_letter",
+            lambda: producer.send_and_wait(
+                self.upstream.dead_letter_topic, value=record.value, key=record.key, headers=headers
+            ),
+            stop,
+        )
+        self._metrics.upstream_received.labels("dead_letter").inc()
+        log.warning(
+            "upstream_dead_letter",
+            topic=record.topic,
+            partition=record.partition,
+            offset=record.offset,
+            reason=reason,
+            detail=detail,
+            dead_letter_topic=self.upstream.dead_letter_topic,
+        )
+
+    async def _commit(self, done: dict[Any, int], stop: asyncio.Event) -> None:
+        if not done:
+            return
+        consumer, offsets = self._consumer, dict(done)
+        await self._retrying("commit", lambda: consumer.commit(offsets), stop)
+
+    async def _commit_quietly(self, done: dict[Any, int], stop: asyncio.Event) -> None:
+        """Commit the progress made before a failure; a failure here only means more redelivery."""
+        try:
+            await self._commit(done, stop)
+        except (_Stopped, KafkaError, OSError) as exc:
+            log.warning("upstream_commit_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def _retrying(
+        self, action: str, attempt: Callable[[], Awaitable[Any]], stop: asyncio.Event
+    ) -> None:
+        """Retry ``attempt`` with backoff while the broker cannot be reached; give up only on ``stop``."""
+        delay = self._base_backoff
+        while True:
+            try:
+                await self._until(
+                    stop, asyncio.wait_for(attempt(), self.kafka.request_timeout), grace=STOP_GRACE
+                )
+            except (TimeoutError, KafkaError) as exc:
+                retriable = (
+                    not isinstance(exc, KafkaError) or exc.retriable or isinstance(exc, KafkaTimeoutError)
+                )
+                if not retriable:
+                    raise
+                log.warning(
+                    "upstream_kafka_unavailable",
+                    action=action,
+                    bootstrap_servers=self.kafka.bootstrap_servers,
+                    error=f"{type(exc).__name__}: {exc}",
+                    retry_in=round(delay, 3),
+                )
+                if await _stopped_within(stop, delay):
+                    raise _Stopped from None
+                delay = min(delay * 2, self._max_backoff)
+            else:
+                return
+
+    @staticmethod
+    async def _until(stop: asyncio.Event, work: Coroutine[Any, Any, T], grace: float = 0.0) -> T:
+        """Await ``work``; after ``stop`` allow ``grace`` seconds more, then cancel and raise ``_Stopped``."""
+        task = asyncio.ensure_future(work)
+        try:
+            stopper = asyncio.ensure_future(stop.wait())
+            try:
+                await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopper.cancel()
+            if not task.done() and grace > 0:
+                await asyncio.wait({task}, timeout=grace)
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        if task.cancelled():
+            raise _Stopped
+        return task.result()
+
+
+async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
+    """Wait up to ``seconds`` for ``stop``; true if it was set."""
+    try:
+        await asyncio.wait_for(stop.wait(), seconds)
+    except TimeoutError:
+        return False
+    return True
