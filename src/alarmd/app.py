@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 
 import structlog
 
 from alarmd.alarms.lifecycle import AlarmBook
 from alarmd.clock import Clock, SystemClock
 from alarmd.collector.poller import DevicePoller
+from alarmd.collector.probe import IcmpProber
 from alarmd.collector.profile import Profile, load_profiles
 from alarmd.collector.snmp import PysnmpClient, SnmpClient
+from alarmd.collector.trapdefs import TrapDefinitions
+from alarmd.collector.traps import TrapReceiver
+from alarmd.collector.upstream import UpstreamError, parse_upstream
 from alarmd.config import ConfigError, Loaded, read_yaml
-from alarmd.dispatch.kafka import KafkaSink
+from alarmd.dispatch.kafka import KafkaSink, KafkaSource
 from alarmd.dispatch.outbox import Dispatcher, Outbox, WorkOrderSink
 from alarmd.dispatch.routing import lead_team
 from alarmd.http import HttpServer
 from alarmd.inventory import Inventory
 from alarmd.metrics import Metrics
-from alarmd.model import Alarm, Sample, WorkOrder
+from alarmd.model import Alarm, Event, Sample, WorkOrder
 from alarmd.rules.compile import Rule, compile_docs
 from alarmd.rules.engine import RuleEngine
 
@@ -75,6 +80,26 @@ class Daemon:
         )
         self.http = HttpServer(self.config.http.host, self.config.http.port, self.metrics, lambda: self.ready)
         self.samples: asyncio.Queue[Sample | None] = asyncio.Queue(self.config.queue_size)
+        self.events: asyncio.Queue[Event] = asyncio.Queue(self.config.queue_size)
+        self.inventory = Inventory(self.config)
+        self.pollers = {
+            d.name: DevicePoller(
+                d,
+                credentials=loaded.device_credentials(d),
+                profile=self.profiles[d.profile or d.kind.value],
+                polling=self.config.polling,
+                client=self.snmp,
+                clock=self.clock,
+                metrics=self.metrics,
+            )
+            for d in self.config.devices
+        }
+        self.traps: TrapReceiver | None = None
+        if self.config.traps.enabled:
+            credentials = {name: self.config.credentials[name] for name in self.config.traps.credentials}
+            definitions = TrapDefinitions.load_globs(self.config.traps.definitions, loaded.path.parent)
+            self.traps = TrapReceiver(self.config.traps, credentials, definitions, self.metrics, self.clock)
+        self.prober = IcmpProber(metrics=self.metrics)
         self.ready = False
 
     def _emit(self, sample: Sample) -> None:
@@ -82,6 +107,72 @@ class Daemon:
             self.samples.put_nowait(sample)
         except asyncio.QueueFull:
             self.metrics.samples_dropped.inc()
+
+    def enrich(self, event: Event) -> Event:
+        """Resolve an event's address and ifIndex to device, interface, circuit, customer and tier."""
+        labels = dict(event.labels)
+        device = self.inventory.devices.get(labels.get("device", "")) or self.inventory.device_at(
+            labels.get("agent_address") or labels.get("source_address")
+        )
+        if device is not None:
+            labels["device"], labels["device_kind"] = device.name, device.kind.value
+            if_index = labels.get("if_index")
+            poller = self.pollers.get(device.name)
+            if if_index and poller is not None and if_index in poller.interface_names:
+                labels.setdefault("interface", poller.interface_names[if_index])
+        placement = self.inventory.place(labels.get("device"), labels.get("interface"))
+        if labels.get("circuit") in self.inventory.circuits:
+            circuit = self.inventory.circuits[labels["circuit"]]
+            labels["customer"] = circuit.customer
+            labels["tier"] = self.inventory.customers[circuit.customer].tier.value
+        elif placement is not None:
+            labels["circuit"] = placement.circuit.id
+            labels["customer"] = placement.customer.id
+            labels["tier"] = placement.customer.tier.value
+        return dataclasses.replace(event, labels=labels)
+
+    async def _on_upstream(self, payload: bytes, key: bytes | None) -> None:
+        await self.events.put(self.enrich(parse_upstream(payload, self.clock.now())))
+
+    async def _forward_traps(self, receiver: TrapReceiver) -> None:
+        while True:
+            event = await receiver.queue.get()
+            await self.events.put(self.enrich(event))
+
+    async def _consume_events(self) -> None:
+        while True:
+            event = await self.events.get()
+            self.metrics.events.labels(event.source).inc()
+            log.info(
+                "event_received",
+                source=event.source,
+                kind=event.kind,
+                trap=event.labels.get("trap"),
+                device=event.labels.get("device"),
+                interface=event.labels.get("interface"),
+                circuit=event.labels.get("circuit"),
+            )
+
+    async def _dial_tests(self, stop: asyncio.Event) -> None:
+        """Test every circuit's dial targets on schedule; loss and RTT become samples for the rules."""
+        every = self.config.dial_test.every
+        targets = [
+            (c.id, name, address) for c in self.config.circuits for name, address in c.dial_targets.items()
+        ]
+        if every <= 0 or not targets:
+            return
+        while not stop.is_set():
+            results = await asyncio.gather(
+                *(self.prober.run(address, self.config.dial_test) for _, _, address in targets)
+            )
+            at = self.clock.now()
+            for (circuit, name, address), result in zip(targets, results, strict=True):
+                labels = {"circuit": circuit, "target": name, "address": address}
+                self._emit(Sample("dial_test_loss_percent", labels, result.loss_percent, at))
+                if result.rtt_avg_ms is not None:
+                    self._emit(Sample("dial_test_rtt_ms", labels, result.rtt_avg_ms, at))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), every)
 
     async def _evaluate(self) -> None:
         while (sample := await self.samples.get()) is not None:
@@ -98,31 +189,48 @@ class Daemon:
             self.config.kafka.topics.work_orders, key, order.model_dump_json().encode(), order.type
         )
 
+    async def _stop_traps(self) -> None:
+        if self.traps is not None:
+            traps, self.traps = self.traps, None
+            await traps.stop()
+
+    def _start_intake(
+        self, tg: asyncio.TaskGroup, intake_stop: asyncio.Event, upstream: KafkaSource | None
+    ) -> tuple[list[asyncio.Task[None]], list[asyncio.Task[None]]]:
+        """Start what brings data in: pollers, dial tests, the upstream consumer, trap forwarding."""
+        intake = [tg.create_task(p.run(self._emit, intake_stop)) for p in self.pollers.values()]
+        intake.append(tg.create_task(self._dial_tests(intake_stop)))
+        if upstream is not None:
+            intake.append(tg.create_task(upstream.run(intake_stop)))
+        side = [tg.create_task(self._consume_events())]
+        if self.traps is not None:
+            side.append(tg.create_task(self._forward_traps(self.traps)))
+        return intake, side
+
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then stop intake, drain, flush the outbox within the deadline."""
         await self.http.start()
         intake_stop, dispatch_stop = asyncio.Event(), asyncio.Event()
-        pollers = [
-            DevicePoller(
-                d,
-                credentials=self.loaded.device_credentials(d),
-                profile=self.profiles[d.profile or d.kind.value],
-                polling=self.config.polling,
-                client=self.snmp,
-                clock=self.clock,
-                metrics=self.metrics,
+        upstream = None
+        if self.config.upstream.enabled:
+            upstream = KafkaSource(
+                self.config.kafka,
+                self.config.upstream,
+                self._on_upstream,
+                lambda e: (e.reason, e.detail) if isinstance(e, UpstreamError) else None,
+                self.metrics,
             )
-            for d in self.config.devices
-        ]
+        if self.traps is not None:
+            await self.traps.start()
         try:
             async with asyncio.TaskGroup() as tg:
-                poll_tasks = [tg.create_task(p.run(self._emit, intake_stop)) for p in pollers]
+                poll_tasks, side_tasks = self._start_intake(tg, intake_stop, upstream)
                 rule_task = tg.create_task(self._evaluate())
                 send_task = tg.create_task(self.dispatcher.run(dispatch_stop))
                 self.ready = True
                 log.info(
                     "daemon_started",
-                    devices=len(pollers),
+                    devices=len(self.pollers),
                     rules=len(self.engine.rules),
                     kafka=self.config.kafka.bootstrap_servers,
                     pending=self.outbox.depth(),
@@ -131,7 +239,10 @@ class Daemon:
                 self.ready = False
                 log.info("shutdown_started")
                 intake_stop.set()
+                await self._stop_traps()
                 await asyncio.gather(*poll_tasks)
+                for task in side_tasks:
+                    task.cancel()
                 await self.samples.put(None)
                 await rule_task
                 dispatch_stop.set()
@@ -148,6 +259,10 @@ class Daemon:
             with contextlib.suppress(Exception):
                 await self.sink.stop()
             self.snmp.close()
+            self.prober.close()
+            if upstream is not None:
+                await upstream.close()
+            await self._stop_traps()
             self.outbox.close()
             await self.http.stop()
             log.info("shutdown_complete")

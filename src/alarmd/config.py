@@ -369,6 +369,17 @@ class CircuitConfig(Strict):
     customer: str
     service: Literal["data_line", "transmission_lease", "ip_voice", "sms_gprs"] = "data_line"
     path: list[HopConfig] = Field(min_length=1)
+    dial_targets: dict[str, str] = Field({}, description="dial-test targets by name, e.g. cpe_wan: 10.1.2.3")
+
+    @field_validator("dial_targets")
+    @classmethod
+    def _target_ips(cls, value: dict[str, str]) -> dict[str, str]:
+        for name, address in value.items():
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise ValueError(f"dial target {name}: '{address}' is not an IP address") from None
+        return value
 
 
 class KafkaTopics(Strict):
@@ -455,8 +466,11 @@ class UpstreamConfig(Strict):
 class DialTestConfig(Strict):
     """The active ICMP echo test (拨测) to a circuit's customer equipment."""
 
+    every: Duration = Field(
+        300.0, description="how often each circuit's targets are tested; 0 = on demand only"
+    )
     count: int = Field(5, ge=1, le=100)
-    interval: Duration = 0.2
+    interval: Duration = Field(0.2, description="between echo requests of one test")
     size: int = Field(56, ge=0, le=65000, description="ICMP payload bytes")
     timeout: Duration = 1.0
 

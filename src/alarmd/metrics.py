@@ -120,6 +120,12 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self.events = Counter(
+            "alarmd_events_total",
+            "Events (traps, INFORMs, upstream alarms) passed to the rule stage, by source.",
+            ["source"],
+            registry=r,
+        )
         self.probe_runs = Counter(
             "alarmd_probe_runs_total",
             "Dial tests run, by outcome (ok, unreachable, error).",

@@ -22,6 +22,9 @@ class Inventory:
         self.customers = {c.id: c for c in config.customers}
         self.devices: dict[str, DeviceConfig] = {d.name: d for d in config.devices}
         self.circuits = {c.id: c for c in config.circuits}
+        self._by_address: dict[str, DeviceConfig] = {}
+        for device in config.devices:
+            self._by_address.setdefault(device.address, device)
         self._by_interface: dict[tuple[str, str], Placement] = {}
         self._by_device: dict[str, Placement] = {}
         for circuit in config.circuits:
@@ -31,6 +34,10 @@ class Inventory:
                     self._by_interface.setdefault((hop.device, hop.interface), placement)
                 else:
                     self._by_device.setdefault(hop.device, placement)
+
+    def device_at(self, address: str | None) -> DeviceConfig | None:
+        """The device polled at an address (first one, if several share it)."""
+        return self._by_address.get(address) if address else None
 
     def place(self, device: str | None, interface: str | None) -> Placement | None:
         """The circuit carried by ``interface`` on ``device``, else the circuit the device serves."""
