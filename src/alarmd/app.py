@@ -98,7 +98,14 @@ class Daemon:
         if self.config.traps.enabled:
             credentials = {name: self.config.credentials[name] for name in self.config.traps.credentials}
             definitions = TrapDefinitions.load_globs(self.config.traps.definitions, loaded.path.parent)
-            self.traps = TrapReceiver(self.config.traps, credentials, definitions, self.metrics, self.clock)
+            self.traps = TrapReceiver(
+                self.config.traps,
+                credentials,
+                definitions,
+                self.metrics,
+                self.clock,
+                engine_id=self.config.traps.engine_id,
+            )
         self.prober = IcmpProber(metrics=self.metrics)
         self.ready = False
 

@@ -432,6 +432,21 @@ class TrapsConfig(Strict):
     credentials: list[str] = Field([], description="names from the credentials section accepted on traps")
     allowed_sources: list[str] = Field([], description="CIDRs traps may come from; empty = any")
     definitions: list[str] = Field(["traps/*.yml"], description="trap definition files, relative to config")
+    engine_id: str | None = Field(
+        None, description="alarmd's SNMPv3 engine id (hex) for INFORMs; default: stable per host and port"
+    )
+
+    @field_validator("engine_id")
+    @classmethod
+    def _hex(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                raw = bytes.fromhex(value.removeprefix("0x"))
+            except ValueError:
+                raise ValueError(f"engine_id '{value}' is not hex") from None
+            if not 5 <= len(raw) <= 32:
+                raise ValueError("an SNMP engine id is 5 to 32 bytes (RFC 3411)")
+        return value
 
     @field_validator("allowed_sources")
     @classmethod
