@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiokafka import AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 pytestmark = pytest.mark.integration
 
@@ -35,6 +35,7 @@ traps:
   listen: 127.0.0.1:{trap_port}
   credentials: [trap-v2]
   definitions: ["{repo}/config/traps/*.yml"]
+kafka: {{topics: {{work_orders: {topic}.workorders}}}}
 upstream:
   enabled: true
   topic: {topic}
@@ -72,6 +73,23 @@ async def wait_for(log: Path, predicate: Any, timeout: float) -> dict[str, Any]:
                 return entry
         await asyncio.sleep(0.2)
     raise AssertionError(f"no matching log line within {timeout:.0f}s")
+
+
+async def work_orders(bootstrap: str, topic: str, count: int) -> list[dict[str, Any]]:
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    found: list[dict[str, Any]] = []
+    try:
+        deadline = time.monotonic() + 30
+        while len(found) < count and time.monotonic() < deadline:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                found.extend(json.loads(r.value) for r in records)
+    finally:
+        await consumer.stop()
+    assert len(found) >= count, found
+    return found
 
 
 def metric(port: int, name: str) -> float:
@@ -164,6 +182,23 @@ async def test_traps_upstream_alarms_and_dial_tests_reach_the_rule_stage_resolve
         upstream = await wait_for(log, is_upstream, 30)
         assert (upstream["kind"], upstream["circuit"]) == ("LOS", "CIR-0001")
         await wait_for(log, lambda e: e["event"] == "upstream_dead_letter", 15)
+
+        orders = await work_orders(kafka_bootstrap, f"{topic}.workorders", 2)
+        by_alert = {o["alert"]: o for o in orders}
+        link = by_alert["LinkDown"]
+        assert (link["alarm_class"], link["lead_team"], link["circuit"], link["interface"]) == (
+            "transmission",
+            "transport_network",
+            "CIR-0001",
+            "GigabitEthernet0/0/1",
+        )
+        los = by_alert["UpstreamTransmissionAlarm"]
+        assert (los["circuit"], los["customer"], los["tier"], los["lead_team"]) == (
+            "CIR-0001",
+            "CUST-0001",
+            "gold",
+            "transport_network",
+        )
 
         assert metric(http_port, 'alarmd_probe_runs_total{outcome="ok"}') >= 1
         assert metric(http_port, 'alarmd_traps_received_total{pdu="trap",version="2c"}') == 1

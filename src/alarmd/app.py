@@ -24,7 +24,7 @@ from alarmd.dispatch.routing import lead_team
 from alarmd.http import HttpServer
 from alarmd.inventory import Inventory
 from alarmd.metrics import Metrics
-from alarmd.model import Alarm, Event, Sample, WorkOrder
+from alarmd.model import Alarm, AlarmTransition, Event, Sample, WorkOrder
 from alarmd.rules.compile import Rule, compile_docs
 from alarmd.rules.engine import RuleEngine
 
@@ -127,12 +127,8 @@ class Daemon:
             poller = self.pollers.get(device.name)
             if if_index and poller is not None and if_index in poller.interface_names:
                 labels.setdefault("interface", poller.interface_names[if_index])
-        placement = self.inventory.place(labels.get("device"), labels.get("interface"))
-        if labels.get("circuit") in self.inventory.circuits:
-            circuit = self.inventory.circuits[labels["circuit"]]
-            labels["customer"] = circuit.customer
-            labels["tier"] = self.inventory.customers[circuit.customer].tier.value
-        elif placement is not None:
+        placement = self.inventory.place(labels.get("device"), labels.get("interface"), labels.get("circuit"))
+        if placement is not None:
             labels["circuit"] = placement.circuit.id
             labels["customer"] = placement.customer.id
             labels["tier"] = placement.customer.tier.value
@@ -146,10 +142,24 @@ class Daemon:
             event = await receiver.queue.get()
             await self.events.put(self.enrich(event))
 
+    def _judge(self, transitions: list[AlarmTransition]) -> None:
+        for transition in transitions:
+            alarm = self.book.apply(transition)
+            if alarm is not None:
+                self._dispatch(alarm)
+
+    async def _tick(self, stop: asyncio.Event) -> None:
+        """Let time-based rules (auto_clear) act even when nothing arrives."""
+        while not stop.is_set():
+            self._judge(self.engine.tick(self.clock.now()))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 5.0)
+
     async def _consume_events(self) -> None:
         while True:
             event = await self.events.get()
             self.metrics.events.labels(event.source).inc()
+            self._judge(self.engine.evaluate_event(event))
             log.info(
                 "event_received",
                 source=event.source,
@@ -184,10 +194,7 @@ class Daemon:
     async def _evaluate(self) -> None:
         while (sample := await self.samples.get()) is not None:
             self.metrics.rule_evaluations.inc()
-            for transition in self.engine.evaluate(sample):
-                alarm = self.book.apply(transition)
-                if alarm is not None:
-                    self._dispatch(alarm)
+            self._judge(self.engine.evaluate(sample))
 
     def _dispatch(self, alarm: Alarm) -> None:
         order = WorkOrder.from_alarm(alarm, self.clock.now())
@@ -207,6 +214,7 @@ class Daemon:
         """Start what brings data in: pollers, dial tests, the upstream consumer, trap forwarding."""
         intake = [tg.create_task(p.run(self._emit, intake_stop)) for p in self.pollers.values()]
         intake.append(tg.create_task(self._dial_tests(intake_stop)))
+        intake.append(tg.create_task(self._tick(intake_stop)))
         if upstream is not None:
             intake.append(tg.create_task(upstream.run(intake_stop)))
         side = [tg.create_task(self._consume_events())]

@@ -10,8 +10,9 @@ import sys
 from pathlib import Path
 
 from alarmd import __version__
-from alarmd.config import ConfigError, Loaded, load, read_yaml
+from alarmd.config import ConfigError, Loaded, load, read_yaml, validate
 from alarmd.rules.compile import Rule, compile_docs
+from alarmd.rules.replay import RuleTestFile, run_test
 
 EX_CONFIG = 78  # sysexits.h: configuration error; systemd units keep it from restart loops
 
@@ -23,7 +24,8 @@ for each fault to ticketing over Kafka.
 examples:
   alarmd check-config -c config/        validate config and rules, print a summary
   alarmd run -c config/                 run the daemon (SIGTERM stops it cleanly)
-  alarmd check-rules rules/*.yml        validate rule files only
+  alarmd check-rules rules/             validate rule files only (files or directories)
+  alarmd test-rules rules/tests/*.yml   run rule unit tests (promtool's test-file shape)
 
 environment:
   KAFKA_BOOTSTRAP_SERVERS   overrides kafka.bootstrap_servers in the config
@@ -59,7 +61,9 @@ def _parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check-config", help="validate the config and its rules, then exit (0 = valid)")
     with_config(check)
     rules = sub.add_parser("check-rules", help="validate rule files, then exit (0 = valid)")
-    rules.add_argument("files", nargs="+", type=Path)
+    rules.add_argument("files", nargs="+", type=Path, help="rule files, or directories of *.yml")
+    tests = sub.add_parser("test-rules", help="run rule unit tests, then exit (0 = all passed)")
+    tests.add_argument("files", nargs="+", type=Path, help="test files, or directories of *.yml")
     return parser
 
 
@@ -86,16 +90,49 @@ def _check_config(path: Path) -> int:
     return 0
 
 
+def _yaml_files(paths: list[Path]) -> list[Path]:
+    out: list[Path] = []
+    for path in paths:
+        out.extend(sorted(path.glob("*.yml")) + sorted(path.glob("*.yaml")) if path.is_dir() else [path])
+    return out
+
+
 def _check_rules(files: list[Path]) -> int:
     try:
-        rules = compile_docs(read_yaml(f) for f in files)
+        rules = compile_docs(read_yaml(f) for f in _yaml_files(files))
     except ConfigError as exc:
         print(f"alarmd: rules are not valid:\n{exc}", file=sys.stderr)
         return 1
     for rule in rules:
-        condition = f"{rule.metric} {rule.op} {rule.threshold:g}"
-        print(f"{rule.source}: {rule.name}: {condition} for {rule.for_seconds:g}s")
+        print(f"{rule.source}: {rule.name}: {rule.describe()}")
     return 0
+
+
+def _test_rules(files: list[Path]) -> int:
+    from alarmd.dispatch.routing import lead_team  # noqa: PLC0415
+
+    failed = passed = 0
+    for path in _yaml_files(files):
+        try:
+            doc = read_yaml(path)
+            spec = validate(doc, RuleTestFile)
+            rule_paths = [path.parent / f for f in spec.rule_files]
+            rules = compile_docs(read_yaml(p) for p in rule_paths)
+            for i, test in enumerate(spec.tests):
+                failures = run_test(test, rules, lead_team)
+                where = doc.where(("tests", i))
+                if failures:
+                    failed += 1
+                    for f in failures:
+                        print(f"FAIL {where}: {test.name}: at {f.eval_time:g}s {f.alertname}: {f.message}")
+                else:
+                    passed += 1
+                    print(f"ok   {where}: {test.name}")
+        except (ConfigError, ValueError) as exc:
+            failed += 1
+            print(f"FAIL {path}: {exc}", file=sys.stderr)
+    print(f"rule tests: {passed} passed, {failed} failed")
+    return 1 if failed or not passed else 0
 
 
 async def _serve(loaded: Loaded, rules: list[Rule]) -> None:
@@ -143,4 +180,6 @@ def main(argv: list[str] | None = None) -> int:
         return _check_config(args.config)
     if args.command == "check-rules":
         return _check_rules(args.files)
+    if args.command == "test-rules":
+        return _test_rules(args.files)
     return _run(args.config, args.log_level, args.log_format)

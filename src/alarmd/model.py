@@ -116,7 +116,7 @@ class Event:
 class AlarmTransition:
     """The rule engine's verdict that a series started or stopped breaking a rule."""
 
-    kind: Literal["firing", "resolved"]
+    kind: Literal["firing", "resolved", "repeat"]
     rule: str
     labels: Labels
     annotations: Labels
@@ -124,6 +124,7 @@ class AlarmTransition:
     threshold: float
     at: float
     active_since: float
+    fingerprint: str = ""
 
 
 @dataclass(slots=True)
@@ -147,6 +148,7 @@ class Alarm:
     tier: Tier | None = None
     cleared_at: float | None = None
     state: Literal["firing", "cleared"] = "firing"
+    occurrences: int = 1
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -182,6 +184,7 @@ class WorkOrder(BaseModel):
     unit: str | None
     raised_at: str
     cleared_at: str | None = None
+    occurrences: int = 1
     sent_at: str
 
     @classmethod
@@ -209,5 +212,6 @@ class WorkOrder(BaseModel):
             unit=alarm.labels.get("unit") or alarm.annotations.get("unit"),
             raised_at=isotime(alarm.raised_at),
             cleared_at=isotime(alarm.cleared_at) if alarm.cleared_at is not None else None,
+            occurrences=alarm.occurrences,
             sent_at=isotime(sent_at),
         )

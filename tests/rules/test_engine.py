@@ -3,9 +3,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from alarmd.cli import main
 from alarmd.config import ConfigError, read_yaml
-from alarmd.model import Sample
+from alarmd.model import Event, Sample
 from alarmd.rules.compile import compile_docs
 from alarmd.rules.engine import RuleEngine
 
@@ -99,3 +102,97 @@ def test_label_matchers_select_series(tmp_path: Path) -> None:
     assert engine.evaluate(Sample("m", {"device_kind": "cpe_router", "interface": "Gi0"}, 2, 0))
     assert not engine.evaluate(Sample("m", {"device_kind": "cpe_router", "interface": "NULL0"}, 2, 0))
     assert not engine.evaluate(Sample("m", {"device_kind": "protocol_converter", "interface": "Gi0"}, 2, 0))
+
+
+def test_shipped_rule_tests_pass(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["test-rules", str(REPO / "rules" / "tests")]) == 0
+    out = capsys.readouterr().out
+    assert "0 failed" in out
+    assert "FAIL" not in out
+
+
+def test_a_failing_rule_test_fails_the_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "t.yml").write_text(
+        f"rule_files: [{REPO / 'rules' / 'data_anomaly.yml'}]\n"
+        "tests:\n  - name: wrong on purpose\n    interval: 10s\n    input_series:\n"
+        "      - {series: 'interface_utilisation_percent{device=\"r\"}', values: 79x10}\n"
+        "    alert_rule_test:\n"
+        "      - {eval_time: 1m, alertname: BandwidthOccupancyHigh,\n"
+        "         exp_alerts: [{exp_labels: {device: r}}]}\n"
+    )
+    assert main(["test-rules", str(tmp_path / "t.yml")]) == 1
+    assert "FAIL" in capsys.readouterr().out
+
+
+def test_check_rules_names_file_and_line_of_every_kind_of_mistake(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = rule_file(
+        tmp_path,
+        "groups:\n  - name: g\n    rules:\n      - alert: X\n        expr: m > 80\n        clear: '> 90'\n",
+    )
+    assert main(["check-rules", str(tmp_path)]) == 1
+    assert f"{path}:6: rule X: clear '> 90' would also fire the rule" in capsys.readouterr().err
+
+
+def test_event_rule_counts_repeats_and_resolves_by_identity() -> None:
+    engine = shipped()
+    down = {"trap": "linkDown", "device": "r1", "if_index": "2"}
+    first = engine.evaluate_event(Event("trap", "1.3.6.1.6.3.1.1.5.3", 10, down))
+    assert [(t.kind, t.rule) for t in first] == [("firing", "LinkDown")]
+    assert [t.kind for t in engine.evaluate_event(Event("trap", "x", 20, down))] == ["repeat"]
+    other_up = {"trap": "linkUp", "device": "r1", "if_index": "3"}
+    assert engine.evaluate_event(Event("trap", "x", 30, other_up)) == []
+    resolved = engine.evaluate_event(Event("trap", "x", 40, {**other_up, "if_index": "2"}))
+    assert [(t.kind, t.fingerprint) for t in resolved] == [("resolved", first[0].fingerprint)]
+
+
+def test_keep_firing_for_holds_an_alarm_through_a_short_dip(tmp_path: Path) -> None:
+    path = rule_file(
+        tmp_path,
+        "groups:\n  - name: g\n    rules:\n      - alert: X\n        expr: m > 80\n"
+        "        keep_firing_for: 1m\n",
+    )
+    engine = RuleEngine(compile_docs([read_yaml(path)]))
+    assert engine.evaluate(Sample("m", {}, 90, 0))[0].kind == "firing"
+    assert engine.evaluate(Sample("m", {}, 50, 30)) == []
+    assert engine.evaluate(Sample("m", {}, 90, 60)) == []
+    assert engine.evaluate(Sample("m", {}, 50, 90)) == []
+    assert [t.kind for t in engine.evaluate(Sample("m", {}, 50, 150))] == ["resolved"]
+
+
+label_sets = st.dictionaries(
+    st.sampled_from(["device", "interface", "if_index", "circuit"]),
+    st.text(min_size=1, max_size=5),
+    min_size=1,
+)
+series_values = st.lists(st.floats(0, 100, allow_nan=False), min_size=1, max_size=40)
+
+
+@given(labels=label_sets, values=series_values)
+def test_evaluation_is_deterministic_and_label_order_independent(
+    labels: dict[str, str], values: list[float]
+) -> None:
+    def run(order: list[str]) -> list[tuple[str, float, str]]:
+        engine = shipped()
+        out = []
+        for i, value in enumerate(values):
+            sample = Sample("interface_utilisation_percent", {k: labels[k] for k in order}, value, i * 10.0)
+            out.extend((t.kind, t.at, t.fingerprint) for t in engine.evaluate(sample))
+        return out
+
+    keys = list(labels)
+    assert run(keys) == run(list(reversed(keys)))
+
+
+@given(values=series_values)
+def test_no_alarm_fires_and_clears_in_the_same_instant(values: list[float]) -> None:
+    engine = shipped()
+    seen: dict[float, set[str]] = {}
+    firing = False
+    for i, value in enumerate(values):
+        for t in engine.evaluate(util(value, i * 10.0)):
+            seen.setdefault(t.at, set()).add(t.kind)
+            assert t.kind == ("resolved" if firing else "firing"), "transitions alternate"
+            firing = t.kind == "firing"
+    assert all(len(kinds) == 1 for kinds in seen.values())

@@ -31,7 +31,12 @@ class AlarmBook:
     def apply(self, transition: AlarmTransition) -> Alarm | None:
         """Record a transition; return the alarm if its state changed."""
         labels = dict(transition.labels)
-        fp = fingerprint(labels)
+        fp = transition.fingerprint or fingerprint(labels)
+        if transition.kind == "repeat":
+            repeated = self.active.get(fp)
+            if repeated is not None:
+                repeated.occurrences += 1
+            return None
         if transition.kind == "firing":
             if fp in self.active:
                 return None
@@ -69,7 +74,7 @@ class AlarmBook:
 
     def _raise(self, transition: AlarmTransition, labels: dict[str, str], fp: str) -> Alarm:
         alarm_class = AlarmClass(labels.get("alarm_class", AlarmClass.DATA_ANOMALY.value))
-        placement = self.inventory.place(labels.get("device"), labels.get("interface"))
+        placement = self.inventory.place(labels.get("device"), labels.get("interface"), labels.get("circuit"))
         alarm = Alarm(
             alarm_id=alarm_id(fp, transition.active_since),
             rule=transition.rule,

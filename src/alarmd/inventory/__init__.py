@@ -39,8 +39,13 @@ class Inventory:
         """The device polled at an address (first one, if several share it)."""
         return self._by_address.get(address) if address else None
 
-    def place(self, device: str | None, interface: str | None) -> Placement | None:
-        """The circuit carried by ``interface`` on ``device``, else the circuit the device serves."""
+    def place(
+        self, device: str | None, interface: str | None, circuit: str | None = None
+    ) -> Placement | None:
+        """The circuit named, else the one carried by ``interface`` on ``device``, else the device's."""
+        if circuit is not None and circuit in self.circuits:
+            found = self.circuits[circuit]
+            return Placement(found, self.customers[found.customer])
         if device is None:
             return None
         if interface is not None and (device, interface) in self._by_interface:

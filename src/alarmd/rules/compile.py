@@ -5,11 +5,12 @@ from __future__ import annotations
 import operator
 import re
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Literal
 
 from alarmd.config import ConfigError, YamlDoc, validate
 from alarmd.model import AlarmClass
-from alarmd.rules.schema import RuleFileSpec
+from alarmd.rules.schema import RuleFileSpec, RuleSpec
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
@@ -21,36 +22,90 @@ OPS: dict[str, Callable[[float, float], bool]] = {
 }
 SEVERITIES = ("critical", "major", "minor", "warning")
 
-_EXPR = re.compile(
-    r"^\s*(?P<metric>[a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{(?P<matchers>[^}]*)\})?\s*"
-    r"(?P<op>>=|<=|==|!=|>|<)\s*(?P<threshold>[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)\s*$"
+_NUMBER = r"[-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?"
+_SELECTOR = r"(?P<metric>[a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{(?P<matchers>[^}]*)\})?"
+_EXPR = re.compile(rf"^\s*{_SELECTOR}\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<threshold>{_NUMBER})\s*$")
+_METRIC = re.compile(rf"^\s*{_SELECTOR}\s*$")
+_CLEAR = re.compile(rf"^\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<threshold>{_NUMBER})\s*$")
+_EVENT = re.compile(r"^\s*\{(?P<matchers>[^}]*)\}\s*$")
+_MATCHER = re.compile(
+    r'^\s*(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)\s*(?P<op>=~|!~|!=|=)\s*"(?P<value>(?:[^"\\]|\\.)*)"\s*$'
 )
-_MATCHER = re.compile(r'^\s*(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)\s*(?P<op>!=|=)\s*"(?P<value>[^"]*)"\s*$')
 _TEMPLATE = re.compile(r"\{\{\s*\$(?P<what>labels\.[a-zA-Z_][a-zA-Z0-9_]*|value|threshold)\s*\}\}")
+
+MatchOp = Literal["=", "!=", "=~", "!~"]
+
+
+@dataclass(frozen=True, slots=True)
+class Matcher:
+    """One Prometheus-style label matcher; regexes match the whole value."""
+
+    name: str
+    op: MatchOp
+    value: str
+    regex: re.Pattern[str] | None = None
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Whether the label set satisfies this matcher (a missing label is the empty string)."""
+        actual = labels.get(self.name, "")
+        if self.regex is not None:
+            return (self.regex.fullmatch(actual) is not None) == (self.op == "=~")
+        return (actual == self.value) == (self.op == "=")
+
+
+def matches_all(matchers: tuple[Matcher, ...], labels: Mapping[str, str]) -> bool:
+    """Whether every matcher holds."""
+    return all(m.matches(labels) for m in matchers)
 
 
 @dataclass(frozen=True, slots=True)
 class Rule:
-    """A compiled threshold rule."""
+    """A compiled rule of one of three kinds: ``metric``, ``event`` or ``baseline``."""
 
     name: str
     group: str
-    metric: str
-    matchers: tuple[tuple[str, str, str], ...]
-    op: str
-    threshold: float
-    for_seconds: float
+    kind: Literal["metric", "event", "baseline"]
     labels: Mapping[str, str]
     annotations: Mapping[str, str]
     source: str
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        """Whether a series' labels satisfy the rule's label matchers."""
-        return all((labels.get(name, "") == value) == (op == "=") for name, op, value in self.matchers)
+    for_seconds: float = 0.0
+    keep_firing_for: float = 0.0
+    metric: str = ""
+    matchers: tuple[Matcher, ...] = ()
+    op: str = ">"
+    threshold: float = 0.0
+    clear_op: str | None = None
+    clear_threshold: float | None = None
+    resolve: tuple[Matcher, ...] | None = None
+    by: tuple[str, ...] = ()
+    auto_clear: float | None = None
 
     def breaches(self, value: float) -> bool:
         """Whether a value breaks the rule's threshold."""
         return OPS[self.op](value, self.threshold)
+
+    def cleared(self, value: float) -> bool:
+        """Whether a value ends a firing alarm: the ``clear`` condition, else no longer breaching."""
+        if self.clear_op is not None and self.clear_threshold is not None:
+            return OPS[self.clear_op](value, self.clear_threshold)
+        return not self.breaches(value)
+
+    def describe(self) -> str:
+        """One line for ``check-rules``."""
+        if self.kind == "event":
+            text = "event " + ", ".join(f"{m.name}{m.op}{m.value!r}" for m in self.matchers)
+            if self.resolve is not None:
+                text += " resolved by " + ", ".join(f"{m.name}{m.op}{m.value!r}" for m in self.resolve)
+            return text
+        if self.kind == "baseline":
+            return f"baseline of {self.metric} departs by > {self.threshold:g}"
+        selector = self.metric
+        if self.matchers:
+            selector += "{" + ", ".join(f'{m.name}{m.op}"{m.value}"' for m in self.matchers) + "}"
+        text = f"{selector} {self.op} {self.threshold:g} for {self.for_seconds:g}s"
+        if self.clear_op is not None:
+            text += f", clears at {self.clear_op} {self.clear_threshold:g}"
+        return text
 
 
 def render(template: str, labels: Mapping[str, str], value: float, threshold: float) -> str:
@@ -67,75 +122,168 @@ def render(template: str, labels: Mapping[str, str], value: float, threshold: fl
     return _TEMPLATE.sub(sub, template)
 
 
-def _parse_matchers(text: str | None) -> tuple[tuple[str, str, str], ...]:
+def parse_matchers(text: str | None) -> tuple[Matcher, ...]:
+    """``name="v", other!~"re.*"`` → matchers; raises ValueError naming the bad part."""
     if not text or not text.strip():
         return ()
     out = []
-    for part in text.split(","):
+    for part in _split(text):
         m = _MATCHER.match(part)
         if m is None:
-            raise ValueError(f'bad label matcher {part.strip()!r}; write name="value" or name!="value"')
-        out.append((m.group("name"), m.group("op"), m.group("value")))
+            raise ValueError(f'bad label matcher {part.strip()!r}; write name="value" (or !=, =~, !~)')
+        op: MatchOp = m.group("op")  # type: ignore[assignment]
+        value = m.group("value").replace('\\"', '"')
+        regex = None
+        if op in ("=~", "!~"):
+            try:
+                regex = re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"bad regular expression {value!r}: {exc}") from None
+        out.append(Matcher(m.group("name"), op, value, regex))
     return tuple(out)
+
+
+def _split(text: str) -> list[str]:
+    """Split matchers on commas outside quotes."""
+    parts: list[str] = []
+    current: list[str] = []
+    quoted = escaped = False
+    for ch in text:
+        if ch == "," and not quoted:
+            parts.append("".join(current))
+            current = []
+            continue
+        current.append(ch)
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+    if "".join(current).strip():
+        parts.append("".join(current))
+    return parts
+
+
+def _compile_rule(doc: YamlDoc, loc: tuple[str | int, ...], group: str, rule: RuleSpec) -> Rule:
+    labels = dict(rule.labels)
+    cls = labels.setdefault("alarm_class", AlarmClass.DATA_ANOMALY.value)
+    if cls not in {c.value for c in AlarmClass}:
+        raise ConfigError(
+            f"{doc.where((*loc, 'labels', 'alarm_class'))}: rule {rule.alert}: alarm_class must be one of "
+            f"{', '.join(c.value for c in AlarmClass)}, not '{cls}'"
+        )
+    sev = labels.setdefault("severity", "major")
+    if sev not in SEVERITIES:
+        raise ConfigError(
+            f"{doc.where((*loc, 'labels', 'severity'))}: rule {rule.alert}: severity must be one of "
+            f"{', '.join(SEVERITIES)}, not '{sev}'"
+        )
+    base = Rule(
+        name=rule.alert,
+        group=group,
+        kind="metric",
+        labels=labels,
+        annotations=dict(rule.annotations),
+        source=doc.where(loc),
+        for_seconds=rule.for_,
+        keep_firing_for=rule.keep_firing_for,
+    )
+
+    def fail(key: str, what: str) -> ConfigError:
+        return ConfigError(f"{doc.where((*loc, key))}: rule {rule.alert}: {what}")
+
+    if rule.event is not None:
+        return replace(
+            base,
+            kind="event",
+            matchers=_event(rule.event, fail, "event"),
+            resolve=_event(rule.resolve, fail, "resolve") if rule.resolve else None,
+            by=tuple(rule.by),
+            auto_clear=rule.auto_clear,
+        )
+    if rule.baseline is not None:
+        m = _METRIC.match(rule.baseline.metric)
+        if m is None:
+            raise fail(
+                "baseline", f"cannot parse metric {rule.baseline.metric!r}; write <metric>{{<matchers>}}"
+            )
+        return replace(
+            base,
+            kind="baseline",
+            metric=m.group("metric"),
+            matchers=_matchers(m, fail, "baseline"),
+            op=">",
+            threshold=rule.baseline.deviation,
+        )
+    m = _EXPR.match(rule.expr or "")
+    if m is None:
+        raise fail(
+            "expr",
+            f"cannot parse expr {rule.expr!r}; write <metric> <op> <number>, "
+            f"e.g. interface_utilisation_percent > 80",
+        )
+    clear_op = clear_threshold = None
+    if rule.clear is not None:
+        c = _CLEAR.match(rule.clear)
+        if c is None:
+            raise fail("clear", f"cannot parse clear {rule.clear!r}; write <op> <number>, e.g. '< 70'")
+        clear_op, clear_threshold = c.group("op"), float(c.group("threshold"))
+        if OPS[m.group("op")](clear_threshold, float(m.group("threshold"))):
+            raise fail(
+                "clear",
+                f"clear '{rule.clear}' would also fire the rule; it must lie outside "
+                f"'{m.group('op')} {m.group('threshold')}'",
+            )
+    return replace(
+        base,
+        metric=m.group("metric"),
+        matchers=_matchers(m, fail, "expr"),
+        op=m.group("op"),
+        threshold=float(m.group("threshold")),
+        clear_op=clear_op,
+        clear_threshold=clear_threshold,
+    )
+
+
+def _matchers(m: re.Match[str], fail: Callable[[str, str], ConfigError], key: str) -> tuple[Matcher, ...]:
+    try:
+        return parse_matchers(m.group("matchers"))
+    except ValueError as exc:
+        raise fail(key, str(exc)) from None
+
+
+def _event(text: str, fail: Callable[[str, str], ConfigError], key: str) -> tuple[Matcher, ...]:
+    m = _EVENT.match(text)
+    if m is None:
+        raise fail(
+            key, f'cannot parse {key} {text!r}; write {{label="value", ...}}, e.g. {{trap="linkDown"}}'
+        )
+    matchers = _matchers(m, fail, key)
+    if not matchers:
+        raise fail(key, f"{key} needs at least one matcher")
+    return matchers
 
 
 def compile_doc(doc: YamlDoc) -> list[Rule]:
     """Compile one parsed rule file."""
     spec = validate(doc, RuleFileSpec)
-    rules: list[Rule] = []
-    for g, group in enumerate(spec.groups):
-        for r, rule in enumerate(group.rules):
-            loc = ("groups", g, "rules", r)
-            where = doc.where((*loc, "expr"))
-            m = _EXPR.match(rule.expr)
-            if m is None:
-                raise ConfigError(
-                    f"{where}: rule {rule.alert}: cannot parse expr {rule.expr!r}; "
-                    f"write <metric> <op> <number>, e.g. interface_utilisation_percent > 80"
-                )
-            try:
-                matchers = _parse_matchers(m.group("matchers"))
-            except ValueError as exc:
-                raise ConfigError(f"{where}: rule {rule.alert}: {exc}") from None
-            labels = dict(rule.labels)
-            cls = labels.setdefault("alarm_class", AlarmClass.DATA_ANOMALY.value)
-            if cls not in {c.value for c in AlarmClass}:
-                raise ConfigError(
-                    f"{doc.where((*loc, 'labels', 'alarm_class'))}: rule {rule.alert}: "
-                    f"alarm_class must be one of {', '.join(c.value for c in AlarmClass)}, "
-                    f"not '{cls}'"
-                )
-            sev = labels.setdefault("severity", "major")
-            if sev not in SEVERITIES:
-                raise ConfigError(
-                    f"{doc.where((*loc, 'labels', 'severity'))}: rule {rule.alert}: "
-                    f"severity must be one of {', '.join(SEVERITIES)}, not '{sev}'"
-                )
-            rules.append(
-                Rule(
-                    name=rule.alert,
-                    group=group.name,
-                    metric=m.group("metric"),
-                    matchers=matchers,
-                    op=m.group("op"),
-                    threshold=float(m.group("threshold")),
-                    for_seconds=rule.for_,
-                    labels=labels,
-                    annotations=dict(rule.annotations),
-                    source=doc.where(loc),
-                )
-            )
-    return rules
+    return [
+        _compile_rule(doc, ("groups", g, "rules", r), group.name, rule)
+        for g, group in enumerate(spec.groups)
+        for r, rule in enumerate(group.rules)
+    ]
 
 
 def compile_docs(docs: Iterable[YamlDoc]) -> list[Rule]:
-    """Compile several rule files; an alert name may appear only once across them."""
+    """Compile several rule files; one alert name may have several rules, but never two identical ones."""
     rules: list[Rule] = []
-    seen: dict[str, str] = {}
+    seen: dict[tuple[object, ...], str] = {}
     for doc in docs:
         for rule in compile_doc(doc):
-            if rule.name in seen:
-                raise ConfigError(f"{rule.source}: alert {rule.name} is already defined at {seen[rule.name]}")
-            seen[rule.name] = rule.source
+            key = (rule.name, rule.kind, rule.metric, rule.matchers, rule.op, rule.threshold, rule.resolve)
+            if key in seen:
+                raise ConfigError(f"{rule.source}: alert {rule.name} repeats the rule at {seen[key]}")
+            seen[key] = rule.source
             rules.append(rule)
     return rules

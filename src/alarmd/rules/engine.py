@@ -1,68 +1,164 @@
-"""Evaluate samples against compiled rules: pending → firing after ``for``, resolved when back."""
+"""Evaluate samples and events against compiled rules: pure, deterministic, on the times given.
+
+Metric rules go pending → firing after ``for`` and resolve when the ``clear`` condition
+holds (or the threshold no longer breaks) for ``keep_firing_for``.  Event rules fire on a
+matching trap or upstream alarm, count repeats, and resolve on the matching ``resolve``
+event with the same ``by`` labels or after ``auto_clear`` of quiet (see :meth:`tick`).
+Baseline rules fire when a series departs from its own normal pattern.
+"""
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Literal
 
-from alarmd.model import AlarmTransition, Sample, fingerprint
-from alarmd.rules.compile import Rule, render
+from alarmd.model import AlarmTransition, Event, Sample, fingerprint
+from alarmd.rules.baseline import BaselineConfig, RobustBaseline
+from alarmd.rules.compile import Rule, matches_all, render
 
 
 @dataclass(slots=True)
 class _State:
     active_since: float
+    labels: dict[str, str] = field(default_factory=dict)
     firing: bool = False
+    clear_since: float | None = None
+    last_seen: float = 0.0
+
+
+def event_labels(event: Event) -> dict[str, str]:
+    """An event's labels with ``source`` and ``kind`` added, as event rules match them."""
+    return {"source": event.source, "kind": event.kind, **event.labels}
 
 
 class RuleEngine:
-    """Pure rule evaluation: feed samples in time order, get firing/resolved transitions out."""
+    """Pure rule evaluation: feed samples and events in time order, get transitions out."""
 
-    def __init__(self, rules: Iterable[Rule]) -> None:
+    def __init__(self, rules: Iterable[Rule], baseline: BaselineConfig | None = None) -> None:
         self.rules = list(rules)
         self._by_metric: dict[str, list[Rule]] = defaultdict(list)
+        self._events = [r for r in self.rules if r.kind == "event"]
         for rule in self.rules:
-            self._by_metric[rule.metric].append(rule)
+            if rule.kind in ("metric", "baseline"):
+                self._by_metric[rule.metric].append(rule)
+        self._baseline = RobustBaseline(baseline or BaselineConfig())
         self._state: dict[tuple[str, str], _State] = {}
 
+    # ------------------------------------------------------------------ samples
+
     def evaluate(self, sample: Sample) -> list[AlarmTransition]:
-        """Evaluate one sample against every rule on its metric."""
+        """Evaluate one sample against every metric and baseline rule on its metric."""
         out: list[AlarmTransition] = []
+        score: float | None = None
+        scored = False
         for rule in self._by_metric.get(sample.metric, ()):
-            if not rule.matches(sample.labels):
+            if not matches_all(rule.matchers, sample.labels):
                 continue
-            labels = {**sample.labels, **rule.labels, "alertname": rule.name}
-            key = (rule.name, fingerprint(sample.labels))
-            state = self._state.get(key)
-            if rule.breaches(sample.value):
-                if state is None:
-                    state = self._state[key] = _State(active_since=sample.at)
-                if not state.firing and sample.at - state.active_since >= rule.for_seconds:
-                    state.firing = True
-                    out.append(self._transition("firing", rule, labels, sample, state))
-            elif state is not None:
-                del self._state[key]
-                if state.firing:
-                    out.append(self._transition("resolved", rule, labels, sample, state))
+            value = sample.value
+            if rule.kind == "baseline":
+                if not scored:
+                    score, scored = (
+                        self._baseline.observe(
+                            (sample.metric, fingerprint(sample.labels)), sample.value, sample.at
+                        ),
+                        True,
+                    )
+                if score is None:
+                    continue
+                value = abs(score)
+            transition = self._metric(rule, sample, value)
+            if transition is not None:
+                out.append(transition)
         return out
+
+    def _metric(self, rule: Rule, sample: Sample, value: float) -> AlarmTransition | None:
+        key = (rule.name, fingerprint({**sample.labels, "__rule__": rule.source}))
+        state = self._state.get(key)
+        if state is None or not state.firing:
+            if not rule.breaches(value):
+                self._state.pop(key, None)
+                return None
+            if state is None:
+                labels = {**sample.labels, **rule.labels, "alertname": rule.name}
+                state = self._state[key] = _State(sample.at, labels)
+            if sample.at - state.active_since < rule.for_seconds:
+                return None
+            state.firing = True
+            return self._transition("firing", rule, state, value=value, at=sample.at, fp=key[1])
+        if not rule.cleared(value):
+            state.clear_since = None
+            return None
+        if state.clear_since is None:
+            state.clear_since = sample.at
+        if sample.at - state.clear_since < rule.keep_firing_for:
+            return None
+        del self._state[key]
+        return self._transition("resolved", rule, state, value=value, at=sample.at, fp=key[1])
+
+    # ------------------------------------------------------------------ events
+
+    def evaluate_event(self, event: Event) -> list[AlarmTransition]:
+        """Evaluate one trap, INFORM or upstream alarm against every event rule."""
+        labels = event_labels(event)
+        out: list[AlarmTransition] = []
+        for rule in self._events:
+            identity = {"alertname": rule.name, **{name: labels.get(name, "") for name in rule.by}}
+            key = (rule.name, fingerprint(identity))
+            state = self._state.get(key)
+            if rule.resolve is not None and matches_all(rule.resolve, labels):
+                if state is not None and state.firing:
+                    del self._state[key]
+                    out.append(self._transition("resolved", rule, state, value=0.0, at=event.at, fp=key[1]))
+                continue
+            if not matches_all(rule.matchers, labels):
+                continue
+            if state is None:
+                state = self._state[key] = _State(event.at, {**labels, **rule.labels, "alertname": rule.name})
+                state.firing = True
+                state.last_seen = event.at
+                out.append(self._transition("firing", rule, state, value=1.0, at=event.at, fp=key[1]))
+            else:
+                state.last_seen = event.at
+                out.append(self._transition("repeat", rule, state, value=1.0, at=event.at, fp=key[1]))
+        return out
+
+    def tick(self, now: float) -> list[AlarmTransition]:
+        """Resolve event alarms whose ``auto_clear`` time has passed without a repeat."""
+        out: list[AlarmTransition] = []
+        for rule in self._events:
+            if rule.auto_clear is None:
+                continue
+            for key, state in list(self._state.items()):
+                if key[0] == rule.name and state.firing and now - state.last_seen >= rule.auto_clear:
+                    del self._state[key]
+                    out.append(self._transition("resolved", rule, state, value=0.0, at=now, fp=key[1]))
+        return out
+
+    # ------------------------------------------------------------------ common
 
     @staticmethod
     def _transition(
-        kind: str, rule: Rule, labels: dict[str, str], sample: Sample, state: _State
+        kind: Literal["firing", "resolved", "repeat"],
+        rule: Rule,
+        state: _State,
+        *,
+        value: float,
+        at: float,
+        fp: str,
     ) -> AlarmTransition:
-        annotations = {
-            k: render(v, labels, sample.value, rule.threshold) for k, v in rule.annotations.items()
-        }
+        annotations = {k: render(v, state.labels, value, rule.threshold) for k, v in rule.annotations.items()}
         return AlarmTransition(
-            kind="firing" if kind == "firing" else "resolved",
+            kind=kind,
             rule=rule.name,
-            labels=labels,
+            labels=dict(state.labels),
             annotations=annotations,
-            value=sample.value,
+            value=value,
             threshold=rule.threshold,
-            at=sample.at,
+            at=at,
             active_since=state.active_since,
+            fingerprint=fp,
         )
 
     @property
@@ -72,5 +168,9 @@ class RuleEngine:
 
     @property
     def firing(self) -> int:
-        """Series currently firing."""
+        """Alarms currently firing."""
         return sum(1 for s in self._state.values() if s.firing)
+
+    def firing_alarms(self) -> list[tuple[str, Mapping[str, str]]]:
+        """Every firing alarm as (alert name, labels), for rule tests and diagnostics."""
+        return [(k[0], dict(s.labels)) for k, s in self._state.items() if s.firing]

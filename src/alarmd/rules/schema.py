@@ -1,20 +1,53 @@
-"""The rule-file shape, after Prometheus: ``groups:`` of rules with ``alert``, ``expr``, ``for``."""
+"""The rule-file shape, after Prometheus: ``groups:`` of rules with ``alert``, ``expr``, ``for``.
+
+Three kinds of rule share it: a *metric* rule (``expr``, optional ``clear`` for hysteresis and
+``keep_firing_for``), an *event* rule (``event`` matchers on traps and upstream alarms, an
+optional ``resolve``, ``by`` for identity and ``auto_clear``) and a *baseline* rule
+(``baseline``: departure from the series' own normal pattern).
+"""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from alarmd.config import Duration, Strict
+
+
+class BaselineSpec(Strict):
+    """A fluctuation rule: how far a series may depart from its own hour-of-week normal."""
+
+    metric: str = Field(min_length=1, description="<metric>{<matchers>} whose baseline is watched")
+    deviation: float = Field(4.0, gt=0, description="robust z-score (|x - median| / spread) that warns")
 
 
 class RuleSpec(Strict):
     """One alerting rule as written in YAML."""
 
     alert: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    expr: str = Field(min_length=1, description="<metric>{<matchers>} <op> <number>")
+    expr: str | None = Field(None, description="<metric>{<matchers>} <op> <number>")
+    clear: str | None = Field(None, description="<op> <number> that ends a firing alarm (hysteresis)")
+    event: str | None = Field(None, description='{label="value", ...} matchers on traps and upstream alarms')
+    resolve: str | None = Field(None, description="matchers of the event that clears it")
+    by: list[str] = Field([], description="labels that identify one alarm of an event rule")
+    auto_clear: Duration | None = Field(
+        None, description="an event alarm clears itself after this quiet time"
+    )
+    baseline: BaselineSpec | None = None
     for_: Duration = Field(0.0, alias="for")
+    keep_firing_for: Duration = 0.0
     labels: dict[str, str] = {}
     annotations: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> RuleSpec:
+        kinds = [k for k in ("expr", "event", "baseline") if getattr(self, k) is not None]
+        if len(kinds) != 1:
+            raise ValueError("a rule has exactly one of expr (metric rule), event (event rule) or baseline")
+        if self.event is None and (self.resolve or self.by or self.auto_clear is not None):
+            raise ValueError("resolve, by and auto_clear belong to event rules")
+        if self.expr is None and self.clear is not None:
+            raise ValueError("clear belongs to metric rules (expr)")
+        return self
 
 
 class GroupSpec(Strict):
