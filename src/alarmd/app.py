@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+from typing import Literal
 
 import structlog
 
-from alarmd.alarms.lifecycle import AlarmBook
+from alarmd.alarms.inhibit import Correlator
+from alarmd.alarms.lifecycle import AlarmBook, Change
 from alarmd.clock import Clock, SystemClock
 from alarmd.collector.poller import DevicePoller
 from alarmd.collector.probe import IcmpProber
@@ -20,11 +22,11 @@ from alarmd.collector.upstream import UpstreamError, parse_upstream
 from alarmd.config import ConfigError, Loaded, read_yaml
 from alarmd.dispatch.kafka import KafkaSink, KafkaSource
 from alarmd.dispatch.outbox import Dispatcher, Outbox, WorkOrderSink
-from alarmd.dispatch.routing import lead_team
+from alarmd.dispatch.routing import Router
 from alarmd.http import HttpServer
 from alarmd.inventory import Inventory
 from alarmd.metrics import Metrics
-from alarmd.model import Alarm, AlarmTransition, Event, Sample, WorkOrder
+from alarmd.model import Alarm, AlarmTransition, Event, Sample, Team, WorkOrder
 from alarmd.rules.compile import Rule, compile_docs
 from alarmd.rules.engine import RuleEngine
 
@@ -73,7 +75,11 @@ class Daemon:
         self.sink = sink or KafkaSink(self.config.kafka)
         self.engine = RuleEngine(rules)
         self.profiles = load_profiles_for(loaded)
-        self.book = AlarmBook(Inventory(self.config), lead_team, self.metrics)
+        self.router = Router(self.config.routing)
+        inventory = Inventory(self.config)
+        self.book = AlarmBook(
+            inventory, self.router.lead_team, self.metrics, Correlator(inventory, self.config.routing)
+        )
         self.outbox = Outbox(loaded.state_dir / "outbox.sqlite")
         self.dispatcher = Dispatcher(
             self.outbox, self.sink, self.metrics, backoff=self.config.kafka.retry_backoff
@@ -144,14 +150,27 @@ class Daemon:
 
     def _judge(self, transitions: list[AlarmTransition]) -> None:
         for transition in transitions:
-            alarm = self.book.apply(transition)
-            if alarm is not None:
-                self._dispatch(alarm)
+            for change in self.book.apply(transition):
+                self._tell(change)
+
+    def _tell(self, change: Change) -> None:
+        """Turn an alarm change into what ticketing hears: an order, an update or a clear."""
+        alarm = change.alarm
+        if change.kind == "raised" or (change.kind == "released" and not alarm.dispatched):
+            alarm.dispatched = True
+            self._dispatch(alarm)
+        elif change.kind == "cleared" and alarm.dispatched:
+            self._dispatch(alarm)
+        elif change.kind in ("reparented", "released", "reopened", "flapping") and alarm.dispatched:
+            self._dispatch(alarm, update=change.kind, previous_lead_team=change.previous_lead_team)
 
     async def _tick(self, stop: asyncio.Event) -> None:
         """Let time-based rules (auto_clear) act even when nothing arrives."""
         while not stop.is_set():
-            self._judge(self.engine.tick(self.clock.now()))
+            now = self.clock.now()
+            self._judge(self.engine.tick(now))
+            for change in self.book.tick(now):
+                self._tell(change)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 5.0)
 
@@ -196,8 +215,20 @@ class Daemon:
             self.metrics.rule_evaluations.inc()
             self._judge(self.engine.evaluate(sample))
 
-    def _dispatch(self, alarm: Alarm) -> None:
-        order = WorkOrder.from_alarm(alarm, self.clock.now())
+    def _dispatch(
+        self,
+        alarm: Alarm,
+        *,
+        update: Literal["reparented", "released", "reopened", "flapping"] | None = None,
+        previous_lead_team: Team | None = None,
+    ) -> None:
+        order = WorkOrder.from_alarm(
+            alarm,
+            self.clock.now(),
+            update=update,
+            previous_lead_team=previous_lead_team,
+            related_teams=self.router.related_teams(alarm.lead_team),
+        )
         key = (alarm.circuit or alarm.labels.get("device") or alarm.fingerprint).encode()
         self.dispatcher.submit(
             self.config.kafka.topics.work_orders, key, order.model_dump_json().encode(), order.type

@@ -14,6 +14,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -24,7 +25,8 @@ from pydantic import (
     model_validator,
 )
 
-from alarmd.model import DeviceKind, Tier
+from alarmd.matchers import parse_matcher_list
+from alarmd.model import DeviceKind, Team, Tier
 
 CONFIG_FILE = "alarmd.yml"
 Loc = tuple[str | int, ...]
@@ -490,6 +492,70 @@ class DialTestConfig(Strict):
     timeout: Duration = 1.0
 
 
+def _matcher_list(value: list[str]) -> list[str]:
+    try:
+        parse_matcher_list(value)
+    except ValueError as exc:
+        raise ValueError(str(exc)) from None
+    return value
+
+
+MatcherList = Annotated[list[str], AfterValidator(_matcher_list)]
+
+
+class RouteConfig(Strict):
+    """Alertmanager-shaped routing: the first matching child route wins, else this route's receiver."""
+
+    receiver: Team
+    matchers: MatcherList = []
+    routes: list[RouteConfig] = []
+
+
+class ReceiverConfig(Strict):
+    """A team that can lead a fault, and the specialist teams that stand by when it does (SPEC §3)."""
+
+    name: Team
+    related_teams: list[str] = []
+
+
+class InhibitRuleConfig(Strict):
+    """Alertmanager-shaped inhibition: a firing source alarm makes matching targets its children."""
+
+    source_matchers: MatcherList = Field(min_length=1)
+    target_matchers: MatcherList = Field(min_length=1)
+    equal: list[str] = []
+
+
+class RoutingConfig(Strict):
+    """Lead team, standing-by teams, and which alarms fold under which (SPEC §3)."""
+
+    route: RouteConfig = RouteConfig(
+        receiver=Team.SERVICE_SUPPORT,
+        routes=[RouteConfig(receiver=Team.TRANSPORT_NETWORK, matchers=['alarm_class="transmission"'])],
+    )
+    receivers: list[ReceiverConfig] = [
+        ReceiverConfig(name=Team.TRANSPORT_NETWORK, related_teams=["service_support", "data_network"]),
+        ReceiverConfig(name=Team.SERVICE_SUPPORT, related_teams=["transport_network", "data_network"]),
+    ]
+    path_correlation: bool = Field(
+        True,
+        description="data anomalies fold under transmission faults of their "
+        "circuit; unreachable devices under the one upstream",
+    )
+    inhibit_rules: list[InhibitRuleConfig] = [
+        InhibitRuleConfig(
+            source_matchers=['alertname="BandwidthOccupancyHigh"'],
+            target_matchers=['alertname="FluctuationWarning"'],
+            equal=["device", "interface"],
+        ),
+        InhibitRuleConfig(
+            source_matchers=['alertname="LinkDown"', 'trap="linkDown"'],
+            target_matchers=['alertname="LinkDown"', 'trap=""'],
+            equal=["device", "if_index"],
+        ),
+    ]
+
+
 class Config(Strict):
     """The whole daemon configuration (``alarmd.yml``)."""
 
@@ -501,6 +567,7 @@ class Config(Strict):
     traps: TrapsConfig = TrapsConfig()
     upstream: UpstreamConfig = UpstreamConfig()
     dial_test: DialTestConfig = DialTestConfig()
+    routing: RoutingConfig = RoutingConfig()
     polling: PollingConfig = PollingConfig()
     customers: list[CustomerConfig] = []
     devices: list[DeviceConfig] = []

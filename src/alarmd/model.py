@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 SCHEMA_VERSION = 1
 
@@ -149,6 +149,9 @@ class Alarm:
     cleared_at: float | None = None
     state: Literal["firing", "cleared"] = "firing"
     occurrences: int = 1
+    parent_id: str | None = None
+    flapping: bool = False
+    dispatched: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
 
@@ -163,7 +166,10 @@ class WorkOrder(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     schema_version: int = SCHEMA_VERSION
-    type: Literal["work_order", "work_order_clear"]
+    type: Literal["work_order", "work_order_update", "work_order_clear"]
+    update: Literal["reparented", "released", "reopened", "flapping"] | None = Field(
+        None, description="what changed, on a work_order_update"
+    )
     work_order_id: str
     alarm_id: str
     alert: str
@@ -178,6 +184,10 @@ class WorkOrder(BaseModel):
     interface: str | None
     alarm_class: AlarmClass
     lead_team: Team
+    previous_lead_team: Team | None = None
+    related_teams: list[str] = []
+    parent_alarm_id: str | None = Field(None, description="the root cause this fault is folded under")
+    flapping: bool = False
     severity: str
     observed_value: float
     threshold: float
@@ -188,10 +198,26 @@ class WorkOrder(BaseModel):
     sent_at: str
 
     @classmethod
-    def from_alarm(cls, alarm: Alarm, sent_at: float) -> WorkOrder:
-        """Build the message for an alarm's current state."""
+    def from_alarm(
+        cls,
+        alarm: Alarm,
+        sent_at: float,
+        *,
+        update: Literal["reparented", "released", "reopened", "flapping"] | None = None,
+        previous_lead_team: Team | None = None,
+        related_teams: Sequence[str] = (),
+    ) -> WorkOrder:
+        """Build the message for an alarm's current state (an update when ``update`` is given)."""
+        kind: Literal["work_order", "work_order_update", "work_order_clear"] = (
+            "work_order_update" if update else "work_order" if alarm.state == "firing" else "work_order_clear"
+        )
         return cls(
-            type="work_order" if alarm.state == "firing" else "work_order_clear",
+            type=kind,
+            update=update,
+            previous_lead_team=previous_lead_team,
+            related_teams=list(related_teams),
+            parent_alarm_id=alarm.parent_id,
+            flapping=alarm.flapping,
             work_order_id=f"WO-{alarm.alarm_id}",
             alarm_id=alarm.alarm_id,
             alert=alarm.rule,

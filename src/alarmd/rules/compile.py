@@ -9,6 +9,7 @@ from dataclasses import dataclass, replace
 from typing import Literal
 
 from alarmd.config import ConfigError, YamlDoc, validate
+from alarmd.matchers import Matcher, parse_matchers
 from alarmd.model import AlarmClass
 from alarmd.rules.schema import RuleFileSpec, RuleSpec
 
@@ -28,34 +29,7 @@ _EXPR = re.compile(rf"^\s*{_SELECTOR}\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<threshold>
 _METRIC = re.compile(rf"^\s*{_SELECTOR}\s*$")
 _CLEAR = re.compile(rf"^\s*(?P<op>>=|<=|==|!=|>|<)\s*(?P<threshold>{_NUMBER})\s*$")
 _EVENT = re.compile(r"^\s*\{(?P<matchers>[^}]*)\}\s*$")
-_MATCHER = re.compile(
-    r'^\s*(?P<name>[a-zA-Z_][a-zA-Z0-9_]*)\s*(?P<op>=~|!~|!=|=)\s*"(?P<value>(?:[^"\\]|\\.)*)"\s*$'
-)
 _TEMPLATE = re.compile(r"\{\{\s*\$(?P<what>labels\.[a-zA-Z_][a-zA-Z0-9_]*|value|threshold)\s*\}\}")
-
-MatchOp = Literal["=", "!=", "=~", "!~"]
-
-
-@dataclass(frozen=True, slots=True)
-class Matcher:
-    """One Prometheus-style label matcher; regexes match the whole value."""
-
-    name: str
-    op: MatchOp
-    value: str
-    regex: re.Pattern[str] | None = None
-
-    def matches(self, labels: Mapping[str, str]) -> bool:
-        """Whether the label set satisfies this matcher (a missing label is the empty string)."""
-        actual = labels.get(self.name, "")
-        if self.regex is not None:
-            return (self.regex.fullmatch(actual) is not None) == (self.op == "=~")
-        return (actual == self.value) == (self.op == "=")
-
-
-def matches_all(matchers: tuple[Matcher, ...], labels: Mapping[str, str]) -> bool:
-    """Whether every matcher holds."""
-    return all(m.matches(labels) for m in matchers)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,49 +94,6 @@ def render(template: str, labels: Mapping[str, str], value: float, threshold: fl
         return labels.get(what.removeprefix("labels."), "")
 
     return _TEMPLATE.sub(sub, template)
-
-
-def parse_matchers(text: str | None) -> tuple[Matcher, ...]:
-    """``name="v", other!~"re.*"`` → matchers; raises ValueError naming the bad part."""
-    if not text or not text.strip():
-        return ()
-    out = []
-    for part in _split(text):
-        m = _MATCHER.match(part)
-        if m is None:
-            raise ValueError(f'bad label matcher {part.strip()!r}; write name="value" (or !=, =~, !~)')
-        op: MatchOp = m.group("op")  # type: ignore[assignment]
-        value = m.group("value").replace('\\"', '"')
-        regex = None
-        if op in ("=~", "!~"):
-            try:
-                regex = re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"bad regular expression {value!r}: {exc}") from None
-        out.append(Matcher(m.group("name"), op, value, regex))
-    return tuple(out)
-
-
-def _split(text: str) -> list[str]:
-    """Split matchers on commas outside quotes."""
-    parts: list[str] = []
-    current: list[str] = []
-    quoted = escaped = False
-    for ch in text:
-        if ch == "," and not quoted:
-            parts.append("".join(current))
-            current = []
-            continue
-        current.append(ch)
-        if escaped:
-            escaped = False
-        elif ch == "\\":
-            escaped = True
-        elif ch == '"':
-            quoted = not quoted
-    if "".join(current).strip():
-        parts.append("".join(current))
-    return parts
 
 
 def _compile_rule(doc: YamlDoc, loc: tuple[str | int, ...], group: str, rule: RuleSpec) -> Rule:

@@ -14,9 +14,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Literal
 
+from alarmd.matchers import matches_all
 from alarmd.model import AlarmTransition, Event, Sample, fingerprint
 from alarmd.rules.baseline import BaselineConfig, RobustBaseline
-from alarmd.rules.compile import Rule, matches_all, render
+from alarmd.rules.compile import Rule, render
 
 
 @dataclass(slots=True)

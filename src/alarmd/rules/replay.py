@@ -16,8 +16,9 @@ from dataclasses import dataclass
 from pydantic import Field
 
 from alarmd.config import Duration, Strict
+from alarmd.matchers import parse_matchers
 from alarmd.model import AlarmClass, Event, Sample, Team
-from alarmd.rules.compile import Rule, parse_matchers
+from alarmd.rules.compile import Rule
 from alarmd.rules.engine import RuleEngine
 
 _TERM = re.compile(
