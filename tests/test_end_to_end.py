@@ -60,6 +60,12 @@ groups:
         labels: {severity: major, alarm_class: data_anomaly, unit: percent}
         annotations:
           summary: "Bandwidth occupancy {{ $value }}% on {{ $labels.device }} {{ $labels.interface }}"
+  - name: transmission
+    rules:
+      - alert: OpticalPowerOutOfRange
+        expr: optical_rx_power_dbm < -25
+        clear: "> -24"
+        labels: {severity: critical, alarm_class: transmission, unit: dBm}
 """
 
 
@@ -88,7 +94,7 @@ class Inbox:
         return self.records.pop(0)
 
 
-async def test_congested_line_yields_a_work_order_on_kafka_and_its_clear(
+async def test_congested_line_yields_a_work_order_folded_under_a_transmission_fault_then_cleared(
     tmp_path: Path, kafka_bootstrap: str, sim_network: Any
 ) -> None:
     topic = f"alarmd.workorders.{uuid.uuid4().hex[:8]}"
@@ -139,6 +145,39 @@ async def test_congested_line_yields_a_work_order_on_kafka_and_its_clear(
         assert order["raised_at"].endswith("Z")
         print(f"work order after {raised_after:.1f}s: {order['work_order_id']} at {order['observed_value']}%")
 
+        # Loss of light on the circuit's optical transceiver: a transmission fault becomes the root
+        # cause; the open congestion order is folded under it and handed to the transport team.
+        sim_network.set_values({"optical-tx-01/rx_power": -300})
+        messages = [await inbox.next(30), await inbox.next(30)]
+        by_type = {m["type"]: (k, m) for k, m in messages}
+        key, optical = by_type["work_order"]
+        assert (key, optical["alert"], optical["alarm_class"], optical["lead_team"]) == (
+            b"CIR-0001",
+            "OpticalPowerOutOfRange",
+            "transmission",
+            "transport_network",
+        )
+        assert optical["interface"] == "fiber-1"
+        key, folded = by_type["work_order_update"]
+        assert (folded["work_order_id"], folded["update"], folded["parent_alarm_id"]) == (
+            order["work_order_id"],
+            "reparented",
+            optical["alarm_id"],
+        )
+        assert (folded["lead_team"], folded["previous_lead_team"]) == ("transport_network", "service_support")
+
+        # Light back: the optical order clears and the congestion order stands on its own again.
+        sim_network.set_values({"optical-tx-01/rx_power": None})
+        messages = [await inbox.next(30), await inbox.next(30)]
+        by_type = {m["type"]: m for _, m in messages}
+        assert by_type["work_order_clear"]["work_order_id"] == optical["work_order_id"]
+        released = by_type["work_order_update"]
+        assert (released["update"], released["lead_team"], released["parent_alarm_id"]) == (
+            "released",
+            "service_support",
+            None,
+        )
+
         sim_network.set_rates({"cpe-router-01/2/in": RELIEVED})
         key, clear = await inbox.next(30)
         assert key == b"CIR-0001"
@@ -163,3 +202,4 @@ async def test_congested_line_yields_a_work_order_on_kafka_and_its_clear(
             daemon.wait()
         await consumer.stop()
         sim_network.set_rates({"cpe-router-01/2/in": CONGESTED})
+        sim_network.set_values({"optical-tx-01/rx_power": None})
