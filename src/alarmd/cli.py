@@ -7,10 +7,12 @@ import asyncio
 import os
 import signal
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 
 from alarmd import __version__
 from alarmd.config import ConfigError, Loaded, load, read_yaml, validate
+from alarmd.model import AlarmTransition, Team
 from alarmd.rules.compile import Rule, compile_docs
 from alarmd.rules.replay import RuleTestFile, run_test
 
@@ -108,9 +110,41 @@ def _check_rules(files: list[Path]) -> int:
     return 0
 
 
-def _test_rules(files: list[Path]) -> int:
-    from alarmd.dispatch.routing import lead_team  # noqa: PLC0415
+class _BookJudge:
+    """Rule tests through the real alarm stage: lead team after correlation, root causes."""
 
+    def __init__(self, config_path: Path | None) -> None:
+        from alarmd.alarms.inhibit import Correlator  # noqa: PLC0415
+        from alarmd.alarms.lifecycle import AlarmBook  # noqa: PLC0415
+        from alarmd.config import Config  # noqa: PLC0415
+        from alarmd.dispatch.routing import Router  # noqa: PLC0415
+        from alarmd.inventory import Inventory  # noqa: PLC0415
+        from alarmd.metrics import Metrics  # noqa: PLC0415
+
+        config = load(config_path).config if config_path else Config()
+        inventory = Inventory(config)
+        self.book = AlarmBook(
+            inventory, Router(config.routing).lead_team, Metrics(), Correlator(inventory, config.routing)
+        )
+
+    def judge(self, transitions: list[AlarmTransition], now: float) -> None:
+        for transition in transitions:
+            self.book.apply(transition)
+        self.book.tick(now)
+
+    def lead_team(self, fingerprint: str, labels: Mapping[str, str]) -> Team:
+        alarm = self.book.active.get(fingerprint)
+        if alarm is None:
+            raise ValueError(f"alarm {dict(labels)} fires in the engine but not in the alarm stage")
+        return alarm.lead_team
+
+    def parent(self, fingerprint: str) -> str | None:
+        alarm = self.book.active.get(fingerprint)
+        parent = self.book.parent_of(alarm) if alarm is not None else None
+        return parent.rule if parent is not None else None
+
+
+def _test_rules(files: list[Path]) -> int:
     failed = passed = 0
     for path in _yaml_files(files):
         try:
@@ -118,8 +152,9 @@ def _test_rules(files: list[Path]) -> int:
             spec = validate(doc, RuleTestFile)
             rule_paths = [path.parent / f for f in spec.rule_files]
             rules = compile_docs(read_yaml(p) for p in rule_paths)
+            config = path.parent / spec.config if spec.config else None
             for i, test in enumerate(spec.tests):
-                failures = run_test(test, rules, lead_team)
+                failures = run_test(test, rules, _BookJudge(config))
                 where = doc.where(("tests", i))
                 if failures:
                     failed += 1
@@ -176,6 +211,10 @@ def _run(path: Path, level: str, fmt: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``alarmd`` command."""
     args = _parser().parse_args(argv)
+    if args.command != "run":
+        from alarmd import logging as alarmd_logging  # noqa: PLC0415
+
+        alarmd_logging.setup("error", "console")
     if args.command == "check-config":
         return _check_config(args.config)
     if args.command == "check-rules":

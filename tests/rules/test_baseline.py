@@ -178,7 +178,7 @@ def test_memory_per_series_stays_bounded_over_many_weeks() -> None:
         )
     finally:
         tracemalloc.stop()
-    ring_bytes = 8 * base.config.slots_per_series
+    ring_bytes = 4 * base.config.slots_per_series  # slot means are 32-bit floats
     assert ring_bytes <= after_5 < ring_bytes + 4096
     assert after_10 <= after_5 + 512
 
@@ -302,4 +302,4 @@ def test_adding_a_constant_to_history_and_value_keeps_the_score(
     assert [s is None for s in plain] == [s is None for s in moved]
     for a, b in zip(plain, moved, strict=True):
         if a is not None and b is not None:
-            assert b == pytest.approx(a, abs=1e-6)
+            assert b == pytest.approx(a, rel=1e-4, abs=1e-3)  # slot means are stored as 32-bit floats

@@ -18,9 +18,10 @@ threshold in the rule (4 is a sane start) or ``mad_floor`` for fewer warnings; l
 ``history`` for a steadier but slower-adapting baseline. ``utc_offset_hours`` (default +8, China
 time, fixed, no daylight saving) sets where local hours begin; it only changes results where local
 hours do not start on a UTC hour (e.g. +5.5). Memory per series is fixed: buckets x history x
-(slots per hour) doubles (about 64 KiB with the defaults, about 9 KiB for ``hour_of_day``), plus
-the open slot. Samples whose time falls before the slot being filled are scored but not recorded,
-non-finite values are ignored (``None``), and a gap in polling leaves holes rather than stale data.
+(slots per hour) 32-bit floats (about 32 KiB with these defaults; the shipped FluctuationWarning
+rule uses 15-minute slots, about 11 KiB), plus the open slot. Samples whose time falls before the
+slot being filled are scored but not recorded, non-finite values are ignored (``None``), and a gap
+in polling leaves holes rather than stale data.
 """
 
 from __future__ import annotations
@@ -115,7 +116,7 @@ class RobustBaseline:
         self._starts = [
             tuple(k * per_period + b * self._per_hour for k in range(cfg.history)) for b in range(cfg.buckets)
         ]
-        self._blank = array("d", [math.nan]) * self._size
+        self._blank = array("f", [math.nan]) * self._size
         self._series: dict[Hashable, _Series] = {}
 
     def __len__(self) -> int:

@@ -11,7 +11,8 @@ from typing import Literal
 from alarmd.config import ConfigError, YamlDoc, validate
 from alarmd.matchers import Matcher, parse_matchers
 from alarmd.model import AlarmClass
-from alarmd.rules.schema import RuleFileSpec, RuleSpec
+from alarmd.rules.baseline import BaselineConfig
+from alarmd.rules.schema import BaselineSpec, RuleFileSpec, RuleSpec
 
 OPS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
@@ -53,6 +54,7 @@ class Rule:
     resolve: tuple[Matcher, ...] | None = None
     by: tuple[str, ...] = ()
     auto_clear: float | None = None
+    baseline: BaselineConfig | None = None
 
     def breaches(self, value: float) -> bool:
         """Whether a value breaks the rule's threshold."""
@@ -146,6 +148,7 @@ def _compile_rule(doc: YamlDoc, loc: tuple[str | int, ...], group: str, rule: Ru
             matchers=_matchers(m, fail, "baseline"),
             op=">",
             threshold=rule.baseline.deviation,
+            baseline=_baseline_config(rule.baseline, fail),
         )
     m = _EXPR.match(rule.expr or "")
     if m is None:
@@ -175,6 +178,20 @@ def _compile_rule(doc: YamlDoc, loc: tuple[str | int, ...], group: str, rule: Ru
         clear_op=clear_op,
         clear_threshold=clear_threshold,
     )
+
+
+def _baseline_config(spec: BaselineSpec, fail: Callable[[str, str], ConfigError]) -> BaselineConfig:
+    try:
+        return BaselineConfig(
+            bucket=spec.bucket,
+            history=spec.history,
+            resolution=int(spec.resolution),
+            min_history=spec.min_history,
+            mad_floor=spec.mad_floor,
+            utc_offset_hours=spec.utc_offset_hours,
+        )
+    except ValueError as exc:
+        raise fail("baseline", str(exc)) from None
 
 
 def _matchers(m: re.Match[str], fail: Callable[[str, str], ConfigError], key: str) -> tuple[Matcher, ...]:

@@ -37,14 +37,18 @@ def event_labels(event: Event) -> dict[str, str]:
 class RuleEngine:
     """Pure rule evaluation: feed samples and events in time order, get transitions out."""
 
-    def __init__(self, rules: Iterable[Rule], baseline: BaselineConfig | None = None) -> None:
+    def __init__(self, rules: Iterable[Rule]) -> None:
         self.rules = list(rules)
         self._by_metric: dict[str, list[Rule]] = defaultdict(list)
         self._events = [r for r in self.rules if r.kind == "event"]
         for rule in self.rules:
             if rule.kind in ("metric", "baseline"):
                 self._by_metric[rule.metric].append(rule)
-        self._baseline = RobustBaseline(baseline or BaselineConfig())
+        self._baselines = {
+            r.source: RobustBaseline(r.baseline or BaselineConfig())
+            for r in self.rules
+            if r.kind == "baseline"
+        }
         self._state: dict[tuple[str, str], _State] = {}
 
     # ------------------------------------------------------------------ samples
@@ -52,20 +56,13 @@ class RuleEngine:
     def evaluate(self, sample: Sample) -> list[AlarmTransition]:
         """Evaluate one sample against every metric and baseline rule on its metric."""
         out: list[AlarmTransition] = []
-        score: float | None = None
-        scored = False
         for rule in self._by_metric.get(sample.metric, ()):
             if not matches_all(rule.matchers, sample.labels):
                 continue
             value = sample.value
             if rule.kind == "baseline":
-                if not scored:
-                    score, scored = (
-                        self._baseline.observe(
-                            (sample.metric, fingerprint(sample.labels)), sample.value, sample.at
-                        ),
-                        True,
-                    )
+                key = fingerprint(sample.labels)
+                score = self._baselines[rule.source].observe(key, sample.value, sample.at)
                 if score is None:
                     continue
                 value = abs(score)
@@ -172,6 +169,6 @@ class RuleEngine:
         """Alarms currently firing."""
         return sum(1 for s in self._state.values() if s.firing)
 
-    def firing_alarms(self) -> list[tuple[str, Mapping[str, str]]]:
-        """Every firing alarm as (alert name, labels), for rule tests and diagnostics."""
-        return [(k[0], dict(s.labels)) for k, s in self._state.items() if s.firing]
+    def firing_alarms(self) -> list[tuple[str, Mapping[str, str], str]]:
+        """Every firing alarm as (alert name, labels, fingerprint), for rule tests and diagnostics."""
+        return [(k[0], dict(s.labels), k[1]) for k, s in self._state.items() if s.firing]

@@ -12,12 +12,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 from pydantic import Field
 
 from alarmd.config import Duration, Strict
 from alarmd.matchers import parse_matchers
-from alarmd.model import AlarmClass, Event, Sample, Team
+from alarmd.model import AlarmClass, AlarmTransition, Event, Sample, Team
 from alarmd.rules.compile import Rule
 from alarmd.rules.engine import RuleEngine
 
@@ -79,6 +80,9 @@ class ExpectedAlarm(Strict):
 
     exp_labels: dict[str, str] = {}
     exp_lead_team: Team | None = None
+    exp_parent: str | None = Field(
+        None, description="alert name of the root cause it is folded under; '' = none"
+    )
 
 
 class AlertTest(Strict):
@@ -103,7 +107,42 @@ class RuleTestFile(Strict):
     """A rule test file."""
 
     rule_files: list[str] = Field(min_length=1)
+    config: str | None = Field(None, description="alarmd.yml whose inventory and routing the tests use")
     tests: list[RuleTest] = Field(min_length=1)
+
+
+class Judge(Protocol):
+    """What happens to transitions after the engine: alarms, lead teams, root causes."""
+
+    def judge(self, transitions: list[AlarmTransition], now: float) -> None:
+        """Take the transitions of one input (and the clock's progress)."""
+        ...
+
+    def lead_team(self, fingerprint: str, labels: Mapping[str, str]) -> Team:
+        """The lead team of a firing alarm."""
+        ...
+
+    def parent(self, fingerprint: str) -> str | None:
+        """The alert name of the alarm this one is folded under, if any."""
+        ...
+
+
+@dataclass
+class ClassJudge:
+    """The engine alone: lead team by alarm class, no root causes."""
+
+    route: Callable[[AlarmClass], Team]
+
+    def judge(self, transitions: list[AlarmTransition], now: float) -> None:
+        """Nothing beyond the engine."""
+
+    def lead_team(self, fingerprint: str, labels: Mapping[str, str]) -> Team:
+        """The lead team of the alarm's class."""
+        return self.route(AlarmClass(labels.get("alarm_class", "data_anomaly")))
+
+    def parent(self, fingerprint: str) -> str | None:
+        """No correlation without the alarm stage."""
+        return None
 
 
 @dataclass(frozen=True)
@@ -116,9 +155,7 @@ class Failure:
     message: str
 
 
-def run_test(
-    test: RuleTest, rules: Iterable[Rule], lead_team: Callable[[AlarmClass], Team], start: float = 0.0
-) -> list[Failure]:
+def run_test(test: RuleTest, rules: Iterable[Rule], judge: Judge, start: float = 0.0) -> list[Failure]:
     """Replay one test against fresh rules and compare what fires with what is expected."""
     engine = RuleEngine(rules)
     timeline: list[tuple[float, int, Sample | Event]] = []
@@ -129,34 +166,28 @@ def run_test(
         labels = _labels(m.group("labels"))
         for i, value in enumerate(expand(series.values)):
             if value is not None:
-                timeline.append(
-                    (
-                        i * test.interval,
-                        0,
-                        Sample(m.group("metric"), labels, value, start + i * test.interval),
-                    )
-                )
+                at = i * test.interval
+                timeline.append((at, 0, Sample(m.group("metric"), labels, value, start + at)))
     for ev in test.input_events:
-        timeline.append((ev.at, 1, Event(source=ev.source, kind=ev.kind, at=start + ev.at, labels=ev.labels)))  # type: ignore[arg-type]
+        event = Event(source=ev.source, kind=ev.kind, at=start + ev.at, labels=ev.labels)  # type: ignore[arg-type]
+        timeline.append((ev.at, 1, event))
     timeline.sort(key=lambda item: (item[0], item[1]))
     failures: list[Failure] = []
     pos = 0
     for check in sorted(test.alert_rule_test, key=lambda c: c.eval_time):
         while pos < len(timeline) and timeline[pos][0] <= check.eval_time:
-            item = timeline[pos][2]
-            if isinstance(item, Sample):
-                engine.evaluate(item)
-            else:
-                engine.evaluate_event(item)
+            at, _, item = timeline[pos]
+            found = engine.evaluate(item) if isinstance(item, Sample) else engine.evaluate_event(item)
+            judge.judge(found, start + at)
             pos += 1
-        engine.tick(start + check.eval_time)
-        firing = [labels for name, labels in engine.firing_alarms() if name == check.alertname]
-        failures.extend(_compare(test, check, firing, lead_team))
+        judge.judge(engine.tick(start + check.eval_time), start + check.eval_time)
+        firing = [(labels, fp) for name, labels, fp in engine.firing_alarms() if name == check.alertname]
+        failures.extend(_compare(test, check, firing, judge))
     return failures
 
 
 def _compare(
-    test: RuleTest, check: AlertTest, firing: list[Mapping[str, str]], lead_team: Callable[[AlarmClass], Team]
+    test: RuleTest, check: AlertTest, firing: list[tuple[Mapping[str, str], str]], judge: Judge
 ) -> list[Failure]:
     def fail(message: str) -> Failure:
         return Failure(test.name, check.eval_time, check.alertname, message)
@@ -165,16 +196,24 @@ def _compare(
     out: list[Failure] = []
     for expected in check.exp_alerts:
         found = next(
-            (a for a in unmatched if all(a.get(k) == v for k, v in expected.exp_labels.items())), None
+            (a for a in unmatched if all(a[0].get(k) == v for k, v in expected.exp_labels.items())), None
         )
         if found is None:
-            out.append(fail(f"expected an alarm with {expected.exp_labels}, firing: {firing or 'none'}"))
+            shown = [dict(labels) for labels, _ in firing] or "none"
+            out.append(fail(f"expected an alarm with {expected.exp_labels}, firing: {shown}"))
             continue
         unmatched.remove(found)
+        labels, fp = found
         if expected.exp_lead_team is not None:
-            team = lead_team(AlarmClass(found.get("alarm_class", "data_anomaly")))
+            team = judge.lead_team(fp, labels)
             if team is not expected.exp_lead_team:
                 out.append(fail(f"lead team {team.value}, expected {expected.exp_lead_team.value}"))
+        if expected.exp_parent is not None:
+            parent = judge.parent(fp) or ""
+            if parent != expected.exp_parent:
+                out.append(
+                    fail(f"folded under {parent or 'nothing'}, expected {expected.exp_parent or 'nothing'}")
+                )
     if unmatched:
-        out.append(fail(f"unexpected alarms firing: {unmatched}"))
+        out.append(fail(f"unexpected alarms firing: {[dict(labels) for labels, _ in unmatched]}"))
     return out

@@ -8,6 +8,8 @@ optional ``resolve``, ``by`` for identity and ``auto_clear``) and a *baseline* r
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, model_validator
 
 from alarmd.config import Duration, Strict
@@ -18,6 +20,12 @@ class BaselineSpec(Strict):
 
     metric: str = Field(min_length=1, description="<metric>{<matchers>} whose baseline is watched")
     deviation: float = Field(4.0, gt=0, description="robust z-score (|x - median| / spread) that warns")
+    bucket: Literal["hour_of_week", "hour_of_day"] = "hour_of_week"
+    history: int = Field(4, ge=1, le=52, description="past weeks (or days) kept per bucket")
+    resolution: Duration = Field(900.0, description="samples are averaged into slots this long first")
+    min_history: int = Field(4, ge=1, description="closed slots a bucket needs before it scores")
+    mad_floor: float = Field(1.0, gt=0, description="smallest spread, in the metric's units")
+    utc_offset_hours: float = Field(8.0, description="where local hours begin (China: +8)")
 
 
 class RuleSpec(Strict):
