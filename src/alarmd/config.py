@@ -400,10 +400,10 @@ class KafkaConfig(Strict):
     retry_backoff: Duration = 1.0
 
 
-class HttpConfig(Strict):
-    """The HTTP listener for ``/metrics`` and health."""
+class ListenAddress(Strict):
+    """A ``host:port`` to listen on, with its parts."""
 
-    listen: str = "127.0.0.1:9464"
+    listen: str
 
     @field_validator("listen")
     @classmethod
@@ -424,7 +424,13 @@ class HttpConfig(Strict):
         return int(self.listen.rpartition(":")[2])
 
 
-class TrapsConfig(Strict):
+class HttpConfig(ListenAddress):
+    """The HTTP listener for ``/metrics`` and health."""
+
+    listen: str = "127.0.0.1:9464"
+
+
+class TrapsConfig(ListenAddress):
     """The trap and INFORM listener."""
 
     enabled: bool = False
@@ -459,16 +465,6 @@ class TrapsConfig(Strict):
             except ValueError:
                 raise ValueError(f"'{cidr}' is not a network (e.g. 10.0.0.0/8)") from None
         return value
-
-    @property
-    def host(self) -> str:
-        """Host part of ``listen``."""
-        return self.listen.rpartition(":")[0].strip("[]")
-
-    @property
-    def port(self) -> int:
-        """Port part of ``listen``."""
-        return int(self.listen.rpartition(":")[2])
 
 
 class UpstreamConfig(Strict):

@@ -156,11 +156,13 @@ class _ObservedUsm(SnmpUSMSecurityModel):  # type: ignore[misc]
         return result
 
 
-class _SplitUdpTransport(udp.UdpAsyncioTransport):  # type: ignore[misc]
-    """pysnmp's UDP transport, except that every datagram goes to ``fast_path`` first."""
+class _Split:
+    """Every datagram goes to ``fast_path`` first; only SNMPv3 is handed on to pysnmp."""
+
+    _callback_function: Callable[[Any, Any, bytes], None] | None
 
     def __init__(self, fast_path: Callable[[bytes, Any], None], loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(loop=loop)
+        super().__init__(loop=loop)  # type: ignore[call-arg]
         self._fast_path = fast_path
 
     def datagram_received(self, datagram: bytes, address: Any) -> None:
@@ -174,22 +176,12 @@ class _SplitUdpTransport(udp.UdpAsyncioTransport):  # type: ignore[misc]
         self._callback_function(self, address, datagram)
 
 
-class _SplitUdp6Transport(udp6.Udp6AsyncioTransport):  # type: ignore[misc]
+class _SplitUdpTransport(_Split, udp.UdpAsyncioTransport):  # type: ignore[misc]
+    """pysnmp's UDP transport with the fast path in front."""
+
+
+class _SplitUdp6Transport(_Split, udp6.Udp6AsyncioTransport):  # type: ignore[misc]
     """The IPv6 twin of :class:`_SplitUdpTransport`."""
-
-    def __init__(self, fast_path: Callable[[bytes, Any], None], loop: asyncio.AbstractEventLoop) -> None:
-        super().__init__(loop=loop)
-        self._fast_path = fast_path
-
-    def datagram_received(self, datagram: bytes, address: Any) -> None:
-        """Hand the datagram to the receiver (synchronously, no extra loop hop)."""
-        self._fast_path(datagram, address)
-
-    def to_pysnmp(self, datagram: bytes, address: Any) -> None:
-        """Process an SNMPv3 datagram in pysnmp's dispatcher, synchronously."""
-        if self._callback_function is None:
-            raise RuntimeError("transport is not registered with a dispatcher")
-        self._callback_function(self, address, datagram)
 
 
 @dataclass(slots=True)
