@@ -196,3 +196,20 @@ def test_no_alarm_fires_and_clears_in_the_same_instant(values: list[float]) -> N
             assert t.kind == ("resolved" if firing else "firing"), "transitions alternate"
             firing = t.kind == "firing"
     assert all(len(kinds) == 1 for kinds in seen.values())
+
+
+def test_check_rules_reports_every_problem_across_files(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "a.yml").write_text(
+        "groups:\n  - name: g\n    rules:\n      - alert: A\n        expr: m >> 1\n"
+        "      - alert: B\n        expr: m > 1\n        labels: {severity: loud}\n"
+    )
+    (tmp_path / "b.yml").write_text(
+        "groups:\n  - name: g\n    rules:\n      - alert: C\n        exprr: m > 1\n"
+    )
+    assert main(["check-rules", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'a.yml'}:5: rule A: cannot parse expr" in err
+    assert f"{tmp_path / 'a.yml'}:8: rule B: severity must be one of" in err
+    assert f"{tmp_path / 'b.yml'}:5: unknown key 'groups.0.rules.0.exprr' (did you mean 'expr'?)" in err

@@ -214,24 +214,39 @@ def _event(text: str, fail: Callable[[str, str], ConfigError], key: str) -> tupl
 
 
 def compile_doc(doc: YamlDoc) -> list[Rule]:
-    """Compile one parsed rule file."""
+    """Compile one parsed rule file; every problem in it is reported, not only the first."""
     spec = validate(doc, RuleFileSpec)
-    return [
-        _compile_rule(doc, ("groups", g, "rules", r), group.name, rule)
-        for g, group in enumerate(spec.groups)
-        for r, rule in enumerate(group.rules)
-    ]
+    rules: list[Rule] = []
+    problems: list[str] = []
+    for g, group in enumerate(spec.groups):
+        for r, rule in enumerate(group.rules):
+            try:
+                rules.append(_compile_rule(doc, ("groups", g, "rules", r), group.name, rule))
+            except ConfigError as exc:
+                problems.append(str(exc))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return rules
 
 
 def compile_docs(docs: Iterable[YamlDoc]) -> list[Rule]:
     """Compile several rule files; one alert name may have several rules, but never two identical ones."""
     rules: list[Rule] = []
+    problems: list[str] = []
     seen: dict[tuple[object, ...], str] = {}
     for doc in docs:
-        for rule in compile_doc(doc):
+        try:
+            compiled = compile_doc(doc)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        for rule in compiled:
             key = (rule.name, rule.kind, rule.metric, rule.matchers, rule.op, rule.threshold, rule.resolve)
             if key in seen:
-                raise ConfigError(f"{rule.source}: alert {rule.name} repeats the rule at {seen[key]}")
+                problems.append(f"{rule.source}: alert {rule.name} repeats the rule at {seen[key]}")
+                continue
             seen[key] = rule.source
             rules.append(rule)
+    if problems:
+        raise ConfigError("\n".join(problems))
     return rules
