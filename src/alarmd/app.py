@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-from typing import Literal
 
 import structlog
 
+from alarmd.alarms.clocks import ClockPolicy
 from alarmd.alarms.inhibit import Correlator
 from alarmd.alarms.lifecycle import AlarmBook, Change
+from alarmd.alarms.store import Store
+from alarmd.announce import Announcer
 from alarmd.clock import Clock, SystemClock
 from alarmd.collector.poller import DevicePoller
 from alarmd.collector.probe import IcmpProber
@@ -26,7 +28,7 @@ from alarmd.dispatch.routing import Router
 from alarmd.http import HttpServer
 from alarmd.inventory import Inventory
 from alarmd.metrics import Metrics
-from alarmd.model import Alarm, AlarmTransition, Event, Sample, Team, WorkOrder
+from alarmd.model import AlarmTransition, Event, Sample
 from alarmd.rules.compile import Rule, compile_docs
 from alarmd.rules.engine import RuleEngine
 
@@ -78,11 +80,24 @@ class Daemon:
         self.router = Router(self.config.routing)
         inventory = Inventory(self.config)
         self.book = AlarmBook(
-            inventory, self.router.lead_team, self.metrics, Correlator(inventory, self.config.routing)
+            inventory,
+            self.router.lead_team,
+            self.metrics,
+            Correlator(inventory, self.config.routing),
+            reopen_window=self.config.clocks.observation,
         )
-        self.outbox = Outbox(loaded.state_dir / "outbox.sqlite")
+        self.store = Store(loaded.state_dir / "alarmd.sqlite")
+        self.outbox = Outbox(self.store.connection)
         self.dispatcher = Dispatcher(
             self.outbox, self.sink, self.metrics, backoff=self.config.kafka.retry_backoff
+        )
+        self.announcer = Announcer(
+            self.config.kafka.topics,
+            store=self.store,
+            dispatcher=self.dispatcher,
+            router=self.router,
+            clocks=ClockPolicy(self.config.clocks),
+            clock=self.clock,
         )
         self.http = HttpServer(self.config.http.host, self.config.http.port, self.metrics, lambda: self.ready)
         self.samples: asyncio.Queue[Sample | None] = asyncio.Queue(self.config.queue_size)
@@ -154,15 +169,17 @@ class Daemon:
                 self._tell(change)
 
     def _tell(self, change: Change) -> None:
-        """Turn an alarm change into what ticketing hears: an order, an update or a clear."""
-        alarm = change.alarm
-        if change.kind == "raised" or (change.kind == "released" and not alarm.dispatched):
-            alarm.dispatched = True
-            self._dispatch(alarm)
-        elif change.kind == "cleared" and alarm.dispatched:
-            self._dispatch(alarm)
-        elif change.kind in ("reparented", "released", "reopened", "flapping") and alarm.dispatched:
-            self._dispatch(alarm, update=change.kind, previous_lead_team=change.previous_lead_team)
+        self.announcer.tell(change)
+
+    def _restore(self) -> int:
+        """Take back the open faults (and their clocks, which stay in the store) after a restart."""
+        now = self.clock.now()
+        restored = self.store.open_alarms()
+        for alarm in restored:
+            self.book.restore(alarm)
+            if alarm.state == "firing":
+                self.engine.restore(alarm.rule, alarm.fingerprint, alarm.labels, alarm.raised_at, now)
+        return len(restored)
 
     async def _tick(self, stop: asyncio.Event) -> None:
         """Let time-based rules (auto_clear) act even when nothing arrives."""
@@ -171,8 +188,9 @@ class Daemon:
             self._judge(self.engine.tick(now))
             for change in self.book.tick(now):
                 self._tell(change)
+            self.announcer.on_timers(self.book, now)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 5.0)
+                await asyncio.wait_for(stop.wait(), 1.0)
 
     async def _consume_events(self) -> None:
         while True:
@@ -215,25 +233,6 @@ class Daemon:
             self.metrics.rule_evaluations.inc()
             self._judge(self.engine.evaluate(sample))
 
-    def _dispatch(
-        self,
-        alarm: Alarm,
-        *,
-        update: Literal["reparented", "released", "reopened", "flapping"] | None = None,
-        previous_lead_team: Team | None = None,
-    ) -> None:
-        order = WorkOrder.from_alarm(
-            alarm,
-            self.clock.now(),
-            update=update,
-            previous_lead_team=previous_lead_team,
-            related_teams=self.router.related_teams(alarm.lead_team),
-        )
-        key = (alarm.circuit or alarm.labels.get("device") or alarm.fingerprint).encode()
-        self.dispatcher.submit(
-            self.config.kafka.topics.work_orders, key, order.model_dump_json().encode(), order.type
-        )
-
     async def _stop_traps(self) -> None:
         if self.traps is not None:
             traps, self.traps = self.traps, None
@@ -255,6 +254,11 @@ class Daemon:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then stop intake, drain, flush the outbox within the deadline."""
+        restored = self._restore()
+        if restored:
+            log.info(
+                "alarms_restored", count=restored, timers_due=len(self.store.due_timers(self.clock.now()))
+            )
         await self.http.start()
         intake_stop, dispatch_stop = asyncio.Event(), asyncio.Event()
         upstream = None
@@ -310,5 +314,6 @@ class Daemon:
                 await upstream.close()
             await self._stop_traps()
             self.outbox.close()
+            self.store.close()
             await self.http.stop()
             log.info("shutdown_complete")

@@ -200,9 +200,11 @@ def _run(path: Path, level: str, fmt: str) -> int:
         return EX_CONFIG
     import uvloop  # noqa: PLC0415
 
+    from alarmd.alarms.store import StoreError  # noqa: PLC0415
+
     try:
         uvloop.run(_serve(loaded, rules))
-    except OSError as exc:
+    except (OSError, StoreError) as exc:
         print(f"alarmd: cannot start: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import glob
 import ipaddress
@@ -388,6 +389,7 @@ class KafkaTopics(Strict):
     """Topic names."""
 
     work_orders: str = "alarmd.workorders"
+    notices: str = Field("alarmd.notices", description="notices, escalations, status updates, closes")
 
 
 class KafkaConfig(Strict):
@@ -552,6 +554,21 @@ class RoutingConfig(Strict):
     ]
 
 
+class ClocksConfig(Strict):
+    """The clock of every fault (SPEC §4, §5); the defaults are the operator's."""
+
+    important_escalation: Duration = Field(3600.0, description="diamond/gold unresolved -> joint handling")
+    ordinary_escalation: Duration = Field(10800.0, description="ordinary unresolved -> joint handling")
+    on_site_deadline: Duration = Field(7200.0, description="teams on site, after the fault (important)")
+    status_update_every: Duration = Field(3600.0, description="status updates during joint handling")
+    observation: Duration = Field(3600.0, description="after clear, before close; a relapse re-opens")
+    business_watch: Duration = Field(86400.0, description="after clear, a relapse is flagged on the fault")
+    summary_working_days: int = Field(2, ge=0, description="fault summary due, in working days after clear")
+    callback: Duration = Field(14 * 86400.0, description="satisfaction call-back due after clear")
+    holidays: list[datetime.date] = Field([], description="non-working days besides weekends")
+    utc_offset_hours: float = Field(8.0, description="where the operator's days begin")
+
+
 class Config(Strict):
     """The whole daemon configuration (``alarmd.yml``)."""
 
@@ -564,6 +581,7 @@ class Config(Strict):
     upstream: UpstreamConfig = UpstreamConfig()
     dial_test: DialTestConfig = DialTestConfig()
     routing: RoutingConfig = RoutingConfig()
+    clocks: ClocksConfig = ClocksConfig()
     polling: PollingConfig = PollingConfig()
     customers: list[CustomerConfig] = []
     devices: list[DeviceConfig] = []

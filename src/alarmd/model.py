@@ -160,6 +160,21 @@ def isotime(epoch: float) -> str:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+class DueTimes(BaseModel):
+    """The due times of a fault (SPEC §4, §5), RFC 3339, None where not yet known."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    escalation_at: str | None = Field(None, description="unresolved by then: emergency joint handling")
+    on_site_by: str | None = Field(None, description="important customers: teams on site by then")
+    observation_ends: str | None = Field(None, description="after the clear: closed then if it held")
+    business_watch_ends: str | None = Field(
+        None, description="after the clear: a relapse until then is flagged"
+    )
+    summary_due: str | None = Field(None, description="fault summary to the account manager")
+    callback_due: str | None = Field(None, description="satisfaction call-back")
+
+
 class WorkOrder(BaseModel):
     """A work order (派单) or its clear, as sent to ticketing on Kafka keyed by circuit."""
 
@@ -195,6 +210,7 @@ class WorkOrder(BaseModel):
     raised_at: str
     cleared_at: str | None = None
     occurrences: int = 1
+    due: DueTimes | None = None
     sent_at: str
 
     @classmethod
@@ -206,6 +222,7 @@ class WorkOrder(BaseModel):
         update: Literal["reparented", "released", "reopened", "flapping"] | None = None,
         previous_lead_team: Team | None = None,
         related_teams: Sequence[str] = (),
+        due: DueTimes | None = None,
     ) -> WorkOrder:
         """Build the message for an alarm's current state (an update when ``update`` is given)."""
         kind: Literal["work_order", "work_order_update", "work_order_clear"] = (
@@ -239,5 +256,37 @@ class WorkOrder(BaseModel):
             raised_at=isotime(alarm.raised_at),
             cleared_at=isotime(alarm.cleared_at) if alarm.cleared_at is not None else None,
             occurrences=alarm.occurrences,
+            due=due,
             sent_at=isotime(sent_at),
         )
+
+
+class Notice(BaseModel):
+    """A notice, escalation, status update or close, on the notices topic keyed by circuit."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: int = SCHEMA_VERSION
+    type: Literal["notice", "escalation", "status_update", "closed"]
+    work_order_id: str
+    alarm_id: str
+    alert: str
+    summary: str
+    circuit: str | None
+    customer: str | None
+    customer_name: str | None
+    tier: Tier | None
+    important_customer: bool
+    alarm_class: AlarmClass
+    lead_team: Team
+    to_teams: list[str] = Field(description="who is told: the teams that stand by, service support")
+    joint_handling: bool = Field(description="the emergency process (all teams jointly) is running")
+    service_support_on_site: bool = Field(
+        description="a service support engineer must be on site as site lead (diamond, or important outage)"
+    )
+    state: Literal["firing", "cleared", "closed"]
+    fault_age_seconds: float
+    status_update_number: int = 0
+    relapsed: bool = False
+    due: DueTimes
+    sent_at: str

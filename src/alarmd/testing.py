@@ -72,7 +72,9 @@ class FakeSink:
             raise SinkError("unavailable", "fake broker down")
         self.started = True
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+    async def send(
+        self, topic: str, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]] = ()
+    ) -> None:
         """Record a message (or fail while ``failing``)."""
         if self.failing:
             raise SinkError("unavailable", "fake broker down")

@@ -53,6 +53,7 @@ class AlarmBook:
         *,
         flap_window: float = 600.0,
         flap_threshold: int = 4,
+        reopen_window: float = 3600.0,
     ) -> None:
         self.inventory = inventory
         self.route = route
@@ -60,6 +61,7 @@ class AlarmBook:
         self.correlator = correlator or Correlator(inventory)
         self.flap_window = flap_window
         self.flap_threshold = flap_threshold
+        self.reopen_window = reopen_window
         self.active: dict[str, Alarm] = {}
         self.recent: dict[str, Alarm] = {}
         self._changes: dict[str, deque[float]] = {}
@@ -184,16 +186,39 @@ class AlarmBook:
     # ------------------------------------------------------------------ time
 
     def tick(self, now: float) -> list[Change]:
-        """Let cleared alarms go once quiet for the flap window; a flapping one sends its clear then."""
+        """A flapping alarm sends its clear once quiet for the flap window; old clears are let go."""
         changes: list[Change] = []
         for fp, alarm in list(self.recent.items()):
-            if alarm.cleared_at is not None and now - alarm.cleared_at >= self.flap_window:
+            if alarm.cleared_at is None:
+                continue
+            quiet = now - alarm.cleared_at
+            if alarm.flapping and quiet >= self.flap_window:
+                alarm.flapping = False
+                changes.append(Change("cleared", alarm))
+            if not alarm.flapping and quiet >= max(self.flap_window, self.reopen_window):
                 del self.recent[fp]
                 self._changes.pop(fp, None)
-                if alarm.flapping:
-                    alarm.flapping = False
-                    changes.append(Change("cleared", alarm))
         return changes
+
+    def find(self, alarm_id: str) -> Alarm | None:
+        """A firing or recently cleared alarm by id."""
+        for alarm in (*self.active.values(), *self.recent.values()):
+            if alarm.alarm_id == alarm_id:
+                return alarm
+        return None
+
+    def forget(self, alarm: Alarm) -> None:
+        """Let a closed fault go: a new occurrence after this is a new fault."""
+        self.recent.pop(alarm.fingerprint, None)
+        self._changes.pop(alarm.fingerprint, None)
+
+    def restore(self, alarm: Alarm) -> None:
+        """Take back an alarm from the store after a restart."""
+        if alarm.state == "firing":
+            self.active[alarm.fingerprint] = alarm
+            self._count(alarm, +1)
+        else:
+            self.recent[alarm.fingerprint] = alarm
 
     def _flap_count(self, fp: str, at: float) -> int:
         times = self._changes.setdefault(fp, deque())

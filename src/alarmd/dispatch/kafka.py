@@ -8,7 +8,7 @@ its message was accepted by the handler or published to the dead-letter topic.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import structlog
@@ -63,7 +63,9 @@ class KafkaSink:
             raise SinkError(_reason(exc), f"{self.config.bootstrap_servers}: {exc}") from None
         self._producer = producer
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+    async def send(
+        self, topic: str, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]] = ()
+    ) -> None:
         """Deliver one message and wait for the broker's acknowledgement."""
         if self._producer is None:
             await self.start()
@@ -71,7 +73,7 @@ class KafkaSink:
         if producer is None:
             raise SinkError("internal", "producer did not start")
         try:
-            await producer.send_and_wait(topic, value=value, key=key)
+            await producer.send_and_wait(topic, value=value, key=key, headers=list(headers))
         except Exception as exc:
             raise SinkError(_reason(exc), f"{topic}: {exc}") from None
 

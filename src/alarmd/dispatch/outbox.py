@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal, Protocol
@@ -15,6 +15,7 @@ import structlog
 from alarmd.metrics import Metrics
 
 log = structlog.get_logger("alarmd.dispatch")
+SCHEMA_VERSION = b"1"
 
 SinkReason = Literal["timeout", "unavailable", "rejected", "internal"]
 
@@ -35,7 +36,9 @@ class WorkOrderSink(Protocol):
         """Connect."""
         ...
 
-    async def send(self, topic: str, key: bytes, value: bytes) -> None:
+    async def send(
+        self, topic: str, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]] = ()
+    ) -> None:
         """Deliver one message; raise ``SinkError`` if it was not acknowledged."""
         ...
 
@@ -71,12 +74,16 @@ CREATE TABLE IF NOT EXISTS outbox (
 class Outbox:
     """A durable FIFO of messages: added before sending, removed only after acknowledgement."""
 
-    def __init__(self, path: Path | str) -> None:
-        if isinstance(path, Path):
-            path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=FULL")
+    def __init__(self, target: Path | str | sqlite3.Connection) -> None:
+        self._owned = not isinstance(target, sqlite3.Connection)
+        if isinstance(target, sqlite3.Connection):
+            self._db = target
+        else:
+            if isinstance(target, Path):
+                target.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(str(target), isolation_level=None)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
         self._db.executescript(_SCHEMA)
 
     def add(self, topic: str, key: bytes, value: bytes, kind: str) -> int:
@@ -103,8 +110,9 @@ class Outbox:
         return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
     def close(self) -> None:
-        """Close the database."""
-        self._db.close()
+        """Close the database, if the outbox opened it."""
+        if self._owned:
+            self._db.close()
 
 
 class Dispatcher:
@@ -159,7 +167,11 @@ class Dispatcher:
                 try:
                     await self._ensure_started()
                     started = self._monotonic()
-                    await self.sink.send(message.topic, message.key, message.value)
+                    headers = [
+                        ("alarmd-type", message.kind.encode()),
+                        ("alarmd-schema-version", SCHEMA_VERSION),
+                    ]
+                    await self.sink.send(message.topic, message.key, message.value, headers)
                 except SinkError as exc:
                     self.metrics.kafka_errors.labels(exc.reason).inc()
                     log.warning(

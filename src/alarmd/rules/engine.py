@@ -159,6 +159,12 @@ class RuleEngine:
             fingerprint=fp,
         )
 
+    def restore(
+        self, rule: str, fingerprint: str, labels: Mapping[str, str], since: float, now: float
+    ) -> None:
+        """Mark an alarm restored from the store as firing, so the next input continues it."""
+        self._state[(rule, fingerprint)] = _State(since, dict(labels), firing=True, last_seen=now)
+
     @property
     def pending(self) -> int:
         """Series currently breaching a rule but not yet firing."""

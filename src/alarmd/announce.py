@@ -1,0 +1,170 @@
+"""What ticketing hears, and when: work orders, updates, clears, notices, escalations, status updates.
+
+Every announcement is written with the fault's new state and timers in one store
+transaction (the outbox shares the store's database), so a crash never loses a message and
+never repeats an escalation.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import structlog
+
+from alarmd.alarms.clocks import ClockPolicy, NoticeKind, Timer
+from alarmd.alarms.lifecycle import AlarmBook, Change
+from alarmd.alarms.store import Store
+from alarmd.clock import Clock
+from alarmd.config import KafkaTopics
+from alarmd.dispatch.outbox import Dispatcher
+from alarmd.dispatch.routing import Router
+from alarmd.model import Alarm, AlarmClass, DueTimes, Notice, Team, Tier, WorkOrder, isotime
+
+log = structlog.get_logger("alarmd.announce")
+
+Update = Literal["reparented", "released", "reopened", "flapping"]
+
+
+class Announcer:
+    """Turns alarm changes and due timers into messages, keeping each fault's clock in the store."""
+
+    def __init__(
+        self,
+        topics: KafkaTopics,
+        *,
+        store: Store,
+        dispatcher: Dispatcher,
+        router: Router,
+        clocks: ClockPolicy,
+        clock: Clock,
+    ) -> None:
+        self.topics = topics
+        self.store = store
+        self.dispatcher = dispatcher
+        self.router = router
+        self.clocks = clocks
+        self.clock = clock
+
+    # ------------------------------------------------------------------ changes
+
+    def tell(self, change: Change) -> None:
+        """Announce one alarm change (or keep quiet, for a child), and store the fault's new state."""
+        alarm = change.alarm
+        with self.store.transaction():
+            if change.kind == "raised" or (change.kind == "released" and not alarm.dispatched):
+                alarm.dispatched = True
+                self.store.add_timers(self.clocks.on_dispatch(alarm))
+                self._order(alarm)
+                self._notice(alarm, "notice")
+            elif change.kind == "cleared" and alarm.dispatched:
+                self.store.drop_timers(alarm.alarm_id, "escalation", "status_update")
+                self.store.add_timers(self.clocks.on_clear(alarm, alarm.cleared_at or self.clock.now()))
+                self._order(alarm)
+            elif change.kind in ("reparented", "released", "reopened", "flapping") and alarm.dispatched:
+                if change.kind == "reopened":
+                    self._rearm(alarm)
+                self._order(alarm, update=change.kind, previous=change.previous_lead_team)
+            self.store.save(alarm, change.kind)
+
+    def _rearm(self, alarm: Alarm) -> None:
+        """A relapse in observation: the same fault runs again, and so does its clock."""
+        alarm.extra["relapsed"] = "true"
+        self.store.drop_timers(alarm.alarm_id, "close")
+        if "escalated_at" in alarm.extra:
+            seq = int(alarm.extra.get("status_updates", "0")) + 1
+            step = self.clocks.config.status_update_every
+            self.store.add_timers([Timer(alarm.alarm_id, "status_update", self.clock.now() + step, seq)])
+        else:
+            self.store.add_timers(self.clocks.on_dispatch(alarm))
+
+    # ------------------------------------------------------------------ time
+
+    def on_timers(self, book: AlarmBook, now: float) -> int:
+        """Act on every due timer once; return how many acted."""
+        acted = 0
+        for timer in self.store.due_timers(now):
+            with self.store.transaction():
+                if not self.store.done(timer):
+                    continue
+                alarm = book.find(timer.alarm_id)
+                if alarm is None:
+                    continue
+                kind, follow = self.clocks.on_fire(alarm, timer)
+                self.store.add_timers(follow)
+                if kind is None:
+                    continue
+                if kind == "escalation":
+                    alarm.extra["escalated_at"] = isotime(timer.due)
+                elif kind == "status_update":
+                    alarm.extra["status_updates"] = str(timer.seq)
+                elif kind == "closed":
+                    alarm.extra["closed"] = "true"
+                    book.forget(alarm)
+                self._notice(alarm, kind, timer.seq)
+                self.store.save(alarm, kind, f"due {isotime(timer.due)}")
+                acted += 1
+                log.info(
+                    "clock_fired",
+                    alarm_id=alarm.alarm_id,
+                    kind=kind,
+                    due=isotime(timer.due),
+                    circuit=alarm.circuit,
+                    tier=alarm.tier.value if alarm.tier else None,
+                )
+        return acted
+
+    # ------------------------------------------------------------------ messages
+
+    def _key(self, alarm: Alarm) -> bytes:
+        return (alarm.circuit or alarm.labels.get("device") or alarm.fingerprint).encode()
+
+    def _due(self, alarm: Alarm) -> DueTimes:
+        return DueTimes(**self.clocks.due(alarm).as_text())
+
+    def _order(self, alarm: Alarm, *, update: Update | None = None, previous: Team | None = None) -> None:
+        order = WorkOrder.from_alarm(
+            alarm,
+            self.clock.now(),
+            update=update,
+            previous_lead_team=previous,
+            related_teams=self.router.related_teams(alarm.lead_team),
+            due=self._due(alarm),
+        )
+        self.dispatcher.submit(
+            self.topics.work_orders, self._key(alarm), order.model_dump_json().encode(), order.type
+        )
+
+    def _notice(self, alarm: Alarm, kind: NoticeKind, seq: int = 0) -> None:
+        important = alarm.tier is not None and alarm.tier.important
+        related = list(self.router.related_teams(alarm.lead_team))
+        if kind == "notice":
+            teams = [*related, Team.SERVICE_SUPPORT.value] if important else [Team.SERVICE_SUPPORT.value]
+        else:
+            teams = [alarm.lead_team.value, *related, Team.SERVICE_SUPPORT.value]
+        teams = [t for t in dict.fromkeys(teams) if kind != "notice" or t != alarm.lead_team.value]
+        on_site = alarm.tier is Tier.DIAMOND or (important and alarm.alarm_class is AlarmClass.TRANSMISSION)
+        now = self.clock.now()
+        notice = Notice(
+            type=kind,
+            work_order_id=f"WO-{alarm.alarm_id}",
+            alarm_id=alarm.alarm_id,
+            alert=alarm.rule,
+            summary=alarm.annotations.get("summary", alarm.rule),
+            circuit=alarm.circuit,
+            customer=alarm.customer,
+            customer_name=alarm.customer_name,
+            tier=alarm.tier,
+            important_customer=important,
+            alarm_class=alarm.alarm_class,
+            lead_team=alarm.lead_team,
+            to_teams=teams,
+            joint_handling=kind in ("escalation", "status_update") or "escalated_at" in alarm.extra,
+            service_support_on_site=on_site,
+            state="closed" if kind == "closed" else alarm.state,
+            fault_age_seconds=round(now - alarm.raised_at, 3),
+            status_update_number=seq if kind == "status_update" else 0,
+            relapsed=alarm.extra.get("relapsed") == "true",
+            due=self._due(alarm),
+            sent_at=isotime(now),
+        )
+        self.dispatcher.submit(self.topics.notices, self._key(alarm), notice.model_dump_json().encode(), kind)
