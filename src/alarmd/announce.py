@@ -137,11 +137,10 @@ class Announcer:
     def _notice(self, alarm: Alarm, kind: NoticeKind, seq: int = 0) -> None:
         important = alarm.tier is not None and alarm.tier.important
         related = list(self.router.related_teams(alarm.lead_team))
-        if kind == "notice":
-            teams = [*related, Team.SERVICE_SUPPORT.value] if important else [Team.SERVICE_SUPPORT.value]
+        if kind == "notice" and not important:
+            teams = [Team.SERVICE_SUPPORT.value]  # SPEC §4: ordinary faults, service support is notified
         else:
-            teams = [alarm.lead_team.value, *related, Team.SERVICE_SUPPORT.value]
-        teams = [t for t in dict.fromkeys(teams) if kind != "notice" or t != alarm.lead_team.value]
+            teams = list(dict.fromkeys([alarm.lead_team.value, *related, Team.SERVICE_SUPPORT.value]))
         on_site = alarm.tier is Tier.DIAMOND or (important and alarm.alarm_class is AlarmClass.TRANSMISSION)
         now = self.clock.now()
         notice = Notice(
