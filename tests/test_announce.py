@@ -7,12 +7,14 @@ import json
 from pathlib import Path
 
 import pytest
+from jsonschema import Draft202012Validator
 
 from alarmd.alarms.clocks import ClockPolicy
 from alarmd.alarms.inhibit import Correlator
 from alarmd.alarms.lifecycle import AlarmBook
 from alarmd.alarms.store import Store
 from alarmd.announce import Announcer
+from alarmd.cli import message_schemas
 from alarmd.config import ClocksConfig, Config, KafkaTopics
 from alarmd.dispatch.outbox import Dispatcher, Outbox
 from alarmd.dispatch.routing import Router
@@ -230,3 +232,36 @@ def test_store_schema_is_versioned(tmp_path: Path) -> None:
     assert store.version == 1
     store.close()
     assert Store(tmp_path / "s.sqlite").version == 1
+
+
+SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"
+
+
+def test_committed_schemas_match_the_models() -> None:
+    for name, text in message_schemas().items():
+        assert (SCHEMAS / name).read_text(encoding="utf-8") == text, (
+            f"schemas/{name} is out of date; regenerate with: alarmd schemas --out schemas"
+        )
+
+
+def test_every_produced_message_validates_against_its_shipped_schema(tmp_path: Path) -> None:
+    tl = Timeline(tmp_path)
+    tl.fire("r1")
+    tl.run_until(2.5 * HOUR)
+    tl.fire("r1", "resolved")
+    tl.run_until(4 * HOUR)
+    validators = {
+        "workorders": Draft202012Validator(json.loads((SCHEMAS / "work-order.schema.json").read_text())),
+        "notices": Draft202012Validator(json.loads((SCHEMAS / "notice.schema.json").read_text())),
+    }
+    messages = tl.outbox.pending(100)
+    assert {m.kind for m in messages} == {
+        "work_order",
+        "notice",
+        "escalation",
+        "status_update",
+        "work_order_clear",
+        "closed",
+    }
+    for m in messages:
+        validators[m.topic.split(".")[1]].validate(json.loads(m.value))

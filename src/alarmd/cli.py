@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -64,6 +65,8 @@ def _parser() -> argparse.ArgumentParser:
     with_config(check)
     rules = sub.add_parser("check-rules", help="validate rule files, then exit (0 = valid)")
     rules.add_argument("files", nargs="+", type=Path, help="rule files, or directories of *.yml")
+    schemas = sub.add_parser("schemas", help="write the JSON Schemas of every Kafka message alarmd speaks")
+    schemas.add_argument("--out", type=Path, default=Path("schemas"), help="directory (default: schemas)")
     tests = sub.add_parser("test-rules", help="run rule unit tests, then exit (0 = all passed)")
     tests.add_argument("files", nargs="+", type=Path, help="test files, or directories of *.yml")
     return parser
@@ -90,6 +93,21 @@ def _check_config(path: Path) -> int:
         f"{len(loaded.profile_paths)} device profiles"
     )
     return 0
+
+
+def message_schemas() -> dict[str, str]:
+    """File name -> JSON Schema text of every message on alarmd's Kafka topics."""
+    from alarmd.collector.upstream import schema_json  # noqa: PLC0415
+    from alarmd.model import Notice, WorkOrder  # noqa: PLC0415
+
+    def dump(schema: dict[str, object]) -> str:
+        return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+    return {
+        "work-order.schema.json": dump(WorkOrder.model_json_schema()),
+        "notice.schema.json": dump(Notice.model_json_schema()),
+        "upstream-alarm.schema.json": schema_json(),
+    }
 
 
 def _yaml_files(paths: list[Path]) -> list[Path]:
@@ -223,4 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         return _check_rules(args.files)
     if args.command == "test-rules":
         return _test_rules(args.files)
+    if args.command == "schemas":
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name, text in message_schemas().items():
+            (args.out / name).write_text(text, encoding="utf-8")
+            print(args.out / name)
+        return 0
     return _run(args.config, args.log_level, args.log_format)
