@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Literal
 
 import structlog
+from pydantic import ValidationError
 
 from alarmd.alarms.clocks import ClockPolicy, NoticeKind, Timer
 from alarmd.alarms.lifecycle import AlarmBook, Change
@@ -18,11 +19,20 @@ from alarmd.clock import Clock
 from alarmd.config import KafkaTopics
 from alarmd.dispatch.outbox import Dispatcher
 from alarmd.dispatch.routing import Router
-from alarmd.model import Alarm, AlarmClass, DueTimes, Notice, Team, Tier, WorkOrder, isotime
+from alarmd.model import Alarm, AlarmClass, DueTimes, Notice, Team, TicketFeedback, Tier, WorkOrder, isotime
 
 log = structlog.get_logger("alarmd.announce")
 
 Update = Literal["reparented", "released", "reopened", "flapping"]
+
+
+class FeedbackRejectedError(Exception):
+    """A ticketing message that cannot be used; it goes to the dead-letter topic with the reason."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
 
 
 class Announcer:
@@ -112,6 +122,40 @@ class Announcer:
                     tier=alarm.tier.value if alarm.tier else None,
                 )
         return acted
+
+    # ------------------------------------------------------------------ ticketing
+
+    def feedback(self, payload: bytes, book: AlarmBook) -> None:
+        """Apply ticketing's word on a work order; acknowledgement stops no clock (SPEC §4)."""
+        try:
+            fb = TicketFeedback.model_validate_json(payload)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(message)"
+            raise FeedbackRejectedError("schema", f"{where}: {first['msg']}") from None
+        alarm = book.find(fb.work_order_id.removeprefix("WO-"))
+        if alarm is None:
+            log.warning(
+                "ticket_feedback_unknown",
+                work_order_id=fb.work_order_id,
+                type=fb.type,
+                ticket_id=fb.ticket_id,
+            )
+            return
+        with self.store.transaction():
+            alarm.extra["ticket_state"] = fb.type
+            alarm.extra["ticket_id"] = fb.ticket_id
+            if fb.type == "acknowledged":
+                alarm.extra.setdefault("acknowledged_at", isotime(fb.at.timestamp()))
+            self.store.save(alarm, f"ticket_{fb.type}", f"{fb.ticket_id} by {fb.by}".strip())
+        log.info(
+            "ticket_feedback",
+            alarm_id=alarm.alarm_id,
+            work_order_id=fb.work_order_id,
+            type=fb.type,
+            ticket_id=fb.ticket_id,
+            circuit=alarm.circuit,
+        )
 
     # ------------------------------------------------------------------ messages
 

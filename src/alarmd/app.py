@@ -12,7 +12,7 @@ from alarmd.alarms.clocks import ClockPolicy
 from alarmd.alarms.inhibit import Correlator
 from alarmd.alarms.lifecycle import AlarmBook, Change
 from alarmd.alarms.store import Store
-from alarmd.announce import Announcer
+from alarmd.announce import Announcer, FeedbackRejectedError
 from alarmd.clock import Clock, SystemClock
 from alarmd.collector.poller import DevicePoller
 from alarmd.collector.probe import IcmpProber
@@ -33,6 +33,13 @@ from alarmd.rules.compile import Rule, compile_docs
 from alarmd.rules.engine import RuleEngine
 
 log = structlog.get_logger("alarmd")
+
+
+def _rejection(exc: Exception) -> tuple[str, str] | None:
+    """A consumed message that is bad in itself goes to the dead-letter topic; anything else is ours."""
+    if isinstance(exc, UpstreamError | FeedbackRejectedError):
+        return exc.reason, exc.detail
+    return None
 
 
 def load_profiles_for(loaded: Loaded) -> dict[str, Profile]:
@@ -158,6 +165,9 @@ class Daemon:
     async def _on_upstream(self, payload: bytes, key: bytes | None) -> None:
         await self.events.put(self.enrich(parse_upstream(payload, self.clock.now())))
 
+    async def _on_feedback(self, payload: bytes, key: bytes | None) -> None:
+        self.announcer.feedback(payload, self.book)
+
     async def _forward_traps(self, receiver: TrapReceiver) -> None:
         while True:
             event = await receiver.queue.get()
@@ -239,14 +249,13 @@ class Daemon:
             await traps.stop()
 
     def _start_intake(
-        self, tg: asyncio.TaskGroup, intake_stop: asyncio.Event, upstream: KafkaSource | None
+        self, tg: asyncio.TaskGroup, intake_stop: asyncio.Event, sources: list[KafkaSource]
     ) -> tuple[list[asyncio.Task[None]], list[asyncio.Task[None]]]:
-        """Start what brings data in: pollers, dial tests, the upstream consumer, trap forwarding."""
+        """Start what brings data in: pollers, dial tests, consumed topics, trap forwarding."""
         intake = [tg.create_task(p.run(self._emit, intake_stop)) for p in self.pollers.values()]
         intake.append(tg.create_task(self._dial_tests(intake_stop)))
         intake.append(tg.create_task(self._tick(intake_stop)))
-        if upstream is not None:
-            intake.append(tg.create_task(upstream.run(intake_stop)))
+        intake.extend(tg.create_task(source.run(intake_stop)) for source in sources)
         side = [tg.create_task(self._consume_events())]
         if self.traps is not None:
             side.append(tg.create_task(self._forward_traps(self.traps)))
@@ -261,20 +270,24 @@ class Daemon:
             )
         await self.http.start()
         intake_stop, dispatch_stop = asyncio.Event(), asyncio.Event()
-        upstream = None
+        sources = []
         if self.config.upstream.enabled:
-            upstream = KafkaSource(
-                self.config.kafka,
-                self.config.upstream,
-                self._on_upstream,
-                lambda e: (e.reason, e.detail) if isinstance(e, UpstreamError) else None,
-                self.metrics,
+            sources.append(
+                KafkaSource(
+                    self.config.kafka, self.config.upstream, self._on_upstream, _rejection, self.metrics
+                )
+            )
+        if self.config.ticketing.enabled:
+            sources.append(
+                KafkaSource(
+                    self.config.kafka, self.config.ticketing, self._on_feedback, _rejection, self.metrics
+                )
             )
         if self.traps is not None:
             await self.traps.start()
         try:
             async with asyncio.TaskGroup() as tg:
-                poll_tasks, side_tasks = self._start_intake(tg, intake_stop, upstream)
+                poll_tasks, side_tasks = self._start_intake(tg, intake_stop, sources)
                 rule_task = tg.create_task(self._evaluate())
                 send_task = tg.create_task(self.dispatcher.run(dispatch_stop))
                 self.ready = True
@@ -310,8 +323,8 @@ class Daemon:
                 await self.sink.stop()
             self.snmp.close()
             self.prober.close()
-            if upstream is not None:
-                await upstream.close()
+            for source in sources:
+                await source.close()
             await self._stop_traps()
             self.outbox.close()
             self.store.close()

@@ -98,7 +98,7 @@ def _check_config(path: Path) -> int:
 def message_schemas() -> dict[str, str]:
     """File name -> JSON Schema text of every message on alarmd's Kafka topics."""
     from alarmd.collector.upstream import schema_json  # noqa: PLC0415
-    from alarmd.model import Notice, WorkOrder  # noqa: PLC0415
+    from alarmd.model import Notice, TicketFeedback, WorkOrder  # noqa: PLC0415
 
     def dump(schema: dict[str, object]) -> str:
         return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
@@ -106,6 +106,7 @@ def message_schemas() -> dict[str, str]:
     return {
         "work-order.schema.json": dump(WorkOrder.model_json_schema()),
         "notice.schema.json": dump(Notice.model_json_schema()),
+        "ticket-feedback.schema.json": dump(TicketFeedback.model_json_schema()),
         "upstream-alarm.schema.json": schema_json(),
     }
 

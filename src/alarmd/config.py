@@ -469,13 +469,29 @@ class TrapsConfig(ListenAddress):
         return value
 
 
-class UpstreamConfig(Strict):
-    """Alarms forwarded by upstream systems (TeMIP, IPNET, transmission NMS) on a Kafka topic."""
+class ConsumedTopic(Strict):
+    """A topic alarmd consumes in a consumer group, with a dead-letter topic for bad messages."""
 
     enabled: bool = False
+    topic: str
+    group_id: str
+    dead_letter_topic: str
+
+
+class UpstreamConfig(ConsumedTopic):
+    """Alarms forwarded by upstream systems (TeMIP, IPNET, transmission NMS) on a Kafka topic."""
+
     topic: str = "alarmd.upstream"
     group_id: str = "alarmd-upstream"
     dead_letter_topic: str = "alarmd.upstream.dead-letter"
+
+
+class TicketingConfig(ConsumedTopic):
+    """Feedback from ticketing (acknowledged, in progress, resolved, closed) on a Kafka topic."""
+
+    topic: str = "alarmd.ticket-feedback"
+    group_id: str = "alarmd-ticketing"
+    dead_letter_topic: str = "alarmd.ticket-feedback.dead-letter"
 
 
 class DialTestConfig(Strict):
@@ -579,6 +595,7 @@ class Config(Strict):
     credentials: dict[str, SnmpCredentials] = Field({}, description="named SNMP credentials")
     traps: TrapsConfig = TrapsConfig()
     upstream: UpstreamConfig = UpstreamConfig()
+    ticketing: TicketingConfig = TicketingConfig()
     dial_test: DialTestConfig = DialTestConfig()
     routing: RoutingConfig = RoutingConfig()
     clocks: ClocksConfig = ClocksConfig()

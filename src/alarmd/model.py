@@ -290,3 +290,17 @@ class Notice(BaseModel):
     relapsed: bool = False
     due: DueTimes
     sent_at: str
+
+
+class TicketFeedback(BaseModel):
+    """What ticketing says about a work order, on the feedback topic."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: Literal[1] = 1
+    type: Literal["acknowledged", "in_progress", "resolved", "closed"]
+    work_order_id: str = Field(pattern=r"^WO-[0-9a-f]{20}$")
+    ticket_id: str = Field(min_length=1, max_length=128)
+    by: str = Field("", max_length=128, description="who, in ticketing")
+    at: datetime = Field(description="when, RFC 3339 with offset")
+    note: str = Field("", max_length=4096)

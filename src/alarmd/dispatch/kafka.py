@@ -21,7 +21,7 @@ from aiokafka.errors import (
     RequestTimedOutError,
 )
 
-from alarmd.config import KafkaConfig, UpstreamConfig
+from alarmd.config import ConsumedTopic, KafkaConfig
 from alarmd.dispatch.outbox import SinkError, SinkReason
 from alarmd.metrics import Metrics
 
@@ -127,7 +127,7 @@ class KafkaSource:
     def __init__(
         self,
         kafka: KafkaConfig,
-        upstream: UpstreamConfig,
+        upstream: ConsumedTopic,
         handle: MessageHandler,
         rejection_of: RejectionOf,
         metrics: Metrics,
