@@ -143,6 +143,11 @@ async def test_congested_line_yields_a_work_order_folded_under_a_transmission_fa
         assert order["threshold"] == 80
         assert 85 < order["observed_value"] < 95, order
         assert order["raised_at"].endswith("Z")
+        assert order["lifecycle"] == "dispatched"
+        pre = order["preprocessing"]
+        assert pre["verdict"] == "path_healthy", pre
+        assert {p["target"] for p in pre["probes"]} == {"cpe-router-01", "optical-tx-01"}
+        assert all(p["loss_percent"] == 0 for p in pre["probes"])
         print(f"work order after {raised_after:.1f}s: {order['work_order_id']} at {order['observed_value']}%")
 
         # Loss of light on the circuit's optical transceiver: a transmission fault becomes the root

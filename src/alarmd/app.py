@@ -11,6 +11,7 @@ import structlog
 from alarmd.alarms.clocks import ClockPolicy
 from alarmd.alarms.inhibit import Correlator
 from alarmd.alarms.lifecycle import AlarmBook, Change
+from alarmd.alarms.preprocess import verdict
 from alarmd.alarms.store import Store
 from alarmd.announce import Announcer, FeedbackRejectedError
 from alarmd.clock import Clock, SystemClock
@@ -28,7 +29,7 @@ from alarmd.dispatch.routing import Router
 from alarmd.http import HttpServer
 from alarmd.inventory import Inventory
 from alarmd.metrics import Metrics
-from alarmd.model import AlarmTransition, Event, Sample
+from alarmd.model import Alarm, AlarmTransition, Event, Preprocessing, ProbeOutcome, Sample
 from alarmd.rules.compile import Rule, compile_docs
 from alarmd.rules.engine import RuleEngine
 
@@ -109,6 +110,7 @@ class Daemon:
         self.http = HttpServer(self.config.http.host, self.config.http.port, self.metrics, lambda: self.ready)
         self.samples: asyncio.Queue[Sample | None] = asyncio.Queue(self.config.queue_size)
         self.events: asyncio.Queue[Event] = asyncio.Queue(self.config.queue_size)
+        self.changes: asyncio.Queue[Change | None] = asyncio.Queue()
         self.inventory = Inventory(self.config)
         self.pollers = {
             d.name: DevicePoller(
@@ -179,7 +181,59 @@ class Daemon:
                 self._tell(change)
 
     def _tell(self, change: Change) -> None:
-        self.announcer.tell(change)
+        self.changes.put_nowait(change)
+
+    async def _announce(self) -> None:
+        """Announce changes in order; the first work order of a fault waits for its pre-processing."""
+        while (change := await self.changes.get()) is not None:
+            if change.kind in ("raised", "released") and not change.alarm.dispatched:
+                await self._preprocess(change.alarm)
+            self.announcer.tell(change)
+
+    async def _preprocess(self, alarm: Alarm) -> None:
+        """Dial-test the circuit's path and targets within the budget and attach a verdict (SPEC §4)."""
+        budget = self.config.dial_test.preprocess_budget
+        circuit = self.inventory.circuits.get(alarm.circuit or "")
+        if budget <= 0 or circuit is None:
+            return
+        path = [hop.device for hop in circuit.path]
+        targets = {d: self.inventory.devices[d].address for d in path}
+        targets.update(circuit.dial_targets)
+        started = self.clock.monotonic()
+        tasks = {
+            name: asyncio.ensure_future(self.prober.run(address, self.config.dial_test))
+            for name, address in targets.items()
+        }
+        done, pending = await asyncio.wait(tasks.values(), timeout=budget)
+        for task in pending:
+            task.cancel()
+        probes = {}
+        for name, task in tasks.items():
+            if task in done and task.exception() is None:
+                r = task.result()
+                probes[name] = ProbeOutcome(
+                    target=name,
+                    address=r.address,
+                    loss_percent=r.loss_percent,
+                    rtt_avg_ms=r.rtt_avg_ms,
+                    error=r.error,
+                )
+        found, segment = verdict(path, probes, list(circuit.dial_targets))
+        result = Preprocessing(
+            probes=list(probes.values()),
+            verdict=found,
+            segment=segment,
+            seconds=round(self.clock.monotonic() - started, 3),
+        )
+        alarm.extra["preprocessing"] = result.model_dump_json()
+        log.info(
+            "preprocessed",
+            alarm_id=alarm.alarm_id,
+            circuit=circuit.id,
+            verdict=found,
+            segment=segment,
+            seconds=result.seconds,
+        )
 
     def _restore(self) -> int:
         """Take back the open faults (and their clocks, which stay in the store) after a restart."""
@@ -289,6 +343,7 @@ class Daemon:
             async with asyncio.TaskGroup() as tg:
                 poll_tasks, side_tasks = self._start_intake(tg, intake_stop, sources)
                 rule_task = tg.create_task(self._evaluate())
+                announce_task = tg.create_task(self._announce())
                 send_task = tg.create_task(self.dispatcher.run(dispatch_stop))
                 self.ready = True
                 log.info(
@@ -308,6 +363,8 @@ class Daemon:
                     task.cancel()
                 await self.samples.put(None)
                 await rule_task
+                self.changes.put_nowait(None)
+                await announce_task
                 dispatch_stop.set()
                 try:
                     await asyncio.wait_for(asyncio.shield(send_task), self.config.shutdown_timeout)

@@ -504,6 +504,9 @@ class DialTestConfig(Strict):
     interval: Duration = Field(0.2, description="between echo requests of one test")
     size: int = Field(56, ge=0, le=65000, description="ICMP payload bytes")
     timeout: Duration = 1.0
+    preprocess_budget: Duration = Field(
+        3.0, description="the most the first work order of a fault waits for its pre-processing; 0 = skip"
+    )
 
 
 def _matcher_list(value: list[str]) -> list[str]:

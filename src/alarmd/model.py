@@ -127,6 +127,9 @@ class AlarmTransition:
     fingerprint: str = ""
 
 
+Lifecycle = Literal["firing", "dispatched", "acknowledged", "escalated", "observing", "closed"]
+
+
 @dataclass(slots=True)
 class Alarm:
     """A fault being tracked: what fired, where, for whom, and who leads it."""
@@ -154,10 +157,44 @@ class Alarm:
     dispatched: bool = False
     extra: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def lifecycle(self) -> Lifecycle:
+        """Where the fault is in its life (SPEC §4, §5), from firing to closed."""
+        if self.state == "cleared":
+            return "closed" if self.extra.get("closed") else "observing"
+        if "escalated_at" in self.extra:
+            return "escalated"
+        if "acknowledged_at" in self.extra:
+            return "acknowledged"
+        return "dispatched" if self.dispatched else "firing"
+
 
 def isotime(epoch: float) -> str:
     """Epoch seconds as an RFC 3339 UTC timestamp with milliseconds."""
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class ProbeOutcome(BaseModel):
+    """One dial test of the pre-processing."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target: str = Field(description="device on the path, or a circuit dial target")
+    address: str
+    loss_percent: float
+    rtt_avg_ms: float | None
+    error: str | None = None
+
+
+class Preprocessing(BaseModel):
+    """The pre-processing before the first work order (SPEC §4): dial tests and a verdict."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    probes: list[ProbeOutcome]
+    verdict: Literal["operator_network", "customer_side", "path_healthy", "not_tested"]
+    segment: str | None = Field(None, description="where on the path the fault sits, when it can be told")
+    seconds: float = Field(description="how long the pre-processing took (bounded by its budget)")
 
 
 class DueTimes(BaseModel):
@@ -210,7 +247,9 @@ class WorkOrder(BaseModel):
     raised_at: str
     cleared_at: str | None = None
     occurrences: int = 1
+    lifecycle: Lifecycle = "firing"
     due: DueTimes | None = None
+    preprocessing: Preprocessing | None = None
     sent_at: str
 
     @classmethod
@@ -256,7 +295,11 @@ class WorkOrder(BaseModel):
             raised_at=isotime(alarm.raised_at),
             cleared_at=isotime(alarm.cleared_at) if alarm.cleared_at is not None else None,
             occurrences=alarm.occurrences,
+            lifecycle=alarm.lifecycle,
             due=due,
+            preprocessing=Preprocessing.model_validate_json(alarm.extra["preprocessing"])
+            if "preprocessing" in alarm.extra
+            else None,
             sent_at=isotime(sent_at),
         )
 
