@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import argparse
 import base64
+import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -168,10 +170,16 @@ def start(state_dir: Path, timeout: float = 120.0) -> Broker:
     )
     if fmt.returncode != 0:
         raise PeerError(f"formatting KRaft storage failed: {fmt.stdout}{fmt.stderr}")
+    return _launch(state_dir, base, broker_port, timeout)
+
+
+def _launch(state_dir: Path, base: list[str], broker_port: int, timeout: float) -> Broker:
+    props, log = state_dir / "server.properties", state_dir / "server.log"
+    log.unlink(missing_ok=True)
     heap = os.environ.get("ALARMD_KAFKA_HEAP", "512m")
     out = open(state_dir / "stdout.log", "wb")  # noqa: SIM115 - handed to the child
     proc = subprocess.Popen(
-        [java, f"-Xmx{heap}", "-Xms128m", "-XX:+UseSerialGC", *base[1:], "kafka.Kafka", str(props)],
+        [base[0], f"-Xmx{heap}", "-Xms128m", "-XX:+UseSerialGC", *base[1:], "kafka.Kafka", str(props)],
         stdout=out,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
@@ -188,6 +196,22 @@ def start(state_dir: Path, timeout: float = 120.0) -> Broker:
         raise PeerError(f"{exc}{log_tail(state_dir / 'stdout.log')}") from None
     (state_dir / "bootstrap").write_text(bootstrap + "\n")
     return Broker(bootstrap, proc.pid, state_dir)
+
+
+def restart(state_dir: Path, timeout: float = 120.0) -> Broker:
+    """Start again a broker that ran in ``state_dir``: same ports, same data."""
+    bootstrap = (state_dir / "bootstrap").read_text().strip()
+    base = [_java(), f"-Dlog4j.configuration=file:{state_dir / 'log4j.properties'}", "-cp", f"{resolve()}/*"]
+    return _launch(state_dir, base, int(bootstrap.rsplit(":", 1)[1]), timeout)
+
+
+def kill(state_dir: Path) -> None:
+    """Kill the broker abruptly (SIGKILL), as a crash or a pulled cable would stop it."""
+    pid_file = state_dir / "kafka.pid"
+    pid = int(pid_file.read_text().strip())
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+    stop_pid(pid_file, grace=10)
 
 
 def stop(state_dir: Path) -> bool:

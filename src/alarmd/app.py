@@ -253,6 +253,7 @@ class Daemon:
             for change in self.book.tick(now):
                 self._tell(change)
             self.announcer.on_timers(self.book, now)
+            self.dispatcher.refresh_metrics(now)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
 

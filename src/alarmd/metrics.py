@@ -87,6 +87,11 @@ class Metrics:
             buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
             registry=r,
         )
+        self.outbox_age = Gauge(
+            "alarmd_dispatch_outbox_oldest_age_seconds",
+            "Age of the oldest message waiting in the outbox.",
+            registry=r,
+        )
         self.outbox_depth = Gauge(
             "alarmd_dispatch_outbox_depth", "Messages waiting to be acknowledged by Kafka.", registry=r
         )

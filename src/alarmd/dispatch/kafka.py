@@ -29,7 +29,7 @@ log = structlog.get_logger("alarmd.dispatch")
 
 
 def _reason(exc: BaseException) -> SinkReason:
-    if isinstance(exc, KafkaTimeoutError | RequestTimedOutError):
+    if isinstance(exc, KafkaTimeoutError | RequestTimedOutError | TimeoutError):
         return "timeout"
     if isinstance(exc, KafkaConnectionError | NodeNotReadyError):
         return "unavailable"
@@ -73,9 +73,15 @@ class KafkaSink:
         if producer is None:
             raise SinkError("internal", "producer did not start")
         try:
-            await producer.send_and_wait(topic, value=value, key=key, headers=list(headers))
+            # aiokafka retries an unreachable broker without end; bound the wait so that the outage is
+            # seen (metric, log) and the dispatcher's backoff applies.  A late delivery of this attempt
+            # is an exact duplicate, which consumers drop by work_order_id.
+            await asyncio.wait_for(
+                producer.send_and_wait(topic, value=value, key=key, headers=list(headers)),
+                self.config.request_timeout * 2,
+            )
         except Exception as exc:
-            raise SinkError(_reason(exc), f"{topic}: {exc}") from None
+            raise SinkError(_reason(exc), f"{topic}: {exc or type(exc).__name__}") from None
 
     async def stop(self) -> None:
         """Flush what is in flight and disconnect."""

@@ -109,6 +109,11 @@ class Outbox:
         """How many messages wait."""
         return int(self._db.execute("SELECT count(*) FROM outbox").fetchone()[0])
 
+    def oldest(self) -> float | None:
+        """When the oldest waiting message was stored (epoch seconds)."""
+        row = self._db.execute("SELECT min(created) FROM outbox").fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
     def close(self) -> None:
         """Close the database, if the outbox opened it."""
         if self._owned:
@@ -137,6 +142,12 @@ class Dispatcher:
         self._wake = asyncio.Event()
         self._started = False
         self.metrics.outbox_depth.set(outbox.depth())
+
+    def refresh_metrics(self, now: float) -> None:
+        """Export the outbox's depth and the age of its oldest message."""
+        self.metrics.outbox_depth.set(self.outbox.depth())
+        oldest = self.outbox.oldest()
+        self.metrics.outbox_age.set(max(0.0, now - oldest) if oldest is not None else 0.0)
 
     def submit(self, topic: str, key: bytes, value: bytes, kind: str) -> None:
         """Store a message and wake the sender."""
