@@ -66,6 +66,7 @@ class Timeline:
             Metrics(),
             Correlator(inventory),
             reopen_window=self.clocks.observation,
+            watch_window=self.clocks.business_watch,
         )
         dispatcher = Dispatcher(self.outbox, FakeSink(), Metrics())
         self.announcer = Announcer(
@@ -265,3 +266,23 @@ def test_every_produced_message_validates_against_its_shipped_schema(tmp_path: P
     }
     for m in messages:
         validators[m.topic.split(".")[1]].validate(json.loads(m.value))
+
+
+def test_a_relapse_within_the_business_watch_is_flagged_on_the_new_fault(tmp_path: Path) -> None:
+    tl = Timeline(tmp_path)
+    tl.fire("r1")
+    tl.run_until(0.5 * HOUR)
+    tl.fire("r1", "resolved")
+    tl.run_until(3 * HOUR)  # observed for an hour, then closed
+    tl.fire("r1")  # back the same afternoon: a new fault, flagged as a relapse
+    bodies = [json.loads(m.value) for m in tl.outbox.pending(100)]
+    assert [b["type"] for b in bodies] == [
+        "work_order",
+        "notice",
+        "work_order_clear",
+        "closed",
+        "work_order",
+        "notice",
+    ]
+    assert bodies[4]["relapse_of"] == bodies[0]["alarm_id"]
+    assert bodies[4]["work_order_id"] != bodies[0]["work_order_id"]

@@ -93,6 +93,7 @@ class Daemon:
             self.metrics,
             Correlator(inventory, self.config.routing),
             reopen_window=self.config.clocks.observation,
+            watch_window=self.config.clocks.business_watch,
         )
         self.store = Store(loaded.state_dir / "alarmd.sqlite")
         self.outbox = Outbox(self.store.connection)

@@ -248,6 +248,9 @@ class WorkOrder(BaseModel):
     cleared_at: str | None = None
     occurrences: int = 1
     lifecycle: Lifecycle = "firing"
+    relapse_of: str | None = Field(
+        None, description="the closed fault this one relapses, within its business watch"
+    )
     due: DueTimes | None = None
     preprocessing: Preprocessing | None = None
     sent_at: str
@@ -296,6 +299,7 @@ class WorkOrder(BaseModel):
             cleared_at=isotime(alarm.cleared_at) if alarm.cleared_at is not None else None,
             occurrences=alarm.occurrences,
             lifecycle=alarm.lifecycle,
+            relapse_of=alarm.extra.get("relapse_of"),
             due=due,
             preprocessing=Preprocessing.model_validate_json(alarm.extra["preprocessing"])
             if "preprocessing" in alarm.extra

@@ -54,6 +54,7 @@ class AlarmBook:
         flap_window: float = 600.0,
         flap_threshold: int = 4,
         reopen_window: float = 3600.0,
+        watch_window: float = 86400.0,
     ) -> None:
         self.inventory = inventory
         self.route = route
@@ -62,6 +63,8 @@ class AlarmBook:
         self.flap_window = flap_window
         self.flap_threshold = flap_threshold
         self.reopen_window = reopen_window
+        self.watch_window = watch_window
+        self.watched: dict[str, tuple[str, float]] = {}
         self.active: dict[str, Alarm] = {}
         self.recent: dict[str, Alarm] = {}
         self._changes: dict[str, deque[float]] = {}
@@ -89,6 +92,9 @@ class AlarmBook:
             alarm.occurrences += 1
         else:
             alarm = self._new(transition, labels, fp)
+            watched = self.watched.pop(fp, None)
+            if watched is not None and transition.at <= watched[1]:
+                alarm.extra["relapse_of"] = watched[0]  # within the business watch after a close (SPEC §5)
         self.active[fp] = alarm
         self._count(alarm, +1)
         self.metrics.alarm_transitions.labels("raised").inc()
@@ -208,9 +214,11 @@ class AlarmBook:
         return None
 
     def forget(self, alarm: Alarm) -> None:
-        """Let a closed fault go: a new occurrence after this is a new fault."""
+        """Let a closed fault go: a new occurrence is a new fault, flagged as a relapse during the watch."""
         self.recent.pop(alarm.fingerprint, None)
         self._changes.pop(alarm.fingerprint, None)
+        if alarm.cleared_at is not None:
+            self.watched[alarm.fingerprint] = (alarm.alarm_id, alarm.cleared_at + self.watch_window)
 
     def restore(self, alarm: Alarm) -> None:
         """Take back an alarm from the store after a restart."""
