@@ -4,7 +4,10 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps peers run demo test unit lint type bench clean
+.PHONY: setup system-deps peers run demo test unit lint type bench install clean
+
+PREFIX ?= /opt/alarmd
+CONFDIR ?= /etc/alarmd
 
 setup: system-deps $(STAMP) peers
 
@@ -41,6 +44,19 @@ test: setup lint type
 
 bench: setup
 	@echo "benchmarks arrive with the speed work (issue 7)"; exit 1
+
+# Install as a systemd service (root): a venv in $(PREFIX), config in $(CONFDIR), user alarmd.
+install:
+	id -u alarmd >/dev/null 2>&1 || useradd --system --home-dir /var/lib/alarmd --shell /usr/sbin/nologin alarmd
+	$(PYTHON) -m venv $(PREFIX)
+	$(PREFIX)/bin/pip install -q .
+	install -d -m 0750 -g alarmd $(CONFDIR)
+	[ -e $(CONFDIR)/alarmd.yml ] || cp -r config/* $(CONFDIR)/
+	[ -e $(CONFDIR)/rules ] || cp -r rules $(CONFDIR)/rules
+	sed -i 's|../rules/\*.yml|rules/*.yml|' $(CONFDIR)/alarmd.yml
+	sed 's|/opt/alarmd|$(PREFIX)|g; s|/etc/alarmd|$(CONFDIR)|g' deploy/alarmd.service > /etc/systemd/system/alarmd.service
+	systemctl daemon-reload
+	@echo "edit $(CONFDIR)/alarmd.yml, then: systemctl enable --now alarmd"
 
 clean:
 	rm -rf $(VENV) .state .run .mypy_cache .ruff_cache .pytest_cache

@@ -10,6 +10,7 @@ have_pkg() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok
 have_cmd java || need+=(openjdk-17-jre-headless)
 have_cmd mvn || need+=(maven)
 have_cmd snmpget || need+=(snmp)
+have_cmd systemd-analyze || need+=(systemd)
 have_cmd /usr/sbin/snmpd || need+=(snmpd)
 have_pkg python3-venv || need+=(python3-venv)
 [ -x /usr/bin/python3 ] || need+=(python3)

@@ -8,6 +8,7 @@ import dataclasses
 
 import structlog
 
+from alarmd import systemd
 from alarmd.alarms.clocks import ClockPolicy
 from alarmd.alarms.inhibit import Correlator
 from alarmd.alarms.lifecycle import AlarmBook, Change
@@ -22,7 +23,7 @@ from alarmd.collector.snmp import PysnmpClient, SnmpClient
 from alarmd.collector.trapdefs import TrapDefinitions
 from alarmd.collector.traps import TrapReceiver
 from alarmd.collector.upstream import UpstreamError, parse_upstream
-from alarmd.config import ConfigError, Loaded, read_yaml
+from alarmd.config import ConfigError, Loaded, load, read_yaml
 from alarmd.dispatch.kafka import KafkaSink, KafkaSource
 from alarmd.dispatch.outbox import Dispatcher, Outbox, WorkOrderSink
 from alarmd.dispatch.routing import Router
@@ -108,7 +109,9 @@ class Daemon:
             clocks=ClockPolicy(self.config.clocks),
             clock=self.clock,
         )
-        self.http = HttpServer(self.config.http.host, self.config.http.port, self.metrics, lambda: self.ready)
+        self.http = HttpServer(
+            self.config.http.host, self.config.http.port, self.metrics, lambda: self.ready, reload=self.reload
+        )
         self.samples: asyncio.Queue[Sample | None] = asyncio.Queue(self.config.queue_size)
         self.events: asyncio.Queue[Event] = asyncio.Queue(self.config.queue_size)
         self.changes: asyncio.Queue[Change | None] = asyncio.Queue()
@@ -247,8 +250,13 @@ class Daemon:
         return len(restored)
 
     async def _tick(self, stop: asyncio.Event) -> None:
-        """Let time-based rules (auto_clear) act even when nothing arrives."""
+        """Let time act (auto_clear, fault clocks, flapping) and tell systemd's watchdog the loop is alive."""
+        watchdog = systemd.watchdog_interval()
+        last_ping = 0.0
         while not stop.is_set():
+            if watchdog is not None and self.clock.monotonic() - last_ping >= watchdog:
+                systemd.notify("WATCHDOG=1")
+                last_ping = self.clock.monotonic()
             now = self.clock.now()
             self._judge(self.engine.tick(now))
             for change in self.book.tick(now):
@@ -317,6 +325,69 @@ class Daemon:
             side.append(tg.create_task(self._forward_traps(self.traps)))
         return intake, side
 
+    def reload(self) -> bool:
+        """Build the new config, rules, profiles and routing first; swap them in only if all are valid.
+
+        Rules, routing, inhibition, inventory (customers, circuits) and clocks apply at once, with
+        the state of kept rules carried over; devices, listeners, Kafka and credentials need a
+        restart, and the log names which of them changed.
+        """
+        systemd.notify("RELOADING=1")
+        try:
+            loaded = load(self.loaded.path)
+            rules = load_rules(loaded)
+            load_profiles_for(loaded)
+        except ConfigError as exc:
+            self.metrics.reload_ok.set(0)
+            log.error(  # noqa: TRY400 - the reason is the message; a traceback would only hide it
+                "reload_failed", reason=str(exc), detail="the running configuration stays in force"
+            )
+            systemd.notify("READY=1", "STATUS=reload failed; running on the previous configuration")
+            return False
+        engine = RuleEngine(rules)
+        carried = engine.adopt(self.engine)
+        old, new = self.config, loaded.config
+        self.engine = engine
+        self.router = Router(new.routing)
+        self.inventory = Inventory(new)
+        self.book.inventory = self.inventory
+        self.book.route = self.router.lead_team
+        self.book.correlator = Correlator(self.inventory, new.routing)
+        self.announcer.router = self.router
+        self.announcer.clocks = ClockPolicy(new.clocks)
+        restart = [
+            key
+            for key in (
+                "devices",
+                "credentials",
+                "polling",
+                "traps",
+                "http",
+                "kafka",
+                "upstream",
+                "ticketing",
+                "state_dir",
+                "profile_files",
+            )
+            if getattr(old, key) != getattr(new, key)
+        ]
+        self.config, self.loaded = new, loaded
+        self.metrics.reload_ok.set(1)
+        self.metrics.reload_time.set(self.clock.now())
+        log.info("config_reloaded", rules=len(rules), state_carried=carried, restart_required=restart)
+        systemd.notify("READY=1", f"STATUS=reloaded: {len(rules)} rules")
+        return True
+
+    def _sources(self) -> list[KafkaSource]:
+        sources = []
+        for topic, handle in (
+            (self.config.upstream, self._on_upstream),
+            (self.config.ticketing, self._on_feedback),
+        ):
+            if topic.enabled:
+                sources.append(KafkaSource(self.config.kafka, topic, handle, _rejection, self.metrics))
+        return sources
+
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then stop intake, drain, flush the outbox within the deadline."""
         restored = self._restore()
@@ -326,28 +397,20 @@ class Daemon:
             )
         await self.http.start()
         intake_stop, dispatch_stop = asyncio.Event(), asyncio.Event()
-        sources = []
-        if self.config.upstream.enabled:
-            sources.append(
-                KafkaSource(
-                    self.config.kafka, self.config.upstream, self._on_upstream, _rejection, self.metrics
-                )
-            )
-        if self.config.ticketing.enabled:
-            sources.append(
-                KafkaSource(
-                    self.config.kafka, self.config.ticketing, self._on_feedback, _rejection, self.metrics
-                )
-            )
+        sources = self._sources()
         if self.traps is not None:
             await self.traps.start()
         try:
             async with asyncio.TaskGroup() as tg:
-                poll_tasks, side_tasks = self._start_intake(tg, intake_stop, sources)
-                rule_task = tg.create_task(self._evaluate())
-                announce_task = tg.create_task(self._announce())
+                intake, side = self._start_intake(tg, intake_stop, sources)
+                stages = (tg.create_task(self._evaluate()), tg.create_task(self._announce()))
                 send_task = tg.create_task(self.dispatcher.run(dispatch_stop))
                 self.ready = True
+                systemd.notify(
+                    "READY=1",
+                    f"STATUS=polling {len(self.pollers)} devices, "
+                    f"{len(self.engine.rules)} rules, {len(self.book.active)} faults open",
+                )
                 log.info(
                     "daemon_started",
                     devices=len(self.pollers),
@@ -356,17 +419,7 @@ class Daemon:
                     pending=self.outbox.depth(),
                 )
                 await stop.wait()
-                self.ready = False
-                log.info("shutdown_started")
-                intake_stop.set()
-                await self._stop_traps()
-                await asyncio.gather(*poll_tasks)
-                for task in side_tasks:
-                    task.cancel()
-                await self.samples.put(None)
-                await rule_task
-                self.changes.put_nowait(None)
-                await announce_task
+                await self._shutdown(intake_stop, intake, side, stages)
                 dispatch_stop.set()
                 try:
                     await asyncio.wait_for(asyncio.shield(send_task), self.config.shutdown_timeout)
@@ -389,3 +442,24 @@ class Daemon:
             self.store.close()
             await self.http.stop()
             log.info("shutdown_complete")
+
+    async def _shutdown(
+        self,
+        intake_stop: asyncio.Event,
+        intake: list[asyncio.Task[None]],
+        side: list[asyncio.Task[None]],
+        stages: tuple[asyncio.Task[None], asyncio.Task[None]],
+    ) -> None:
+        """Stop intake, then let the rule and announce stages drain what is queued."""
+        self.ready = False
+        systemd.notify("STOPPING=1", "STATUS=stopping: draining and flushing the outbox")
+        log.info("shutdown_started")
+        intake_stop.set()
+        await self._stop_traps()
+        await asyncio.gather(*intake)
+        for task in side:
+            task.cancel()
+        await self.samples.put(None)
+        await stages[0]
+        self.changes.put_nowait(None)
+        await stages[1]

@@ -203,9 +203,11 @@ async def _serve(loaded: Loaded, rules: list[Rule]) -> None:
             os._exit(130)
         stop.set()
 
+    daemon = Daemon(loaded, rules)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, on_interrupt)
-    await Daemon(loaded, rules).run(stop)
+    loop.add_signal_handler(signal.SIGHUP, daemon.reload)
+    await daemon.run(stop)
 
 
 def _run(path: Path, level: str, fmt: str) -> int:

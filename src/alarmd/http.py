@@ -12,16 +12,31 @@ from alarmd.metrics import Metrics
 
 log = structlog.get_logger("alarmd.http")
 
-_REASONS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 400: "Bad Request", 503: "Unavailable"}
+_REASONS = {
+    200: "OK",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    400: "Bad Request",
+    500: "Internal Server Error",
+    503: "Unavailable",
+}
 
 
 class HttpServer:
-    """Serves ``GET /metrics``, ``/-/healthy`` and ``/-/ready``."""
+    """Serves ``GET /metrics``, ``/-/healthy``, ``/-/ready`` and ``POST /-/reload``."""
 
-    def __init__(self, host: str, port: int, metrics: Metrics, ready: Callable[[], bool]) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        metrics: Metrics,
+        ready: Callable[[], bool],
+        reload: Callable[[], bool] | None = None,
+    ) -> None:
         self.host, self.port = host, port
         self.metrics = metrics
         self.ready = ready
+        self.reload = reload
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -38,16 +53,26 @@ class HttpServer:
             await self._server.wait_closed()
 
     def _route(self, method: str, path: str) -> tuple[int, str, bytes]:
+        path = path.split("?", 1)[0]
+        if path == "/-/reload":
+            return self._reload(method)
         if method != "GET":
             return 405, "text/plain", b"only GET\n"
-        path = path.split("?", 1)[0]
         if path == "/metrics":
             return 200, CONTENT_TYPE_LATEST, generate_latest(self.metrics.registry)
-        if path == "/-/healthy":
-            return 200, "text/plain", b"OK\n"
-        if path == "/-/ready":
-            return (200, "text/plain", b"ready\n") if self.ready() else (503, "text/plain", b"starting\n")
-        return 404, "text/plain", b"not found; try /metrics, /-/healthy, /-/ready\n"
+        if path == "/-/ready" and not self.ready():
+            return 503, "text/plain", b"starting\n"
+        body = {"/-/healthy": b"OK\n", "/-/ready": b"ready\n"}.get(path)
+        if body is None:
+            return 404, "text/plain", b"not found; try /metrics, /-/healthy, /-/ready, POST /-/reload\n"
+        return 200, "text/plain", body
+
+    def _reload(self, method: str) -> tuple[int, str, bytes]:
+        if method != "POST" or self.reload is None:
+            return 405, "text/plain", b"POST /-/reload\n"
+        if self.reload():
+            return 200, "text/plain", b"reloaded\n"
+        return 500, "text/plain", b"reload failed; the previous configuration stays in force (see the log)\n"
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:

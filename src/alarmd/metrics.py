@@ -18,6 +18,15 @@ class Metrics:
         r = self.registry
         self.build_info = Info("alarmd_build", "Version of the running daemon.", registry=r)
         self.build_info.info({"version": __version__})
+        self.reload_ok = Gauge(
+            "alarmd_config_last_reload_successful",
+            "1 if the last reload (SIGHUP, /-/reload) applied, else 0.",
+            registry=r,
+        )
+        self.reload_ok.set(1)
+        self.reload_time = Gauge(
+            "alarmd_config_last_reload_success_timestamp_seconds", "When the config last applied.", registry=r
+        )
         self.poll_requests = Counter(
             "alarmd_poll_requests_total", "Device polls started, by device kind.", ["device_kind"], registry=r
         )

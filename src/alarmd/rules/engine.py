@@ -159,6 +159,16 @@ class RuleEngine:
             fingerprint=fp,
         )
 
+    def adopt(self, old: RuleEngine) -> int:
+        """Carry over the pending and firing state (and baselines) of rules that a reload kept."""
+        names = {r.name for r in self.rules}
+        kept = {k: v for k, v in old._state.items() if k[0] in names}
+        self._state.update(kept)
+        for source, baseline in old._baselines.items():
+            if source in self._baselines:
+                self._baselines[source] = baseline
+        return len(kept)
+
     def restore(
         self, rule: str, fingerprint: str, labels: Mapping[str, str], since: float, now: float
     ) -> None:
