@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -103,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     run_dir = REPO / ".run"
     run_dir.mkdir(exist_ok=True)
+    shutil.rmtree(run_dir / "state", ignore_errors=True)  # each demo starts with no open faults
     broker = None
     sim = None
     daemon = None

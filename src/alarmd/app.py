@@ -263,6 +263,8 @@ class Daemon:
                 self._tell(change)
             self.announcer.on_timers(self.book, now)
             self.dispatcher.refresh_metrics(now)
+            upcoming = self.store.next_due()
+            self.metrics.clocks_due.set(upcoming - now if upcoming is not None else 0)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
 
@@ -305,7 +307,28 @@ class Daemon:
     async def _evaluate(self) -> None:
         while (sample := await self.samples.get()) is not None:
             self.metrics.rule_evaluations.inc()
+            self._export(sample)
             self._judge(self.engine.evaluate(sample))
+
+    def _export(self, sample: Sample) -> None:
+        """Utilisation, error ratio and dial tests of the circuits as metrics (bounded by the inventory)."""
+        labels = sample.labels
+        if sample.metric == "dial_test_loss_percent":
+            self.metrics.dial_test_loss.labels(labels["circuit"], labels["target"]).set(sample.value / 100)
+        elif sample.metric == "dial_test_rtt_ms":
+            self.metrics.dial_test_rtt.labels(labels["circuit"], labels["target"]).set(sample.value / 1000)
+        elif sample.metric in ("interface_utilisation_percent", "interface_error_ratio_percent"):
+            placement = self.inventory.place(labels.get("device"), labels.get("interface"))
+            if placement is None or not any(
+                h.interface == labels.get("interface") for h in placement.circuit.path
+            ):
+                return
+            gauge = (
+                self.metrics.interface_utilisation
+                if sample.metric == "interface_utilisation_percent"
+                else self.metrics.interface_error_ratio
+            )
+            gauge.labels(labels["device"], labels["interface"], placement.circuit.id).set(sample.value / 100)
 
     async def _stop_traps(self) -> None:
         if self.traps is not None:

@@ -43,6 +43,36 @@ class Metrics:
             buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
             registry=r,
         )
+        self.interface_utilisation = Gauge(
+            "alarmd_interface_utilisation_ratio",
+            "Bandwidth occupancy (busier direction / ifHighSpeed, 0-1) of interfaces that carry a circuit.",
+            ["device", "interface", "circuit"],
+            registry=r,
+        )
+        self.interface_error_ratio = Gauge(
+            "alarmd_interface_error_ratio",
+            "Share of packets lost to errors and discards (0-1) on interfaces that carry a circuit.",
+            ["device", "interface", "circuit"],
+            registry=r,
+        )
+        self.dial_test_loss = Gauge(
+            "alarmd_dial_test_loss_ratio",
+            "Loss of the last dial test (0-1), per circuit and target.",
+            ["circuit", "target"],
+            registry=r,
+        )
+        self.dial_test_rtt = Gauge(
+            "alarmd_dial_test_rtt_seconds",
+            "Average round trip of the last dial test, per circuit and target.",
+            ["circuit", "target"],
+            registry=r,
+        )
+        self.clocks_due = Gauge(
+            "alarmd_clocks_next_due_seconds",
+            "Seconds until the earliest fault clock (escalation, update, close) "
+            "falls due; negative when overdue.",
+            registry=r,
+        )
         self.poll_periods = Counter(
             "alarmd_collection_periods_total",
             "Collection periods started per device (SPEC §7 completeness).",

@@ -179,6 +179,11 @@ class Store:
             )
         ]
 
+    def next_due(self) -> float | None:
+        """When the earliest timer falls due."""
+        row = self.connection.execute("SELECT min(due) FROM timers").fetchone()
+        return float(row[0]) if row and row[0] is not None else None
+
     def done(self, timer: Timer) -> bool:
         """Retire a timer; False if it was already gone (so it is never acted on twice)."""
         cur = self.connection.execute(
