@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import csv
+import datetime
 import json
 import os
 import signal
 import sys
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -65,6 +68,15 @@ def _parser() -> argparse.ArgumentParser:
     with_config(check)
     rules = sub.add_parser("check-rules", help="validate rule files, then exit (0 = valid)")
     rules.add_argument("files", nargs="+", type=Path, help="rule files, or directories of *.yml")
+    report = sub.add_parser("report", help="quality figures (SPEC §7) from the alarm store over a window")
+    with_config(report)
+    report.add_argument(
+        "--from", dest="start", required=True, help="start, e.g. 2026-11-01 or 2026-11-01T08:00+08:00"
+    )
+    report.add_argument("--to", dest="end", required=True, help="end (exclusive), same forms")
+    report.add_argument("--by", choices=["circuit", "customer", "device"], default="circuit")
+    report.add_argument("--customer", help="only this customer id")
+    report.add_argument("--format", choices=["table", "csv", "json"], default="table")
     schemas = sub.add_parser("schemas", help="write the JSON Schemas of every Kafka message alarmd speaks")
     schemas.add_argument("--out", type=Path, default=Path("schemas"), help="directory (default: schemas)")
     tests = sub.add_parser("test-rules", help="run rule unit tests, then exit (0 = all passed)")
@@ -92,6 +104,86 @@ def _check_config(path: Path) -> int:
         f"{len(cfg.devices)} devices, {len(rules)} rules from {len(loaded.rule_paths)} file(s), "
         f"{len(loaded.profile_paths)} device profiles"
     )
+    return 0
+
+
+def _when(text: str, tz: datetime.tzinfo) -> float:
+    moment = datetime.datetime.fromisoformat(text)
+    return (moment if moment.tzinfo else moment.replace(tzinfo=tz)).timestamp()
+
+
+def _report(args: argparse.Namespace) -> int:
+    from alarmd.alarms.clocks import ClockPolicy  # noqa: PLC0415
+    from alarmd.alarms.quality import quality  # noqa: PLC0415
+    from alarmd.alarms.store import Store, StoreError  # noqa: PLC0415
+
+    try:
+        loaded = load(args.config)
+    except ConfigError as exc:
+        print(f"alarmd: config is not valid:\n{exc}", file=sys.stderr)
+        return 1
+    tz = datetime.timezone(datetime.timedelta(hours=loaded.config.clocks.utc_offset_hours))
+    try:
+        start, end = _when(args.start, tz), _when(args.end, tz)
+    except ValueError as exc:
+        print(f"alarmd: --from/--to: {exc}", file=sys.stderr)
+        return 2
+    path = loaded.state_dir / "alarmd.sqlite"
+    if not path.exists():
+        print(f"alarmd: no alarm store at {path}", file=sys.stderr)
+        return 1
+    try:
+        store = Store(path)
+    except StoreError as exc:
+        print(f"alarmd: {exc}", file=sys.stderr)
+        return 1
+    rows = quality(
+        store.all_alarms(),
+        start=start,
+        end=end,
+        now=time.time(),
+        clocks=ClockPolicy(loaded.config.clocks),
+        by=args.by,
+        customer=args.customer,
+    )
+    store.close()
+    fields = [
+        args.by,
+        "customer",
+        "tier",
+        "faults",
+        "fault_hours",
+        "availability_percent",
+        "repaired_on_time",
+        "repairs_due",
+        "timeliness_percent",
+    ]
+    table = [
+        [
+            r.key,
+            r.customer,
+            r.tier,
+            r.faults,
+            round(r.fault_seconds / 3600, 3),
+            round(r.availability * 100, 3),
+            r.repaired_on_time,
+            r.repairs_due,
+            "" if r.timeliness is None else round(r.timeliness * 100, 1),
+        ]
+        for r in rows
+    ]
+    if args.format == "json":
+        print(
+            json.dumps([dict(zip(fields, row, strict=True)) for row in table], ensure_ascii=False, indent=2)
+        )
+    elif args.format == "csv":
+        writer = csv.writer(sys.stdout)
+        writer.writerow(fields)
+        writer.writerows(table)
+    else:
+        widths = [max(len(str(x)) for x in col) for col in zip(fields, *table, strict=True)]
+        for row in [fields, *table]:
+            print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)))
     return 0
 
 
@@ -244,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
         return _check_rules(args.files)
     if args.command == "test-rules":
         return _test_rules(args.files)
+    if args.command == "report":
+        return _report(args)
     if args.command == "schemas":
         args.out.mkdir(parents=True, exist_ok=True)
         for name, text in message_schemas().items():

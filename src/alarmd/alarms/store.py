@@ -134,6 +134,10 @@ class Store:
         ).fetchall()
         return [alarm_from_json(row[0]) for row in rows]
 
+    def all_alarms(self) -> list[Alarm]:
+        """Every alarm the store knows, open or closed."""
+        return [alarm_from_json(row[0]) for row in self.connection.execute("SELECT body FROM alarms")]
+
     def history(self, alarm_id: str) -> list[tuple[float, str, str]]:
         """An alarm's events, in order."""
         return [
