@@ -15,6 +15,7 @@ from alarmd.alarms.lifecycle import AlarmBook, Change
 from alarmd.alarms.preprocess import verdict
 from alarmd.alarms.store import Store
 from alarmd.announce import Announcer, FeedbackRejectedError
+from alarmd.api import Api
 from alarmd.clock import Clock, SystemClock
 from alarmd.collector.poller import DevicePoller
 from alarmd.collector.probe import IcmpProber
@@ -109,9 +110,6 @@ class Daemon:
             clocks=ClockPolicy(self.config.clocks),
             clock=self.clock,
         )
-        self.http = HttpServer(
-            self.config.http.host, self.config.http.port, self.metrics, lambda: self.ready, reload=self.reload
-        )
         self.samples: asyncio.Queue[Sample | None] = asyncio.Queue(self.config.queue_size)
         self.events: asyncio.Queue[Event] = asyncio.Queue(self.config.queue_size)
         self.changes: asyncio.Queue[Change | None] = asyncio.Queue()
@@ -142,6 +140,23 @@ class Daemon:
             )
         self.prober = IcmpProber(metrics=self.metrics)
         self.ready = False
+        self.api = Api.from_config(
+            self.config.api,
+            loaded.path.parent,
+            loaded.state_dir,
+            book=lambda: self.book,
+            store=self.store,
+            inventory=lambda: self.inventory,
+            clocks=lambda: self.announcer.clocks,
+        )
+        self.http = HttpServer(
+            self.config.http.host,
+            self.config.http.port,
+            self.metrics,
+            lambda: self.ready,
+            reload=self.reload,
+            guarded=self._guarded if self.api.tokens else None,
+        )
 
     def _emit(self, sample: Sample) -> None:
         try:
@@ -347,6 +362,31 @@ class Daemon:
         if self.traps is not None:
             side.append(tg.create_task(self._forward_traps(self.traps)))
         return intake, side
+
+    def _guarded(
+        self, method: str, target: str, authorization: str | None, peer: str
+    ) -> tuple[int, str, bytes]:
+        """API requests, and reload over HTTP, for token holders only (SPEC §8)."""
+        if target.split("?", 1)[0] != "/-/reload":
+            return self.api.handle(method, target, authorization, peer)
+        found = self.api.authenticate(authorization, peer)
+        if isinstance(found, tuple):
+            self.api.audit("denied", None, peer, f"{method} /-/reload -> {found[0]}")
+            return found
+        if method != "POST" or not found.can_reload:
+            self.api.audit("denied", found, peer, f"{method} /-/reload -> 403")
+            return 403, "text/plain", b"this token may not reload\n"
+        ok = self.reload()
+        self.api.audit("reload", found, peer, "applied" if ok else "refused: invalid configuration")
+        return (
+            (200, "text/plain", b"reloaded\n")
+            if ok
+            else (
+                500,
+                "text/plain",
+                b"reload failed; the previous configuration stays in force (see the log)\n",
+            )
+        )
 
     def reload(self) -> bool:
         """Build the new config, rules, profiles and routing first; swap them in only if all are valid.

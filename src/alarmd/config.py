@@ -588,6 +588,15 @@ class ClocksConfig(Strict):
     utc_offset_hours: float = Field(8.0, description="where the operator's days begin")
 
 
+class ApiConfig(Strict):
+    """The HTTP API's access control (SPEC §8); without a tokens file the API answers 403 to everyone."""
+
+    tokens_file: str | None = Field(None, description="YAML of hashed bearer tokens; relative to the config")
+    lockout_after: int = Field(5, ge=1, description="failed logins from one address before it is locked out")
+    lockout_for: Duration = Field(300.0, description="how long a locked-out address is refused")
+    audit_log: str = Field("audit.log", description="JSON lines of who did what; relative to state_dir")
+
+
 class Config(Strict):
     """The whole daemon configuration (``alarmd.yml``)."""
 
@@ -608,6 +617,7 @@ class Config(Strict):
     circuits: list[CircuitConfig] = []
     kafka: KafkaConfig = KafkaConfig()
     http: HttpConfig = HttpConfig()
+    api: ApiConfig = ApiConfig()
     queue_size: int = Field(10_000, ge=1, description="capacity of each queue between stages")
     state_dir: str = Field("/var/lib/alarmd", description="outbox and state; relative to the config file")
     shutdown_timeout: Duration = Field(10.0, description="how long SIGTERM waits to flush the outbox")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import structlog
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -12,7 +12,13 @@ from alarmd.metrics import Metrics
 
 log = structlog.get_logger("alarmd.http")
 
+Reply = tuple[int, str, bytes]
+Guarded = Callable[[str, str, str | None, str], Reply]
+
 _REASONS = {
+    401: "Unauthorized",
+    403: "Forbidden",
+    429: "Too Many Requests",
     200: "OK",
     404: "Not Found",
     405: "Method Not Allowed",
@@ -31,12 +37,17 @@ class HttpServer:
         port: int,
         metrics: Metrics,
         ready: Callable[[], bool],
+        *,
         reload: Callable[[], bool] | None = None,
+        guarded: Guarded | None = None,
+        pages: Mapping[str, tuple[str, bytes]] | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.metrics = metrics
         self.ready = ready
         self.reload = reload
+        self.guarded = guarded
+        self.pages = dict(pages or {})
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -52,23 +63,32 @@ class HttpServer:
             self._server.close()
             await self._server.wait_closed()
 
-    def _route(self, method: str, path: str) -> tuple[int, str, bytes]:
-        path = path.split("?", 1)[0]
-        if path == "/-/reload":
-            return self._reload(method)
+    def _route(self, method: str, target: str, authorization: str | None = None, peer: str = "") -> Reply:
+        path = target.split("?", 1)[0]
+        if path.startswith("/api/") or path == "/-/reload":
+            return self._control(method, target, authorization, peer)
         if method != "GET":
             return 405, "text/plain", b"only GET\n"
         if path == "/metrics":
             return 200, CONTENT_TYPE_LATEST, generate_latest(self.metrics.registry)
         if path == "/-/ready" and not self.ready():
             return 503, "text/plain", b"starting\n"
-        body = {"/-/healthy": b"OK\n", "/-/ready": b"ready\n"}.get(path)
-        if body is None:
+        pages = {"/-/healthy": ("text/plain", b"OK\n"), "/-/ready": ("text/plain", b"ready\n"), **self.pages}
+        if path not in pages:
             return 404, "text/plain", b"not found; try /metrics, /-/healthy, /-/ready, POST /-/reload\n"
-        return 200, "text/plain", body
+        ctype, body = pages[path]
+        return 200, ctype, body
 
-    def _reload(self, method: str) -> tuple[int, str, bytes]:
-        if method != "POST" or self.reload is None:
+    def _control(self, method: str, target: str, authorization: str | None, peer: str) -> Reply:
+        """The API and reload: through the token guard when one is configured."""
+        if self.guarded is not None:
+            return self.guarded(method, target, authorization, peer)
+        if target.startswith("/api/"):
+            return 403, "text/plain", b"the API is closed: configure api.tokens_file\n"
+        return self._reload(method)
+
+    def _reload(self, method: str) -> Reply:
+        if self.reload is None or method != "POST":
             return 405, "text/plain", b"POST /-/reload\n"
         if self.reload():
             return 200, "text/plain", b"reloaded\n"
@@ -77,11 +97,19 @@ class HttpServer:
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
-            parts = head.split(b"\r\n", 1)[0].decode("latin-1").split()
+            lines = head.decode("latin-1").split("\r\n")
+            parts = lines[0].split()
+            headers = {
+                k.strip().lower(): v.strip()
+                for k, _, v in (line.partition(":") for line in lines[1:] if line)
+            }
+            peer = writer.get_extra_info("peername")
             if len(parts) != 3:
                 status, ctype, body = 400, "text/plain", b"bad request\n"
             else:
-                status, ctype, body = self._route(parts[0], parts[1])
+                status, ctype, body = self._route(
+                    parts[0], parts[1], headers.get("authorization"), str(peer[0]) if peer else ""
+                )
             writer.write(
                 f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\nContent-Type: {ctype}\r\n"
                 f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
