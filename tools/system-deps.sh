@@ -12,6 +12,8 @@ have_cmd mvn || need+=(maven)
 have_cmd snmpget || need+=(snmp)
 have_cmd systemd-analyze || need+=(systemd)
 have_cmd /usr/sbin/snmpd || need+=(snmpd)
+have_cmd chromium || need+=(chromium)
+have_cmd promtool || need+=(prometheus)
 have_pkg python3-venv || need+=(python3-venv)
 [ -x /usr/bin/python3 ] || need+=(python3)
 
