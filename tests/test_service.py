@@ -121,6 +121,8 @@ async def test_notify_watchdog_and_reload(tmp_path: Path, kafka_bootstrap: str, 
         await asyncio.sleep(3)
         drain()
         assert "WATCHDOG=1" in received
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/board", timeout=5) as page:  # noqa: S310
+            assert page.status == 200 and b"NOC board" in page.read()
         assert await consumer.getmany(timeout_ms=1000) == {}, "no alarm at 95%"
 
         # a valid change applies at once, without a restart

@@ -7,7 +7,8 @@ Tokens live in a YAML file (``api.tokens_file``) as SHA-256 hashes, never in cle
       - {name: harbour-portal, sha256: <hex>, scope: "customer:CUST-0001"}
       - {name: ops, sha256: <hex>, scope: all, can_reload: true}
 
-``/api/v1/alarms`` (filters ``state``, ``class``, ``team``, ``tier``, ``customer``),
+``/api/v1/board`` (the NOC board's rows), ``/api/v1/alarms`` (filters ``state``, ``class``,
+``team``, ``tier``, ``customer``),
 ``/api/v1/alarms/{id}`` (with its history) and ``/api/v1/circuits/{id}`` need a token; a
 customer-scoped token sees only its customer's faults and circuits.  An address that fails
 ``lockout_after`` times is refused for ``lockout_for``.  Every request and reload is written to
@@ -31,6 +32,7 @@ from pydantic import Field
 from alarmd.alarms.clocks import ClockPolicy
 from alarmd.alarms.lifecycle import AlarmBook
 from alarmd.alarms.store import Store
+from alarmd.board import board_json, board_rows
 from alarmd.config import ApiConfig, Strict, read_yaml, validate
 from alarmd.inventory import Inventory
 from alarmd.model import Alarm
@@ -153,13 +155,19 @@ class Api:
         token = found
         url = urlsplit(target)
         reply = self._route(method, url.path, parse_qs(url.query), token)
-        self.audit("request", token, peer, f"{method} {url.path} -> {reply[0]}")
+        if not (
+            url.path == "/api/v1/board" and reply[0] == 200
+        ):  # the wall polls every 5 s; not worth a line
+            self.audit("request", token, peer, f"{method} {url.path} -> {reply[0]}")
         return reply
 
     def _route(self, method: str, path: str, query: dict[str, list[str]], token: TokenSpec) -> Reply:
         if method != "GET":
             return 405, "text/plain", b"the API is read-only\n"
         parts = path.strip("/").split("/")
+        if parts == ["api", "v1", "board"]:
+            rows = board_rows(self.book(), self.clocks(), self.now(), sees=lambda c: self._sees(token, c))
+            return 200, "application/json", board_json(rows)
         if parts[:3] == ["api", "v1", "alarms"] and len(parts) == 3:
             return _json([self._alarm(a) for a in self._alarms(query) if self._sees(token, a.customer)])
         if parts[:3] == ["api", "v1", "alarms"] and len(parts) == 4:

@@ -16,6 +16,7 @@ from alarmd.alarms.preprocess import verdict
 from alarmd.alarms.store import Store
 from alarmd.announce import Announcer, FeedbackRejectedError
 from alarmd.api import Api
+from alarmd.board import BOARD_HTML
 from alarmd.clock import Clock, SystemClock
 from alarmd.collector.poller import DevicePoller
 from alarmd.collector.probe import IcmpProber
@@ -155,7 +156,8 @@ class Daemon:
             self.metrics,
             lambda: self.ready,
             reload=self.reload,
-            guarded=self._guarded if self.api.tokens else None,
+            guarded=self.api.guard(self.reload) if self.api.tokens else None,
+            pages={"/board": ("text/html; charset=utf-8", BOARD_HTML)},
         )
 
     def _emit(self, sample: Sample) -> None:
@@ -362,31 +364,6 @@ class Daemon:
         if self.traps is not None:
             side.append(tg.create_task(self._forward_traps(self.traps)))
         return intake, side
-
-    def _guarded(
-        self, method: str, target: str, authorization: str | None, peer: str
-    ) -> tuple[int, str, bytes]:
-        """API requests, and reload over HTTP, for token holders only (SPEC §8)."""
-        if target.split("?", 1)[0] != "/-/reload":
-            return self.api.handle(method, target, authorization, peer)
-        found = self.api.authenticate(authorization, peer)
-        if isinstance(found, tuple):
-            self.api.audit("denied", None, peer, f"{method} /-/reload -> {found[0]}")
-            return found
-        if method != "POST" or not found.can_reload:
-            self.api.audit("denied", found, peer, f"{method} /-/reload -> 403")
-            return 403, "text/plain", b"this token may not reload\n"
-        ok = self.reload()
-        self.api.audit("reload", found, peer, "applied" if ok else "refused: invalid configuration")
-        return (
-            (200, "text/plain", b"reloaded\n")
-            if ok
-            else (
-                500,
-                "text/plain",
-                b"reload failed; the previous configuration stays in force (see the log)\n",
-            )
-        )
 
     def reload(self) -> bool:
         """Build the new config, rules, profiles and routing first; swap them in only if all are valid.
