@@ -121,7 +121,7 @@ async def test_notify_watchdog_and_reload(tmp_path: Path, kafka_bootstrap: str, 
         await asyncio.sleep(3)
         drain()
         assert "WATCHDOG=1" in received
-        with urllib.request.urlopen(f"http://127.0.0.1:{http}/board", timeout=5) as page:  # noqa: S310
+        with urllib.request.urlopen(f"http://127.0.0.1:{http}/board", timeout=5) as page:
             assert page.status == 200 and b"NOC board" in page.read()
         assert await consumer.getmany(timeout_ms=1000) == {}, "no alarm at 95%"
 
@@ -147,6 +147,7 @@ async def test_notify_watchdog_and_reload(tmp_path: Path, kafka_bootstrap: str, 
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=10)
         assert refused.value.code == 500
+        refused.value.close()
         assert scrape(http, "alarmd_config_last_reload_successful") == 0
         await asyncio.sleep(2.5)
         assert scrape(http, "alarmd_collection_periods_total") >= periods + 2, "polling goes on"
