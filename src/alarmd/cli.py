@@ -7,12 +7,15 @@ import asyncio
 import csv
 import datetime
 import json
+import logging
 import os
 import signal
 import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+
+import structlog
 
 from alarmd import __version__
 from alarmd.config import ConfigError, Loaded, load, read_yaml, validate
@@ -326,10 +329,18 @@ def _run(path: Path, level: str, fmt: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``alarmd`` command."""
     args = _parser().parse_args(argv)
-    if args.command != "run":
-        from alarmd import logging as alarmd_logging  # noqa: PLC0415
+    if args.command == "run":
+        return _run(args.config, args.log_level, args.log_format)
+    # The checking commands speak through their output; the stages they exercise stay quiet.
+    previous = structlog.get_config()
+    structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
+    try:
+        return _command(args)
+    finally:
+        structlog.configure(**previous)
 
-        alarmd_logging.setup("error", "console")
+
+def _command(args: argparse.Namespace) -> int:
     if args.command == "check-config":
         return _check_config(args.config)
     if args.command == "check-rules":
@@ -344,4 +355,5 @@ def main(argv: list[str] | None = None) -> int:
             (args.out / name).write_text(text, encoding="utf-8")
             print(args.out / name)
         return 0
-    return _run(args.config, args.log_level, args.log_format)
+    print(f"alarmd: unknown command {args.command}", file=sys.stderr)
+    return 2
