@@ -286,3 +286,19 @@ def test_a_relapse_within_the_business_watch_is_flagged_on_the_new_fault(tmp_pat
     ]
     assert bodies[4]["relapse_of"] == bodies[0]["alarm_id"]
     assert bodies[4]["work_order_id"] != bodies[0]["work_order_id"]
+
+
+def test_fault_and_repair_counters_give_repair_timeliness(tmp_path: Path) -> None:
+    tl = Timeline(tmp_path)
+    metrics = Metrics()
+    tl.announcer.metrics = metrics
+    tl.fire("r1")  # gold: repaired after 30 min, within 1 h
+    tl.run_until(0.5 * HOUR)
+    tl.fire("r1", "resolved")
+    tl.fire("r2")  # ordinary: repaired after 4 h, past 3 h
+    tl.run_until(4.5 * HOUR)
+    tl.fire("r2", "resolved")
+    value = metrics.registry.get_sample_value
+    assert value("alarmd_faults_total", {"alarm_class": "data_anomaly", "tier": "gold"}) == 1
+    assert value("alarmd_faults_repaired_total", {"tier": "gold", "on_time": "true"}) == 1
+    assert value("alarmd_faults_repaired_total", {"tier": "ordinary", "on_time": "false"}) == 1

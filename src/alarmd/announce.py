@@ -19,6 +19,7 @@ from alarmd.clock import Clock
 from alarmd.config import KafkaTopics
 from alarmd.dispatch.outbox import Dispatcher
 from alarmd.dispatch.routing import Router
+from alarmd.metrics import Metrics
 from alarmd.model import Alarm, AlarmClass, DueTimes, Notice, Team, TicketFeedback, Tier, WorkOrder, isotime
 
 log = structlog.get_logger("alarmd.announce")
@@ -42,6 +43,7 @@ class Announcer:
         self,
         topics: KafkaTopics,
         *,
+        metrics: Metrics | None = None,
         store: Store,
         dispatcher: Dispatcher,
         router: Router,
@@ -54,6 +56,7 @@ class Announcer:
         self.router = router
         self.clocks = clocks
         self.clock = clock
+        self.metrics = metrics
 
     # ------------------------------------------------------------------ changes
 
@@ -63,10 +66,12 @@ class Announcer:
         with self.store.transaction():
             if change.kind == "raised" or (change.kind == "released" and not alarm.dispatched):
                 alarm.dispatched = True
+                self._count_fault(alarm)
                 self.store.add_timers(self.clocks.on_dispatch(alarm))
                 self._order(alarm)
                 self._notice(alarm, "notice")
             elif change.kind == "cleared" and alarm.dispatched:
+                self._count_repair(alarm)
                 self.store.drop_timers(alarm.alarm_id, "escalation", "status_update")
                 self.store.add_timers(self.clocks.on_clear(alarm, alarm.cleared_at or self.clock.now()))
                 self._order(alarm)
@@ -75,6 +80,18 @@ class Announcer:
                     self._rearm(alarm)
                 self._order(alarm, update=change.kind, previous=change.previous_lead_team)
             self.store.save(alarm, change.kind)
+
+    def _count_fault(self, alarm: Alarm) -> None:
+        if self.metrics is not None:
+            self.metrics.faults.labels(
+                alarm.alarm_class.value, alarm.tier.value if alarm.tier else "unknown"
+            ).inc()
+
+    def _count_repair(self, alarm: Alarm) -> None:
+        if self.metrics is not None and alarm.cleared_at is not None:
+            on_time = alarm.cleared_at <= alarm.raised_at + self.clocks.escalation_after(alarm)
+            tier = alarm.tier.value if alarm.tier else "unknown"
+            self.metrics.repairs.labels(tier, "true" if on_time else "false").inc()
 
     def _rearm(self, alarm: Alarm) -> None:
         """A relapse in observation: the same fault runs again, and so does its clock."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+from collections import Counter
 
 import structlog
 
@@ -110,6 +111,7 @@ class Daemon:
             router=self.router,
             clocks=ClockPolicy(self.config.clocks),
             clock=self.clock,
+            metrics=self.metrics,
         )
         self.samples: asyncio.Queue[Sample | None] = asyncio.Queue(self.config.queue_size)
         self.events: asyncio.Queue[Event] = asyncio.Queue(self.config.queue_size)
@@ -280,6 +282,9 @@ class Daemon:
                 self._tell(change)
             self.announcer.on_timers(self.book, now)
             self.dispatcher.refresh_metrics(now)
+            stages = Counter(a.lifecycle for a in (*self.book.active.values(), *self.book.recent.values()))
+            for stage in ("firing", "dispatched", "acknowledged", "escalated", "observing"):
+                self.metrics.alarms_open.labels(stage).set(stages.get(stage, 0))
             upcoming = self.store.next_due()
             self.metrics.clocks_due.set(upcoming - now if upcoming is not None else 0)
             with contextlib.suppress(TimeoutError):
@@ -325,7 +330,9 @@ class Daemon:
         while (sample := await self.samples.get()) is not None:
             self.metrics.rule_evaluations.inc()
             self._export(sample)
-            self._judge(self.engine.evaluate(sample))
+            with self.metrics.rule_duration.time():
+                transitions = self.engine.evaluate(sample)
+            self._judge(transitions)
 
     def _export(self, sample: Sample) -> None:
         """Utilisation, error ratio and dial tests of the circuits as metrics (bounded by the inventory)."""

@@ -99,6 +99,31 @@ class Metrics:
         self.rule_evaluations = Counter(
             "alarmd_rules_evaluations_total", "Samples evaluated by the rule engine.", registry=r
         )
+        self.rule_duration = Histogram(
+            "alarmd_rules_evaluation_duration_seconds",
+            "Time to evaluate one sample or event against the rules.",
+            buckets=(1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2, 5e-2),
+            registry=r,
+        )
+        self.faults = Counter(
+            "alarmd_faults_total",
+            "Faults dispatched (root alarms with a work order), by class and tier.",
+            ["alarm_class", "tier"],
+            registry=r,
+        )
+        self.repairs = Counter(
+            "alarmd_faults_repaired_total",
+            "Faults cleared, by tier and whether within their limit "
+            "(1 h important, 3 h ordinary): repair timeliness (SPEC §7).",
+            ["tier", "on_time"],
+            registry=r,
+        )
+        self.alarms_open = Gauge(
+            "alarmd_alarms_open",
+            "Open faults by lifecycle stage (dispatched, acknowledged, escalated, observing).",
+            ["lifecycle"],
+            registry=r,
+        )
         self.alarms_active = Gauge(
             "alarmd_alarms_active",
             "Alarms currently firing, by class, lead team and customer tier.",
