@@ -206,15 +206,7 @@ class Announcer:
         now = self.clock.now()
         notice = Notice(
             type=kind,
-            work_order_id=f"WO-{alarm.alarm_id}",
-            alarm_id=alarm.alarm_id,
-            alert=alarm.rule,
-            summary=alarm.annotations.get("summary", alarm.rule),
-            circuit=alarm.circuit,
-            customer=alarm.customer,
-            customer_name=alarm.customer_name,
-            tier=alarm.tier,
-            important_customer=important,
+            **Notice.identity(alarm),
             alarm_class=alarm.alarm_class,
             lead_team=alarm.lead_team,
             to_teams=teams,

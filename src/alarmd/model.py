@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -212,16 +212,12 @@ class DueTimes(BaseModel):
     callback_due: str | None = Field(None, description="satisfaction call-back")
 
 
-class WorkOrder(BaseModel):
-    """A work order (派单) or its clear, as sent to ticketing on Kafka keyed by circuit."""
+class FaultMessage(BaseModel):
+    """What every message about a fault carries: its identity and whose it is."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     schema_version: int = SCHEMA_VERSION
-    type: Literal["work_order", "work_order_update", "work_order_clear"]
-    update: Literal["reparented", "released", "reopened", "flapping"] | None = Field(
-        None, description="what changed, on a work_order_update"
-    )
     work_order_id: str
     alarm_id: str
     alert: str
@@ -231,6 +227,30 @@ class WorkOrder(BaseModel):
     customer_name: str | None
     tier: Tier | None
     important_customer: bool
+
+    @staticmethod
+    def identity(alarm: Alarm) -> dict[str, Any]:
+        """The shared fields of a fault's messages."""
+        return {
+            "work_order_id": f"WO-{alarm.alarm_id}",
+            "alarm_id": alarm.alarm_id,
+            "alert": alarm.rule,
+            "summary": alarm.annotations.get("summary", alarm.rule),
+            "circuit": alarm.circuit,
+            "customer": alarm.customer,
+            "customer_name": alarm.customer_name,
+            "tier": alarm.tier,
+            "important_customer": bool(alarm.tier and alarm.tier.important),
+        }
+
+
+class WorkOrder(FaultMessage):
+    """A work order (派单), its update or its clear, as sent to ticketing on Kafka keyed by circuit."""
+
+    type: Literal["work_order", "work_order_update", "work_order_clear"]
+    update: Literal["reparented", "released", "reopened", "flapping"] | None = Field(
+        None, description="what changed, on a work_order_update"
+    )
     device: str | None
     device_kind: str | None
     interface: str | None
@@ -277,15 +297,7 @@ class WorkOrder(BaseModel):
             related_teams=list(related_teams),
             parent_alarm_id=alarm.parent_id,
             flapping=alarm.flapping,
-            work_order_id=f"WO-{alarm.alarm_id}",
-            alarm_id=alarm.alarm_id,
-            alert=alarm.rule,
-            summary=alarm.annotations.get("summary", alarm.rule),
-            circuit=alarm.circuit,
-            customer=alarm.customer,
-            customer_name=alarm.customer_name,
-            tier=alarm.tier,
-            important_customer=bool(alarm.tier and alarm.tier.important),
+            **cls.identity(alarm),
             device=alarm.labels.get("device"),
             device_kind=alarm.labels.get("device_kind"),
             interface=alarm.labels.get("interface"),
@@ -308,22 +320,10 @@ class WorkOrder(BaseModel):
         )
 
 
-class Notice(BaseModel):
+class Notice(FaultMessage):
     """A notice, escalation, status update or close, on the notices topic keyed by circuit."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    schema_version: int = SCHEMA_VERSION
     type: Literal["notice", "escalation", "status_update", "closed"]
-    work_order_id: str
-    alarm_id: str
-    alert: str
-    summary: str
-    circuit: str | None
-    customer: str | None
-    customer_name: str | None
-    tier: Tier | None
-    important_customer: bool
     alarm_class: AlarmClass
     lead_team: Team
     to_teams: list[str] = Field(description="who is told: the teams that stand by, service support")
