@@ -33,7 +33,7 @@ from alarmd.dispatch.routing import Router
 from alarmd.http import HttpServer
 from alarmd.inventory import Inventory
 from alarmd.metrics import Metrics
-from alarmd.model import Alarm, AlarmTransition, Event, Preprocessing, ProbeOutcome, Sample
+from alarmd.model import Alarm, AlarmClass, AlarmTransition, Event, Preprocessing, ProbeOutcome, Sample
 from alarmd.rules.compile import Rule, compile_docs
 from alarmd.rules.engine import RuleEngine
 
@@ -282,6 +282,7 @@ class Daemon:
                 self._tell(change)
             self.announcer.on_timers(self.book, now)
             self.dispatcher.refresh_metrics(now)
+            self._export_outages()
             stages = Counter(a.lifecycle for a in (*self.book.active.values(), *self.book.recent.values()))
             for stage in ("firing", "dispatched", "acknowledged", "escalated", "observing"):
                 self.metrics.alarms_open.labels(stage).set(stages.get(stage, 0))
@@ -333,6 +334,13 @@ class Daemon:
             with self.metrics.rule_duration.time():
                 transitions = self.engine.evaluate(sample)
             self._judge(transitions)
+
+    def _export_outages(self) -> None:
+        """Per circuit, whether a transmission fault is open: availability for dashboards (SPEC §7)."""
+        down = {a.circuit for a in self.book.active.values() if a.alarm_class is AlarmClass.TRANSMISSION}
+        for circuit in self.inventory.circuits.values():
+            tier = self.inventory.customers[circuit.customer].tier.value
+            self.metrics.circuit_outage.labels(circuit.id, circuit.customer, tier).set(circuit.id in down)
 
     def _export(self, sample: Sample) -> None:
         """Utilisation, error ratio and dial tests of the circuits as metrics (bounded by the inventory)."""

@@ -118,6 +118,13 @@ class Metrics:
             ["tier", "on_time"],
             registry=r,
         )
+        self.circuit_outage = Gauge(
+            "alarmd_circuit_outage",
+            "1 while a transmission fault is open on the circuit, else 0; availability "
+            "over a window is 1 - avg_over_time of it.",
+            ["circuit", "customer", "tier"],
+            registry=r,
+        )
         self.alarms_open = Gauge(
             "alarmd_alarms_open",
             "Open faults by lifecycle stage (dispatched, acknowledged, escalated, observing).",
