@@ -18,8 +18,18 @@ from pathlib import Path
 import structlog
 
 from alarmd import __version__
-from alarmd.config import ConfigError, Loaded, load, read_yaml, validate
-from alarmd.model import AlarmTransition, Team
+from alarmd import logging as alarmd_logging
+from alarmd.alarms.clocks import ClockPolicy
+from alarmd.alarms.inhibit import Correlator
+from alarmd.alarms.lifecycle import AlarmBook
+from alarmd.alarms.quality import quality
+from alarmd.alarms.store import Store, StoreError
+from alarmd.collector.upstream import schema_json
+from alarmd.config import Config, ConfigError, Loaded, load, read_yaml, validate
+from alarmd.dispatch.routing import Router
+from alarmd.inventory import Inventory
+from alarmd.metrics import Metrics
+from alarmd.model import AlarmTransition, Notice, Team, TicketFeedback, WorkOrder
 from alarmd.rules.compile import Rule, compile_docs
 from alarmd.rules.replay import RuleTestFile, run_test
 
@@ -116,9 +126,6 @@ def _when(text: str, tz: datetime.tzinfo) -> float:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from alarmd.alarms.clocks import ClockPolicy  # noqa: PLC0415
-    from alarmd.alarms.quality import quality  # noqa: PLC0415
-    from alarmd.alarms.store import Store, StoreError  # noqa: PLC0415
 
     try:
         loaded = load(args.config)
@@ -192,8 +199,6 @@ def _report(args: argparse.Namespace) -> int:
 
 def message_schemas() -> dict[str, str]:
     """File name -> JSON Schema text of every message on alarmd's Kafka topics."""
-    from alarmd.collector.upstream import schema_json  # noqa: PLC0415
-    from alarmd.model import Notice, TicketFeedback, WorkOrder  # noqa: PLC0415
 
     def dump(schema: dict[str, object]) -> str:
         return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
@@ -228,12 +233,6 @@ class _BookJudge:
     """Rule tests through the real alarm stage: lead team after correlation, root causes."""
 
     def __init__(self, config_path: Path | None) -> None:
-        from alarmd.alarms.inhibit import Correlator  # noqa: PLC0415
-        from alarmd.alarms.lifecycle import AlarmBook  # noqa: PLC0415
-        from alarmd.config import Config  # noqa: PLC0415
-        from alarmd.dispatch.routing import Router  # noqa: PLC0415
-        from alarmd.inventory import Inventory  # noqa: PLC0415
-        from alarmd.metrics import Metrics  # noqa: PLC0415
 
         config = load(config_path).config if config_path else Config()
         inventory = Inventory(config)
@@ -285,7 +284,7 @@ def _test_rules(files: list[Path]) -> int:
 
 
 async def _serve(loaded: Loaded, rules: list[Rule]) -> None:
-    from alarmd.app import Daemon  # noqa: PLC0415
+    from alarmd.app import Daemon  # noqa: PLC0415 - keeps pysnmp/aiokafka imports lazy
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -306,7 +305,6 @@ async def _serve(loaded: Loaded, rules: list[Rule]) -> None:
 
 
 def _run(path: Path, level: str, fmt: str) -> int:
-    from alarmd import logging as alarmd_logging  # noqa: PLC0415
 
     alarmd_logging.setup(level, fmt)  # type: ignore[arg-type]
     try:
@@ -314,9 +312,7 @@ def _run(path: Path, level: str, fmt: str) -> int:
     except ConfigError as exc:
         print(f"alarmd: config is not valid, not starting:\n{exc}", file=sys.stderr)
         return EX_CONFIG
-    import uvloop  # noqa: PLC0415
-
-    from alarmd.alarms.store import StoreError  # noqa: PLC0415
+    import uvloop  # noqa: PLC0415 - only the daemon needs the event loop
 
     try:
         uvloop.run(_serve(loaded, rules))
