@@ -1,0 +1,90 @@
+"""``make bench``: run the benchmark workloads and merge their summaries into ``latest.json``.
+
+Each workload is a function ``(args, results_dir) -> summary``: it runs on 127.0.0.1 only,
+writes its own ``<name>.json`` next to ``latest.json`` and returns the few figures that go
+under its key there.  Later workloads (polling against snmp_exporter, latency, memory, the
+rule engine alone) are added to :data:`WORKLOADS`.
+
+    python -m bench.run                      # every workload, full length (< 6 minutes)
+    python -m bench.run --quick              # 2 s steps: a smoke run
+    python -m bench.run --only traps --trap-rates 500 --trap-duration 1 --results-dir /tmp/b
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Final
+
+from bench import traps
+
+RESULTS: Final = Path(__file__).resolve().parent / "results"
+
+Workload = Callable[[argparse.Namespace, Path], dict[str, Any]]
+
+
+def _traps(args: argparse.Namespace, results_dir: Path) -> dict[str, Any]:
+    """Trap intake: alarmd against snmptrapd, stepped rates, lossless rate each."""
+    options = traps.options_from(args.trap_rates, args.trap_duration, args.quick, args.trap_peers)
+    return traps.run(options, results_dir)
+
+
+WORKLOADS: Final[dict[str, Workload]] = {"traps": _traps}
+
+
+def merge_latest(path: Path, updates: dict[str, dict[str, Any]]) -> None:
+    """Set ``updates``' keys in the JSON object at ``path``, keeping every other key."""
+    try:
+        latest = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        latest = {}
+    if not isinstance(latest, dict):
+        raise ValueError(f"{path} does not hold a JSON object")
+    latest.update(updates)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(latest, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short steps (2 s): a smoke run")
+    parser.add_argument("--only", action="append", choices=sorted(WORKLOADS), help="run only these")
+    parser.add_argument("--results-dir", type=Path, default=RESULTS, help=f"default {RESULTS}")
+    traps_args = parser.add_argument_group("traps")
+    traps_args.add_argument(
+        "--trap-rates", help="comma-separated steps, e.g. 1k,2k,5k (default 1k..80k in 10 steps)"
+    )
+    traps_args.add_argument("--trap-duration", type=float, help="seconds per step (default 10, quick 2)")
+    traps_args.add_argument(
+        "--trap-peers", default="alarmd,snmptrapd", type=lambda s: s.split(","), help="default both"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the chosen workloads and merge their summaries into ``latest.json``."""
+    args = parse_args(argv)
+    unknown = set(args.trap_peers) - set(traps.PEERS)
+    if unknown:
+        print(f"bench: unknown trap peer(s) {sorted(unknown)}; known: {sorted(traps.PEERS)}", file=sys.stderr)
+        return 2
+    summaries: dict[str, dict[str, Any]] = {}
+    for name in args.only or list(WORKLOADS):
+        start = time.monotonic()
+        summaries[name] = WORKLOADS[name](args, args.results_dir)
+        summaries[name]["wall_seconds"] = round(time.monotonic() - start, 1)
+        summaries[name]["quick"] = args.quick
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    merge_latest(args.results_dir / "latest.json", summaries)
+    print(f"bench: wrote {args.results_dir / 'latest.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
