@@ -199,3 +199,14 @@ def test_secret_from_a_file(tmp_path: Path) -> None:
     (tmp_path / "community.txt").unlink()
     with pytest.raises(ConfigError, match=r"alarmd.yml:12: cannot read secret file .*community.txt"):
         load(cfg, env={})
+
+
+def test_v3_only_refuses_communities_for_polling_and_traps(tmp_path: Path) -> None:
+    cfg = write(tmp_path, MINIMAL + "security: {v3_only: true}\n")
+    with pytest.raises(
+        ConfigError, match=r"alarmd.yml:11: devices\[0\] \(r1\) uses SNMP v2c, but security.v3_only"
+    ):
+        load(cfg, env={})
+    v3_device = MINIMAL.replace("    snmp:\n      community: s3cret-community\n", "    credentials: noc-v3\n")
+    cfg = write(tmp_path, V3 + v3_device + "security: {v3_only: true}\n")
+    assert load(cfg, env={}).config.security.v3_only

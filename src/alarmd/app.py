@@ -140,6 +140,7 @@ class Daemon:
                 self.metrics,
                 self.clock,
                 engine_id=self.config.traps.engine_id,
+                v3_only=self.config.security.v3_only,
             )
         self.prober = IcmpProber(metrics=self.metrics)
         self.ready = False

@@ -597,6 +597,12 @@ class ApiConfig(Strict):
     audit_log: str = Field("audit.log", description="JSON lines of who did what; relative to state_dir")
 
 
+class SecurityConfig(Strict):
+    """Operator-wide security switches (SPEC §8)."""
+
+    v3_only: bool = Field(False, description="refuse SNMP v1/v2c for polling and traps; only USM (v3)")
+
+
 class Config(Strict):
     """The whole daemon configuration (``alarmd.yml``)."""
 
@@ -618,6 +624,7 @@ class Config(Strict):
     kafka: KafkaConfig = KafkaConfig()
     http: HttpConfig = HttpConfig()
     api: ApiConfig = ApiConfig()
+    security: SecurityConfig = SecurityConfig()
     queue_size: int = Field(10_000, ge=1, description="capacity of each queue between stages")
     state_dir: str = Field("/var/lib/alarmd", description="outbox and state; relative to the config file")
     shutdown_timeout: Duration = Field(10.0, description="how long SIGTERM waits to flush the outbox")
@@ -663,6 +670,8 @@ def _check_references(doc: YamlDoc, cfg: Config) -> None:
                 f"unknown credentials '{device.credentials}' "
                 f"(known: {', '.join(cfg.credentials) or 'none'})"
             )
+    if cfg.security.v3_only:
+        _check_v3_only(doc, cfg)
     for i, name in enumerate(cfg.traps.credentials):
         if name not in cfg.credentials:
             raise ConfigError(
@@ -682,6 +691,25 @@ def _check_references(doc: YamlDoc, cfg: Config) -> None:
                     f"{doc.where(('circuits', i, 'path', j, 'device'))}: "
                     f"circuits[{i}].path[{j}].device: unknown device '{hop.device}'"
                 )
+
+
+def _check_v3_only(doc: YamlDoc, cfg: Config) -> None:
+    """With ``security.v3_only`` no device is polled and no trap is taken with a community."""
+    for i, device in enumerate(cfg.devices):
+        creds = device.snmp if device.snmp is not None else cfg.credentials.get(device.credentials or "")
+        if creds is not None and not isinstance(creds, SnmpV3):
+            key = ("devices", i, "snmp") if device.snmp is not None else ("devices", i, "credentials")
+            raise ConfigError(
+                f"{doc.where(key)}: devices[{i}] ({device.name}) uses SNMP v{creds.version}, "
+                f"but security.v3_only is set"
+            )
+    for i, name in enumerate(cfg.traps.credentials):
+        creds = cfg.credentials.get(name)
+        if creds is not None and not isinstance(creds, SnmpV3):
+            raise ConfigError(
+                f"{doc.where(('traps', 'credentials', i))}: traps.credentials[{i}] ({name}) is "
+                f"SNMP v{creds.version}, but security.v3_only is set"
+            )
 
 
 def config_file(path: Path) -> Path:

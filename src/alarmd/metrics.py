@@ -175,7 +175,7 @@ class Metrics:
         self.traps_rejected = Counter(
             "alarmd_traps_rejected_total",
             "Traps refused, by reason (unknown_community, unknown_user, auth_failed, source_not_allowed, "
-            "v3_decrypt_failed, not_a_notification).",
+            "v3_decrypt_failed, not_a_notification, v1v2c_disabled).",
             ["reason"],
             registry=r,
         )

@@ -572,3 +572,25 @@ def test_index_labels_take_the_oid_suffix(tmp_path: Path) -> None:
         VarBind("1.3.6.1.4.1.1.1.5.3.1", "OctetString", b"down"),
     ]
     assert definition.extract(varbinds) == {"slot": "3.1", "state": "down"}
+
+
+@integration
+async def test_v3_only_mode_refuses_v1_and_v2c_traps(start: Start, tmp_path: Path) -> None:
+    metrics = Metrics()
+    receiver = TrapReceiver(
+        TrapsConfig.model_validate({"listen": "127.0.0.1:0", "credentials": ["ops-v3"]}),
+        CREDENTIALS,
+        TrapDefinitions.load([STANDARD]),
+        metrics,
+        FakeClock(),
+        v3_only=True,
+    )
+    await receiver.start()
+    try:
+        h = Harness(receiver, metrics, tmp_path)
+        rc, err = await h.run("snmptrap", "-v2c", "-c", "s3cret-v2", h.target, "", LINK_DOWN)
+        assert rc == 0, err
+        await h.until(lambda: h.rejected("v1v2c_disabled") == 1)
+        assert receiver.queue.empty()
+    finally:
+        await receiver.stop()

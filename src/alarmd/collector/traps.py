@@ -60,6 +60,7 @@ RejectReason = Literal[
     "source_not_allowed",
     "v3_decrypt_failed",
     "not_a_notification",
+    "v1v2c_disabled",
 ]
 REJECT_REASONS: Final[tuple[RejectReason, ...]] = get_args(RejectReason)
 SnmpVersion = Literal["1", "2c", "3"]
@@ -204,8 +205,10 @@ class TrapReceiver:
         clock: Clock,
         *,
         engine_id: str | None = None,
+        v3_only: bool = False,
     ) -> None:
         self._config = config
+        self.v3_only = v3_only
         self._engine_id = (
             bytes.fromhex(engine_id.removeprefix("0x")) if engine_id else _stable_engine_id(config)
         )
@@ -399,6 +402,9 @@ class TrapReceiver:
     def _fast(self, message: Message, address: Any, source: str) -> None:
         v1 = message.version == VERSION_1
         version: SnmpVersion = "1" if v1 else "2c"
+        if self.v3_only:
+            self._reject("v1v2c_disabled", source, version)
+            return
         if message.version not in self._communities.get(message.community, ()):
             self._reject("unknown_community", source, version)
             return
