@@ -112,7 +112,8 @@ def test_secrets_do_not_show_anywhere(tmp_path: Path, kafka_bootstrap: str, sim_
         )
     try:
         deadline = time.monotonic() + 30
-        while '"poll_failed"' not in log.read_text() and time.monotonic() < deadline:
+        while not ('"poll_failed"' in log.read_text() and '"poll_done"' in log.read_text()):
+            assert time.monotonic() < deadline, "both devices are polled within 30 s"
             time.sleep(0.5)
         assert '"poll_failed"' in log.read_text(), "the v3 device with no agent behind it fails its polls"
         with urllib.request.urlopen(f"http://127.0.0.1:{http}/metrics", timeout=5) as response:
