@@ -21,10 +21,9 @@ from collections.abc import Sequence
 from typing import Final
 
 from alarmd.collector.ber import VERSION_2C, PduType, decode_message, encode_message
+from alarmd.collector.traps import SNMP_TRAP_OID, SYS_UPTIME
 from alarmd.model import VarBind
 
-SYS_UPTIME: Final = "1.3.6.1.2.1.1.3.0"
-SNMP_TRAP_OID: Final = "1.3.6.1.6.3.1.1.4.1.0"
 LINK_DOWN: Final = "1.3.6.1.6.3.1.1.5.3"
 IF_INDEX: Final = "1.3.6.1.2.1.2.2.1.1"
 IF_ADMIN_STATUS: Final = "1.3.6.1.2.1.2.2.1.7"
