@@ -90,12 +90,12 @@ class Daemon:
         self.engine = RuleEngine(rules)
         self.profiles = load_profiles_for(loaded)
         self.router = Router(self.config.routing)
-        inventory = Inventory(self.config)
+        self.inventory = Inventory(self.config)
         self.book = AlarmBook(
-            inventory,
+            self.inventory,
             self.router.lead_team,
             self.metrics,
-            Correlator(inventory, self.config.routing),
+            Correlator(self.inventory, self.config.routing),
             reopen_window=self.config.clocks.observation,
             watch_window=self.config.clocks.business_watch,
         )
@@ -116,7 +116,6 @@ class Daemon:
         self.samples: asyncio.Queue[Sample | None] = asyncio.Queue(self.config.queue_size)
         self.events: asyncio.Queue[Event] = asyncio.Queue(self.config.queue_size)
         self.changes: asyncio.Queue[Change | None] = asyncio.Queue()
-        self.inventory = Inventory(self.config)
         self.pollers = {
             d.name: DevicePoller(
                 d,

@@ -232,9 +232,7 @@ def _check_rules(files: list[Path]) -> int:
 class _BookJudge:
     """Rule tests through the real alarm stage: lead team after correlation, root causes."""
 
-    def __init__(self, config_path: Path | None) -> None:
-
-        config = load(config_path).config if config_path else Config()
+    def __init__(self, config: Config) -> None:
         inventory = Inventory(config)
         self.book = AlarmBook(
             inventory, Router(config.routing).lead_team, Metrics(), Correlator(inventory, config.routing)
@@ -265,7 +263,7 @@ def _test_rules(files: list[Path]) -> int:
             spec = validate(doc, RuleTestFile)
             rule_paths = [path.parent / f for f in spec.rule_files]
             rules = compile_docs(read_yaml(p) for p in rule_paths)
-            config = path.parent / spec.config if spec.config else None
+            config = load(path.parent / spec.config).config if spec.config else Config()
             for i, test in enumerate(spec.tests):
                 failures = run_test(test, rules, _BookJudge(config))
                 where = doc.where(("tests", i))
