@@ -111,3 +111,15 @@ def stop_pid(pid_file: Path, grace: float = 20.0) -> bool:
         with contextlib.suppress(subprocess.TimeoutExpired):
             child.wait(5)
     return True
+
+
+def serve_until_interrupted(stop: Callable[[], None]) -> int:
+    """Keep a started peer running until Ctrl-C, then stop it; the exit code of a ``run`` command."""
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
+    return 0

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from devenv import REPO, PeerError, cache_dir, free_port, stop_pid, track, wait_until
+from devenv import REPO, PeerError, cache_dir, free_port, serve_until_interrupted, stop_pid, track, wait_until
 
 SNMPSIM = ("snmpsim==1.2.2", "pysmi==2.0.0")
 DEVICES = REPO / "sim" / "devices"
@@ -189,14 +189,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"simnet: {exc}", file=sys.stderr)
         return 1
     print(f"snmpsim on 127.0.0.1:{sim.port} serving {', '.join(sim.devices)}", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sim.stop()
-    return 0
+    return serve_until_interrupted(sim.stop)
 
 
 if __name__ == "__main__":

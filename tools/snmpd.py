@@ -49,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from devenv import PeerError, free_port, log_tail, stop_pid, track, wait_until
+from devenv import PeerError, free_port, log_tail, serve_until_interrupted, stop_pid, track, wait_until
 
 SNMPD = "/usr/sbin/snmpd"
 SNMPGET = "snmpget"
@@ -390,14 +390,7 @@ def main(argv: list[str] | None = None) -> int:
     for user in sd.users:
         print(f"  v3 user: {json.dumps(asdict(user))}")
     print(f"  wrap counters: {IF_IN_OCTETS} {IF_HC_IN_OCTETS} {WRAP_ROOT}.*", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        sd.stop()
-    return 0
+    return serve_until_interrupted(sd.stop)
 
 
 if __name__ == "__main__":
