@@ -46,6 +46,9 @@ class Router:
         return self._related.get(team, ())
 
 
+_DEFAULT = Router()
+
+
 def lead_team(alarm_class: AlarmClass) -> Team:
     """The team that leads a fault of this class under the default route tree."""
-    return Router().lead_team({"alarm_class": alarm_class.value})
+    return _DEFAULT.lead_team({"alarm_class": alarm_class.value})
