@@ -15,6 +15,7 @@ have_cmd /usr/sbin/snmpd || need+=(snmpd)
 have_cmd /usr/sbin/snmptrapd || need+=(snmptrapd)
 have_cmd chromium || need+=(chromium)
 have_cmd promtool || need+=(prometheus)
+have_cmd prometheus-snmp-exporter || need+=(prometheus-snmp-exporter)
 have_pkg python3-venv || need+=(python3-venv)
 [ -x /usr/bin/python3 ] || need+=(python3)
 

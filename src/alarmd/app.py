@@ -19,6 +19,7 @@ from alarmd.announce import Announcer, FeedbackRejectedError
 from alarmd.api import Api
 from alarmd.board import BOARD_HTML
 from alarmd.clock import Clock, SystemClock
+from alarmd.collector.fastsnmp import FastSnmpClient
 from alarmd.collector.poller import DevicePoller
 from alarmd.collector.probe import IcmpProber
 from alarmd.collector.profile import Profile, load_profiles
@@ -85,7 +86,8 @@ class Daemon:
         self.config = loaded.config
         self.metrics = metrics or Metrics()
         self.clock = clock or SystemClock()
-        self.snmp = snmp or PysnmpClient(self.config.polling.max_in_flight)
+        in_flight = self.config.polling.max_in_flight
+        self.snmp = snmp or FastSnmpClient(in_flight, v3=PysnmpClient(in_flight))
         self.sink = sink or KafkaSink(self.config.kafka)
         self.engine = RuleEngine(rules)
         self.profiles = load_profiles_for(loaded)

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import contextlib
+import json
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -378,3 +380,60 @@ def test_integer_encoding_is_minimal() -> None:
     ]:
         assert ber.encode_value("Integer", value).hex() == encoded
     assert ber.encode_value("Counter32", U32).hex() == "410500ffffffff"
+
+
+# --------------------------------------------------------------------------- recorded corpus
+
+CORPUS = [
+    json.loads(line)
+    for line in (Path(__file__).parent / "corpus" / "responses.jsonl")
+    .read_text(encoding="utf-8")
+    .splitlines()
+]
+
+
+def _pysnmp_decode(data: bytes) -> tuple[int, bytes, int, int, int, int, list[tuple[str, object]]]:
+    version = int(api.decodeMessageVersion(data))
+    proto = api.PROTOCOL_MODULES[version]
+    msg, rest = asn1_decoder.decode(data, asn1Spec=proto.Message())
+    assert rest == b""
+    pdu = proto.apiMessage.get_pdu(msg)
+    tag = pdu.tagSet[0][2] | 0xA0
+    fields = (
+        int(proto.apiPDU.get_request_id(pdu)),
+        int(pdu.getComponentByPosition(1)),
+        int(pdu.getComponentByPosition(2)),
+    )
+    varbinds = [(str(oid), _plain(value)) for oid, value in proto.apiPDU.get_varbinds(pdu)]
+    return (version, bytes(proto.apiMessage.get_community(msg)), tag, *fields, varbinds)
+
+
+def _ours(data: bytes) -> tuple[int, bytes, int, int, int, int, list[tuple[str, object]]]:
+    msg = ber.decode_message(data)
+    return (
+        msg.version,
+        msg.community,
+        int(msg.pdu_type),
+        msg.request_id,
+        msg.error_status,
+        msg.error_index,
+        [(vb.oid, vb.value) for vb in msg.varbinds],
+    )
+
+
+def test_the_recorded_corpus_covers_what_agents_send() -> None:
+    kinds = {vb.type for row in CORPUS for vb in ber.decode_message(bytes.fromhex(row["response"])).varbinds}
+    assert kinds >= {"Integer", "OctetString", "Counter32", "Counter64", "Gauge32", "TimeTicks"}
+    assert kinds >= {"ObjectIdentifier", "IpAddress", "endOfMibView", "noSuchObject", "noSuchInstance"}
+    assert {row["agent"].split("/")[0] for row in CORPUS} == {"snmpd", "snmpsim"}
+    assert any(len(row["response"]) > 2 * 0xFFFF // 256 for row in CORPUS)  # long-form lengths
+
+
+def test_recorded_agent_traffic_decodes_as_pysnmp_decodes_it() -> None:
+    checked = 0
+    for number, row in enumerate(CORPUS, 1):
+        for field in ("request", "response"):
+            data = bytes.fromhex(row[field])
+            assert _ours(data) == _pysnmp_decode(data), f"corpus line {number} ({row['agent']}), {field}"
+            checked += 1
+    assert checked == 2 * len(CORPUS) > 500

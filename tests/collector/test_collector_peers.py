@@ -11,9 +11,10 @@ import pytest
 
 import snmpd as snmpd_tool  # tools/, on sys.path via conftest
 from alarmd.clock import Clock, SystemClock
+from alarmd.collector.fastsnmp import FastSnmpClient
 from alarmd.collector.poller import DevicePoller
 from alarmd.collector.profile import load_profiles
-from alarmd.collector.snmp import PysnmpClient, SnmpError, Target
+from alarmd.collector.snmp import PysnmpClient, SnmpClient, SnmpError, Target
 from alarmd.config import DeviceConfig, PollingConfig, SnmpV1, SnmpV2c, SnmpV3
 from alarmd.metrics import Metrics
 from alarmd.model import Sample
@@ -35,9 +36,11 @@ def agent() -> Iterator[snmpd_tool.Snmpd]:
         sd.stop()
 
 
-@pytest.fixture
-async def client() -> AsyncIterator[PysnmpClient]:
-    c = PysnmpClient(max_in_flight=8)
+@pytest.fixture(params=["fast", "pysnmp"])
+async def client(request: pytest.FixtureRequest) -> AsyncIterator[SnmpClient]:
+    c: SnmpClient = PysnmpClient(max_in_flight=8)
+    if request.param == "fast":
+        c = FastSnmpClient(max_in_flight=8, v3=c)
     try:
         yield c
     finally:
@@ -50,7 +53,7 @@ def target(port: int, credentials: SnmpV1 | SnmpV2c | SnmpV3, name: str = "agent
 
 @pytest.mark.parametrize("user", [u.name for u in snmpd_tool.DEFAULT_USERS])
 async def test_snmpv3_every_security_level_and_protocol(
-    agent: snmpd_tool.Snmpd, client: PysnmpClient, user: str
+    agent: snmpd_tool.Snmpd, client: SnmpClient, user: str
 ) -> None:
     creds = SnmpV3.model_validate(agent.user(user).as_config())
     result = await client.get(target(agent.port, creds), [SYS_NAME])
@@ -58,7 +61,7 @@ async def test_snmpv3_every_security_level_and_protocol(
     assert result[SYS_NAME]
 
 
-async def test_snmpv3_wrong_auth_key_is_an_auth_error(agent: snmpd_tool.Snmpd, client: PysnmpClient) -> None:
+async def test_snmpv3_wrong_auth_key_is_an_auth_error(agent: snmpd_tool.Snmpd, client: SnmpClient) -> None:
     config = {**agent.user("alarmd-sha256-aes128").as_config(), "auth_key": "not-the-right-key"}
     with pytest.raises(SnmpError) as err:
         await client.get(target(agent.port, SnmpV3.model_validate(config)), [SYS_NAME])
@@ -66,7 +69,7 @@ async def test_snmpv3_wrong_auth_key_is_an_auth_error(agent: snmpd_tool.Snmpd, c
 
 
 async def test_snmpv1_walks_with_getnext_to_the_end_of_a_column(
-    agent: snmpd_tool.Snmpd, client: PysnmpClient
+    agent: snmpd_tool.Snmpd, client: SnmpClient
 ) -> None:
     v1 = SnmpV1(version="1", community=agent.community)  # type: ignore[arg-type]
     table = await client.walk(target(agent.port, v1), ["1.3.6.1.2.1.2.2.1.2", "1.3.6.1.2.1.2.2.1.8"], 25)
@@ -95,7 +98,7 @@ async def test_counter32_wrap_on_a_real_agent_gives_true_rates(
         }
     )
     assert device.snmp is not None
-    client = PysnmpClient()
+    client = FastSnmpClient(v3=PysnmpClient())
     poller = DevicePoller(
         device,
         credentials=device.snmp,
@@ -123,7 +126,7 @@ def _values(samples: list[Sample], metric: str) -> list[float]:
     return [s.value for s in samples if s.metric == metric]
 
 
-def sim_poller(sim: Any, name: str, kind: str, client: PysnmpClient, clock: Clock) -> DevicePoller:
+def sim_poller(sim: Any, name: str, kind: str, client: SnmpClient, clock: Clock) -> DevicePoller:
     device = DeviceConfig.model_validate(
         {"name": name, "kind": kind, "address": "127.0.0.1", "port": sim.port, "snmp": {"community": name}}
     )
@@ -139,9 +142,7 @@ def sim_poller(sim: Any, name: str, kind: str, client: PysnmpClient, clock: Cloc
     )
 
 
-async def test_optical_transceiver_profile_reads_power_per_port(
-    sim_network: Any, client: PysnmpClient
-) -> None:
+async def test_optical_transceiver_profile_reads_power_per_port(sim_network: Any, client: SnmpClient) -> None:
     poller = sim_poller(sim_network, "optical-tx-01", "optical_transceiver", client, FakeClock())
     samples = await poller.poll_once()
     rx = [s for s in samples if s.metric == "optical_rx_power_dbm"]
@@ -155,7 +156,7 @@ async def test_optical_transceiver_profile_reads_power_per_port(
     assert [s.value for s in samples if s.metric == "module_temperature_celsius"] == [pytest.approx(41.3)]
 
 
-async def test_protocol_converter_profile_reads_e1_alarms(sim_network: Any, client: PysnmpClient) -> None:
+async def test_protocol_converter_profile_reads_e1_alarms(sim_network: Any, client: SnmpClient) -> None:
     poller = sim_poller(sim_network, "proto-conv-01", "protocol_converter", client, FakeClock())
     quiet = {s.metric: s.value for s in await poller.poll_once() if s.metric.startswith("e1_loss")}
     assert quiet == {"e1_loss_of_signal": 0.0, "e1_loss_of_frame": 0.0}
@@ -170,7 +171,7 @@ async def test_protocol_converter_profile_reads_e1_alarms(sim_network: Any, clie
     assert next(s.value for s in samples if s.metric == "e1_loss_of_frame") == 1.0
 
 
-async def test_cpe_router_profile_measures_the_congested_wan(sim_network: Any, client: PysnmpClient) -> None:
+async def test_cpe_router_profile_measures_the_congested_wan(sim_network: Any, client: SnmpClient) -> None:
     poller = sim_poller(sim_network, "cpe-router-01", "cpe_router", client, SystemClock())
     await poller.poll_once()
     await asyncio.sleep(1.0)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -156,8 +156,54 @@ def auth_data(credentials: SnmpV1 | SnmpV2c | SnmpV3) -> CommunityData | UsmUser
 NO_SUCH_NAME = 2
 
 
-def _parse(oid: str) -> tuple[int, ...]:
-    return tuple(int(p) for p in oid.strip(".").split("."))
+#: One fetched variable binding: (numeric OID, value, whether it is endOfMibView).
+Fetched = tuple[str, SnmpValue, bool]
+#: One GETBULK (or, for v1, GETNEXT) round: OIDs in, (v1 error-status, varbinds) out.
+Fetch = Callable[[list[str]], Awaitable[tuple[int, list[Fetched]]]]
+
+
+async def walk_columns(columns: Sequence[str], v1: bool, fetch: Fetch) -> dict[str, dict[str, SnmpValue]]:
+    """Walk table columns with ``fetch``: ``{column_oid: {index: value}}``.
+
+    A column ends at endOfMibView, at the first OID outside it, or at an OID that does not
+    increase (an agent looping).  v1 has no GETBULK and ends a walk with noSuchName: one
+    column per GETNEXT there.
+    """
+    prefixes = {col: col.strip(".") + "." for col in columns}
+    result: dict[str, dict[str, SnmpValue]] = {col: {} for col in columns}
+    cursor: dict[str, tuple[int, ...]] = dict.fromkeys(columns, ())
+    last: dict[str, str] = {col: col.strip(".") for col in columns}
+    active = list(columns)
+    while active:
+        batch = active[:1] if v1 else active
+        status, varbinds = await fetch([last[c] for c in batch])
+        if status == NO_SUCH_NAME:
+            active = active[1:]
+            continue
+        done: set[str] = set(batch[len(varbinds) :])
+        width = len(batch)
+        for i, (oid, value, end_of_mib) in enumerate(varbinds):
+            col = batch[i % width]
+            if col in done:
+                continue
+            prefix = prefixes[col]
+            if end_of_mib or not oid.startswith(prefix):
+                done.add(col)
+                continue
+            index = oid[len(prefix) :]
+            try:
+                position = tuple(map(int, index.split(".")))
+            except ValueError:
+                done.add(col)
+                continue
+            if position <= cursor[col]:
+                done.add(col)
+                continue
+            result[col][index] = value
+            cursor[col] = position
+            last[col] = oid
+        active = [c for c in active if c not in done]
+    return result
 
 
 class PysnmpClient:
@@ -214,15 +260,10 @@ class PysnmpClient:
     ) -> dict[str, dict[str, SnmpValue]]:
         """GETBULK-walk table columns: ``{column_oid: {index: value}}``."""
         transport = await self._transport(target)
-        prefixes = {col: _parse(col) for col in columns}
-        result: dict[str, dict[str, SnmpValue]] = {col: {} for col in columns}
-        cursor = {col: prefixes[col] for col in columns}
         v1 = isinstance(target.credentials, SnmpV1)
-        # v1 has no GETBULK and ends a walk with noSuchName: one column per GETNEXT there.
-        active = list(columns)
-        while active:
-            batch = active[:1] if v1 else active
-            objects = [ObjectType(ObjectIdentity(".".join(map(str, cursor[c])))) for c in batch]
+
+        async def fetch(oids: list[str]) -> tuple[int, list[Fetched]]:
+            objects = [ObjectType(ObjectIdentity(oid)) for oid in oids]
             async with self._limit:
                 if v1:
                     indication, status, index, varbinds = await next_cmd(
@@ -245,27 +286,14 @@ class PysnmpClient:
                         lookupMib=False,
                     )
             if v1 and not indication and status and int(status) == NO_SUCH_NAME:
-                active = active[1:]
-                continue
+                return NO_SUCH_NAME, []
             self._check(target, indication, status, index)
-            done: set[str] = set(batch[len(varbinds) :])
-            for i, vb in enumerate(varbinds):
-                col = batch[i % len(batch)]
-                if col in done:
-                    continue
-                oid = _oid(vb)
-                prefix = prefixes[col]
-                if (
-                    isinstance(vb[1], rfc1905.EndOfMibView)
-                    or oid[: len(prefix)] != prefix
-                    or oid <= cursor[col]
-                ):
-                    done.add(col)
-                    continue
-                result[col][".".join(map(str, oid[len(prefix) :]))] = _convert(vb[1])
-                cursor[col] = oid
-            active = [c for c in active if c not in done]
-        return result
+            return 0, [
+                (".".join(map(str, _oid(vb))), _convert(vb[1]), isinstance(vb[1], rfc1905.EndOfMibView))
+                for vb in varbinds
+            ]
+
+        return await walk_columns(columns, v1, fetch)
 
     def close(self) -> None:
         """Release sockets."""
