@@ -349,6 +349,12 @@ def _pdu(data: bytes, pos: int, end: int) -> tuple[Pdu, int]:
 def message_version(data: bytes) -> int:
     """The msgVersion of an SNMP message (0 = v1, 1 = v2c, 3 = v3), read without decoding the rest."""
     data = bytes(data)
+    if len(data) > 5 and data[0] == SEQUENCE and data[1] != 0x80:
+        # The common shape, read in place: a one-octet INTEGER right after the message header.
+        pos = 2 if data[1] < 0x80 else 2 + (data[1] & 0x7F)
+        if pos + 3 <= len(data) and data[pos] == INTEGER and data[pos + 1] == 1:
+            version = data[pos + 2]
+            return version - 256 if version & 0x80 else version
     start, stop = _expect(data, 0, len(data), SEQUENCE, "message")
     s, p = _expect(data, start, stop, INTEGER, "version")
     return _int(data, s, p)

@@ -102,15 +102,16 @@ class RuleEngine:
         labels = event_labels(event)
         out: list[AlarmTransition] = []
         for rule in self._events:
+            resolves = rule.resolve is not None and matches_all(rule.resolve, labels)
+            if not resolves and not matches_all(rule.matchers, labels):
+                continue
             identity = {"alertname": rule.name, **{name: labels.get(name, "") for name in rule.by}}
             key = (rule.name, fingerprint(identity))
             state = self._state.get(key)
-            if rule.resolve is not None and matches_all(rule.resolve, labels):
+            if resolves:
                 if state is not None and state.firing:
                     del self._state[key]
                     out.append(self._transition("resolved", rule, state, value=0.0, at=event.at, fp=key[1]))
-                continue
-            if not matches_all(rule.matchers, labels):
                 continue
             if state is None:
                 state = self._state[key] = _State(event.at, {**labels, **rule.labels, "alertname": rule.name})
