@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps peers run demo test unit lint type bench install clean
+.PHONY: setup system-deps peers run demo test unit chaos lint type bench install clean
 
 PREFIX ?= /opt/alarmd
 CONFDIR ?= /etc/alarmd
@@ -41,6 +41,10 @@ unit: $(STAMP)
 
 test: setup lint type
 	$(BIN)/pytest -v
+
+# Fault injection (broker and daemon kills, a trap flood, bad agents, a full disk) with its summary table.
+chaos: setup
+	$(BIN)/pytest -v -m chaos
 
 # Benchmarks, each against its peer in the same run, 127.0.0.1 only, < 6 minutes: results in bench/results/{latest,<workload>}.json.
 # `make bench BENCH_ARGS=--quick` for a short smoke run.

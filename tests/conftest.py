@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,3 +40,47 @@ def sim_network() -> Iterator[simnet.SimNet]:
         yield sim
     finally:
         sim.stop()
+
+
+# --------------------------------------------------------------------------- fault-injection summary
+
+CHAOS_SUMMARY = REPO / "tests" / "artifacts" / "chaos-summary.json"
+CHAOS_COLUMNS = ("expected", "delivered", "duplicates", "max_rss_mb", "drops_counted")
+_chaos_rows: list[dict[str, Any]] = []
+
+
+@pytest.fixture
+def chaos_report(request: pytest.FixtureRequest) -> Callable[..., None]:
+    """Record this scenario's row of the fault-injection table (printed at the end of the run)."""
+
+    def record(scenario: str, **figures: Any) -> None:
+        unknown = set(figures) - set(CHAOS_COLUMNS) - {"note"}
+        assert not unknown, f"unknown chaos columns {unknown}"
+        _chaos_rows.append({"scenario": scenario, "nodeid": request.node.nodeid, **figures})
+
+    return record
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print the fault-injection table and keep it in tests/artifacts/chaos-summary.json."""
+    if not _chaos_rows:
+        return
+    outcome = {
+        report.nodeid: report.outcome
+        for reports in terminalreporter.stats.values()
+        for report in reports
+        if isinstance(report, pytest.TestReport) and report.when == "call"
+    }
+    rows = [{**row, "result": outcome.get(row["nodeid"], "error")} for row in _chaos_rows]
+    header = ("scenario", *CHAOS_COLUMNS, "result")
+    table = [[str(row.get(col, "-")) for col in header] for row in rows]
+    widths = [max(len(h), *(len(r[i]) for r in table)) for i, h in enumerate(header)]
+    terminalreporter.section("fault injection")
+    terminalreporter.write_line("  ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)))
+    for line in table:
+        terminalreporter.write_line("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)))
+    for row in rows:
+        if row.get("note"):
+            terminalreporter.write_line(f"{row['scenario']}: {row['note']}")
+    CHAOS_SUMMARY.parent.mkdir(parents=True, exist_ok=True)
+    CHAOS_SUMMARY.write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")

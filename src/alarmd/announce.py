@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from alarmd.alarms.clocks import ClockPolicy, NoticeKind, Timer
 from alarmd.alarms.lifecycle import AlarmBook, Change
-from alarmd.alarms.store import Store
+from alarmd.alarms.store import Store, StoreError
 from alarmd.clock import Clock
 from alarmd.config import KafkaTopics
 from alarmd.dispatch.outbox import Dispatcher
@@ -63,6 +63,15 @@ class Announcer:
     def tell(self, change: Change) -> None:
         """Announce one alarm change (or keep quiet, for a child), and store the fault's new state."""
         alarm = change.alarm
+        dispatched = alarm.dispatched
+        try:
+            self._tell(change)
+        except StoreError:
+            alarm.dispatched = dispatched  # nothing was stored, so nothing was announced either
+            raise
+
+    def _tell(self, change: Change) -> None:
+        alarm = change.alarm
         with self.store.transaction():
             if change.kind == "raised" or (change.kind == "released" and not alarm.dispatched):
                 alarm.dispatched = True
@@ -110,34 +119,41 @@ class Announcer:
         """Act on every due timer once; return how many acted."""
         acted = 0
         for timer in self.store.due_timers(now):
-            with self.store.transaction():
-                if not self.store.done(timer):
-                    continue
-                alarm = book.find(timer.alarm_id)
-                if alarm is None:
-                    continue
-                kind, follow = self.clocks.on_fire(alarm, timer)
-                self.store.add_timers(follow)
-                if kind is None:
-                    continue
-                if kind == "escalation":
-                    alarm.extra["escalated_at"] = isotime(timer.due)
-                elif kind == "status_update":
-                    alarm.extra["status_updates"] = str(timer.seq)
-                elif kind == "closed":
-                    alarm.extra["closed"] = "true"
-                    book.forget(alarm)
-                self._notice(alarm, kind, timer.seq)
-                self.store.save(alarm, kind, f"due {isotime(timer.due)}")
-                acted += 1
-                log.info(
-                    "clock_fired",
-                    alarm_id=alarm.alarm_id,
-                    kind=kind,
-                    due=isotime(timer.due),
-                    circuit=alarm.circuit,
-                    tier=alarm.tier.value if alarm.tier else None,
-                )
+            alarm = book.find(timer.alarm_id)
+            before = dict(alarm.extra) if alarm is not None else {}
+            try:
+                with self.store.transaction():
+                    if not self.store.done(timer) or alarm is None:
+                        continue
+                    kind, follow = self.clocks.on_fire(alarm, timer)
+                    self.store.add_timers(follow)
+                    if kind is None:
+                        continue
+                    if kind == "escalation":
+                        alarm.extra["escalated_at"] = isotime(timer.due)
+                    elif kind == "status_update":
+                        alarm.extra["status_updates"] = str(timer.seq)
+                    elif kind == "closed":
+                        alarm.extra["closed"] = "true"
+                    self._notice(alarm, kind, timer.seq)
+                    self.store.save(alarm, kind, f"due {isotime(timer.due)}")
+            except StoreError:
+                if alarm is not None:
+                    alarm.extra = before  # the timer stays due and fires again once the store is writable
+                raise
+            assert alarm is not None
+            assert kind is not None
+            if kind == "closed":
+                book.forget(alarm)
+            acted += 1
+            log.info(
+                "clock_fired",
+                alarm_id=alarm.alarm_id,
+                kind=kind,
+                due=isotime(timer.due),
+                circuit=alarm.circuit,
+                tier=alarm.tier.value if alarm.tier else None,
+            )
         return acted
 
     # ------------------------------------------------------------------ ticketing

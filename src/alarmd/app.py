@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 from collections import Counter
+from collections.abc import Callable
 
 import structlog
 
@@ -14,7 +16,7 @@ from alarmd.alarms.clocks import ClockPolicy
 from alarmd.alarms.inhibit import Correlator
 from alarmd.alarms.lifecycle import AlarmBook, Change
 from alarmd.alarms.preprocess import verdict
-from alarmd.alarms.store import Store
+from alarmd.alarms.store import Store, StoreError
 from alarmd.announce import Announcer, FeedbackRejectedError
 from alarmd.api import Api
 from alarmd.board import BOARD_HTML
@@ -162,6 +164,7 @@ class Daemon:
             reload=self.reload,
             guarded=self.api.guard(self.reload) if self.api.tokens else None,
             pages={"/board": ("text/html; charset=utf-8", BOARD_HTML)},
+            problem=self.problem,
         )
 
     def _emit(self, sample: Sample) -> None:
@@ -193,7 +196,8 @@ class Daemon:
         await self.events.put(self.enrich(parse_upstream(payload, self.clock.now())))
 
     async def _on_feedback(self, payload: bytes, key: bytes | None) -> None:
-        self.announcer.feedback(payload, self.book)
+        if not self._stored("ticket_feedback", lambda: self.announcer.feedback(payload, self.book)):
+            raise StoreError(self.store.problem or "the alarm store is not writable")  # fetched again later
 
     async def _forward_traps(self, receiver: TrapReceiver) -> None:
         while True:
@@ -213,7 +217,36 @@ class Daemon:
         while (change := await self.changes.get()) is not None:
             if change.kind in ("raised", "released") and not change.alarm.dispatched:
                 await self._preprocess(change.alarm)
-            self.announcer.tell(change)
+            delay = 1.0
+            while not self._stored("announce", lambda: self.announcer.tell(change)):
+                # Held in memory, in order, until the store takes it: stored first, then sent.
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+
+    def _stored(self, operation: str, write: Callable[[], object]) -> bool:
+        """Run a store write; on failure say so loudly, count it and fail the health check."""
+        failure: str | None = None
+        try:
+            write()
+        except StoreError as exc:
+            failure = str(exc)
+        if failure is not None:
+            self.metrics.store_errors.labels(operation).inc()
+            self.metrics.store_writable.set(0)
+            log.error(
+                "store_write_failed",
+                operation=operation,
+                error=failure,
+                detail="alarm changes wait in memory and are retried; /-/healthy fails meanwhile",
+            )
+            return False
+        if self.store.problem is None:
+            self.metrics.store_writable.set(1)
+        return True
+
+    def problem(self) -> str | None:
+        """Why the daemon is unhealthy (the store or outbox cannot be written), or None."""
+        return self.store.problem or self.dispatcher.problem
 
     async def _preprocess(self, alarm: Alarm) -> None:
         """Dial-test the circuit's path and targets within the budget and attach a verdict (SPEC §4)."""
@@ -282,7 +315,7 @@ class Daemon:
             self._judge(self.engine.tick(now))
             for change in self.book.tick(now):
                 self._tell(change)
-            self.announcer.on_timers(self.book, now)
+            self._stored("timers", functools.partial(self.announcer.on_timers, self.book, now))
             self.dispatcher.refresh_metrics(now)
             self._export_outages()
             stages = Counter(a.lifecycle for a in (*self.book.active.values(), *self.book.recent.values()))

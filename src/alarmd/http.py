@@ -41,6 +41,7 @@ class HttpServer:
         reload: Callable[[], bool] | None = None,
         guarded: Guarded | None = None,
         pages: Mapping[str, tuple[str, bytes]] | None = None,
+        problem: Callable[[], str | None] | None = None,
     ) -> None:
         self.host, self.port = host, port
         self.metrics = metrics
@@ -48,6 +49,7 @@ class HttpServer:
         self.reload = reload
         self.guarded = guarded
         self.pages = dict(pages or {})
+        self.problem = problem
         self._server: asyncio.Server | None = None
 
     async def start(self) -> None:
@@ -71,13 +73,22 @@ class HttpServer:
             return 405, "text/plain", b"only GET\n"
         if path == "/metrics":
             return 200, CONTENT_TYPE_LATEST, generate_latest(self.metrics.registry)
-        if path == "/-/ready" and not self.ready():
-            return 503, "text/plain", b"starting\n"
+        if (unwell := self._unwell(path)) is not None:
+            return unwell
         pages = {"/-/healthy": ("text/plain", b"OK\n"), "/-/ready": ("text/plain", b"ready\n"), **self.pages}
         if path not in pages:
             return 404, "text/plain", b"not found; try /metrics, /-/healthy, /-/ready, POST /-/reload\n"
         ctype, body = pages[path]
         return 200, ctype, body
+
+    def _unwell(self, path: str) -> Reply | None:
+        """503 for ``/-/ready`` while starting and for ``/-/healthy`` while something is wrong."""
+        if path == "/-/ready" and not self.ready():
+            return 503, "text/plain", b"starting\n"
+        trouble = self.problem() if self.problem is not None and path == "/-/healthy" else None
+        if trouble:
+            return 503, "text/plain", f"unhealthy: {trouble}\n".encode()
+        return None
 
     def _control(self, method: str, target: str, authorization: str | None, peer: str) -> Reply:
         """The API and reload: through the token guard when one is configured."""

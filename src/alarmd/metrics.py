@@ -166,6 +166,17 @@ class Metrics:
         self.outbox_depth = Gauge(
             "alarmd_dispatch_outbox_depth", "Messages waiting to be acknowledged by Kafka.", registry=r
         )
+        self.store_errors = Counter(
+            "alarmd_store_write_errors_total",
+            "Failed alarm store and outbox writes (disk full, I/O error), by operation; each is retried.",
+            ["operation"],
+            registry=r,
+        )
+        self.store_writable = Gauge(
+            "alarmd_store_writable",
+            "1 while the alarm store accepts writes, 0 after a failed write until one succeeds again.",
+            registry=r,
+        )
         self.traps_received = Counter(
             "alarmd_traps_received_total",
             "Traps and INFORMs accepted, by SNMP version and PDU type.",

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 import sqlite3
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 from alarmd.alarms.clocks import Timer
@@ -51,6 +52,15 @@ class StoreError(Exception):
     """The store cannot be opened or written; the message says which file and why."""
 
 
+def write_failure(path: Path, exc: BaseException) -> str:
+    """Why a write to the database at ``path`` failed, with the free space left beside it."""
+    try:
+        free = f"{shutil.disk_usage(path.parent).free} bytes free on {path.parent}"
+    except OSError as err:
+        free = f"free space of {path.parent} unknown: {err.strerror}"
+    return f"{path}: cannot write the alarm store: {exc} ({free})"
+
+
 def alarm_to_json(alarm: Alarm) -> str:
     """An alarm as JSON."""
     return json.dumps(dataclasses.asdict(alarm), sort_keys=True)
@@ -79,6 +89,8 @@ class Store:
         except (OSError, sqlite3.Error) as exc:
             raise StoreError(f"{path}: cannot open the alarm store: {exc}") from None
         self._depth = 0
+        #: Why the last transaction failed to commit; None once one commits again.
+        self.problem: str | None = None
 
     def _migrate(self) -> None:
         version = int(self.connection.execute("PRAGMA user_version").fetchone()[0])
@@ -92,7 +104,11 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        """Everything inside is committed together (nesting joins the outer transaction)."""
+        """Everything inside is committed together (nesting joins the outer transaction).
+
+        A database error (disk full, I/O error, a read-only file) rolls back, is remembered in
+        :attr:`problem` until a later transaction commits, and is raised as :class:`StoreError`.
+        """
         if self._depth:
             self._depth += 1
             try:
@@ -100,17 +116,26 @@ class Store:
             finally:
                 self._depth -= 1
             return
-        self.connection.execute("BEGIN IMMEDIATE")
-        self._depth = 1
         try:
-            yield
-        except BaseException:
-            self.connection.execute("ROLLBACK")
-            raise
-        else:
+            self.connection.execute("BEGIN IMMEDIATE")
+            self._depth = 1
+            try:
+                yield
+            except BaseException:
+                if self.connection.in_transaction:
+                    with suppress(sqlite3.Error):
+                        self.connection.execute("ROLLBACK")
+                raise
             self.connection.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if self.connection.in_transaction:
+                with suppress(sqlite3.Error):
+                    self.connection.execute("ROLLBACK")
+            self.problem = write_failure(self.path, exc)
+            raise StoreError(self.problem) from exc
         finally:
             self._depth = 0
+        self.problem = None
 
     def save(self, alarm: Alarm, event: str, detail: str = "") -> None:
         """Store an alarm's current state and note the event in its history."""

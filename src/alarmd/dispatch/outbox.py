@@ -141,7 +141,18 @@ class Dispatcher:
         self._monotonic = monotonic
         self._wake = asyncio.Event()
         self._started = False
+        #: Why the outbox could not be read or written, until a message is acknowledged again.
+        self.problem: str | None = None
         self.metrics.outbox_depth.set(outbox.depth())
+
+    async def _store_failed(self, operation: str, exc: sqlite3.Error, delay: float) -> float:
+        """Report a failed outbox read or write, wait, and return the next delay."""
+        self.problem = f"outbox: {exc}"
+        self.metrics.store_errors.labels(operation).inc()
+        self.metrics.store_writable.set(0)
+        log.error("store_write_failed", operation=operation, error=str(exc), retry_in=delay)
+        await asyncio.sleep(delay)
+        return min(delay * 2, self.max_backoff)
 
     def refresh_metrics(self, now: float) -> None:
         """Export the outbox's depth and the age of its oldest message."""
@@ -164,7 +175,11 @@ class Dispatcher:
         """Send until ``stop`` is set and the outbox is empty (the caller bounds the drain)."""
         delay = self.backoff
         while True:
-            batch = self.outbox.pending()
+            try:
+                batch = self.outbox.pending()
+            except sqlite3.Error as exc:
+                delay = await self._store_failed("outbox_read", exc, delay)
+                continue
             if not batch:
                 if stop.is_set():
                     return
@@ -196,7 +211,13 @@ class Dispatcher:
                     delay = min(delay * 2, self.max_backoff)
                     break
                 self.metrics.kafka_latency.observe(self._monotonic() - started)
-                self.outbox.ack(message.id)
+                try:
+                    self.outbox.ack(message.id)
+                except sqlite3.Error as exc:
+                    # Sent but still in the outbox: it goes again, an exact duplicate consumers drop by id.
+                    delay = await self._store_failed("outbox_ack", exc, delay)
+                    break
+                self.problem = None
                 self.metrics.workorders_sent.labels(message.kind).inc()
                 self.metrics.outbox_depth.set(self.outbox.depth())
                 delay = self.backoff
