@@ -11,13 +11,14 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 REPO = Path(__file__).resolve().parent.parent
 ESCALATE_AFTER = 8.0
@@ -75,7 +76,7 @@ def seconds(stamp: str) -> float:
 
 
 async def test_escalation_is_sent_once_on_time_across_a_crash_and_an_ack_stops_no_clock(
-    tmp_path: Path, kafka_bootstrap: str, sim_network: Any
+    tmp_path: Path, kafka_bootstrap: str, sim_network: Any, chaos_report: Callable[..., None]
 ) -> None:
     topic = f"alarmd.lifecycle.{uuid.uuid4().hex[:8]}"
     (tmp_path / "alarmd.yml").write_text(
@@ -155,6 +156,17 @@ async def test_escalation_is_sent_once_on_time_across_a_crash_and_an_ack_stops_n
         assert "status_update" in kinds
         assert [t for t, _, _ in seen].count("workorders") == 1, "no second work order after the restart"
         assert any(e["event"] == "alarms_restored" for e in logs(tmp_path, 2))
+        late = seconds(escalation["sent_at"]) - raised - ESCALATE_AFTER
+        delivered = [t for t, _, _ in seen if t == "workorders"] + [
+            k for k in kinds if k in ("notice", "escalation")
+        ]
+        chaos_report(
+            "2 daemon SIGKILLed between dispatch and escalation",
+            expected=3,  # work order, notice, escalation
+            delivered=len(delivered),
+            duplicates=len(delivered) - 3,
+            note=f"escalation {late:+.1f}s from due after the restart",
+        )
 
         daemon.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(daemon.wait, 30) == 0

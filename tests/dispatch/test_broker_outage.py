@@ -8,6 +8,7 @@ import os
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from alarmd.dispatch.kafka import KafkaSink
 from alarmd.dispatch.outbox import Dispatcher, Outbox
 from alarmd.metrics import Metrics
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 MESSAGES = 90
 CIRCUITS = ("CIR-0001", "CIR-0002", "CIR-0003")
@@ -31,7 +32,7 @@ OUTAGE = 30.0
     reason="stops its own broker; an external cluster cannot be stopped from here",
 )
 async def test_messages_wait_in_the_outbox_while_the_broker_is_down_and_arrive_in_order(
-    tmp_path: Path,
+    tmp_path: Path, chaos_report: Callable[..., None]
 ) -> None:
     state = tmp_path / "kafka"
     broker = kafka_local.start(state)
@@ -94,6 +95,13 @@ async def test_messages_wait_in_the_outbox_while_the_broker_is_down_and_arrive_i
                 per_circuit[m["circuit"]].append(int(m["seq"]))  # type: ignore[call-overload]
         for circuit, seqs in per_circuit.items():
             assert seqs == sorted(seqs), f"{circuit} out of order: {seqs}"
+        chaos_report(
+            "1 broker SIGKILLed for 30 s mid-stream",
+            expected=MESSAGES,
+            delivered=len({m["id"] for m in received}),
+            duplicates=len(received) - len({m["id"] for m in received}),
+            note=f"outbox depth peaked at {depth_during_outage:.0f} and drained to 0; order kept per circuit",
+        )
     finally:
         stop.set()
         sender.cancel()
