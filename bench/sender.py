@@ -12,6 +12,7 @@ fixed-width 4-byte INTEGER into a template.  Sending is paced in small batches a
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import socket
@@ -71,10 +72,17 @@ def encode_traps(community: bytes, count: int, first_id: int) -> list[bytes]:
     return out
 
 
-def send_paced(port: int, packets: Sequence[bytes], rate: float, deadline: float) -> dict[str, float]:
-    """Send ``packets`` to 127.0.0.1:``port`` at ``rate`` per second, giving up after ``deadline`` s."""
+def send_paced(
+    port: int, packets: Sequence[bytes], rate: float, deadline: float, total: int | None = None
+) -> dict[str, float]:
+    """Send ``total`` datagrams to 127.0.0.1:``port`` at ``rate`` per second, for at most ``deadline`` s.
+
+    ``total`` defaults to each of ``packets`` once; a larger one cycles through them.
+    """
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.connect(("127.0.0.1", port))
+    if total is not None and total > len(packets):
+        packets = list(itertools.islice(itertools.cycle(packets), total))
     total, sent, errors = len(packets), 0, 0
     start = time.perf_counter()
     now = start
@@ -114,12 +122,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--community", default="alarmd-bench")
     parser.add_argument("--first-id", type=int, default=0, help="offset of the first request-id")
     parser.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU")
+    parser.add_argument("--unique", type=int, default=None, help="encode only this many and cycle them")
     args = parser.parse_args(argv)
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
     count = round(args.rate * args.duration)
-    packets = encode_traps(args.community.encode(), count, args.first_id)
-    result = send_paced(args.port, packets, args.rate, deadline=args.duration * 2 + 5)
+    packets = encode_traps(args.community.encode(), min(count, args.unique or count), args.first_id)
+    result = send_paced(args.port, packets, args.rate, deadline=args.duration * 2 + 5, total=count)
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")
     return 0

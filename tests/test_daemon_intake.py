@@ -114,7 +114,18 @@ async def test_traps_upstream_alarms_and_dial_tests_reach_the_rule_stage_resolve
     env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
     with log.open("wb") as out:
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "alarmd", "run", "-c", str(tmp_path), "--log-format", "json"],
+            [
+                sys.executable,
+                "-m",
+                "alarmd",
+                "run",
+                "-c",
+                str(tmp_path),
+                "--log-format",
+                "json",
+                "--log-level",
+                "debug",
+            ],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=out,

@@ -331,7 +331,7 @@ class Daemon:
             event = await self.events.get()
             self.metrics.events.labels(event.source).inc()
             self._judge(self.engine.evaluate_event(event))
-            log.info(
+            log.debug(  # one line per event is too many in a trap storm; alarm transitions are logged
                 "event_received",
                 source=event.source,
                 kind=event.kind,

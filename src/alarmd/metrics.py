@@ -198,6 +198,11 @@ class Metrics:
             "Decoded traps dropped because the queue behind the listener was full.",
             registry=r,
         )
+        self.traps_socket_drops = Gauge(
+            "alarmd_traps_socket_drops",
+            "Datagrams the kernel dropped on the trap socket, its receive buffer full (since it opened).",
+            registry=r,
+        )
         self.informs_acknowledged = Counter(
             "alarmd_traps_informs_acknowledged_total", "INFORMs answered with a Response PDU.", registry=r
         )

@@ -14,11 +14,14 @@ import asyncio
 import hashlib
 import importlib.util
 import ipaddress
+import math
+import os
 import socket
 import sys
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Final, Literal, get_args
 
 import structlog
@@ -286,6 +289,8 @@ class TrapReceiver:
             self._close_engine()
             raise
         self.port = sock.getsockname()[1]
+        inode, ipv6 = os.fstat(sock.fileno()).st_ino, sock.family == socket.AF_INET6
+        self._metrics.traps_socket_drops.set_function(lambda: socket_drops(inode, ipv6))
         log.info(
             "trap_receiver_started",
             listen=f"{self._config.host}:{self.port}",
@@ -601,6 +606,20 @@ def _v3_verdict(failure: Any) -> RejectReason | Literal["handshake"] | None:
     if indication is errind.notInTimeWindow and "oid" in failure:
         return "handshake"  # reported: an INFORM sender resynchronising its clock with ours; it resends
     return _USM_VERDICTS.get(type(indication))
+
+
+def socket_drops(inode: int, ipv6: bool = False) -> float:
+    """The kernel's drop counter of the UDP socket with ``inode`` (``/proc/net/udp``), or NaN if unknown."""
+    try:
+        table = Path("/proc/net/udp6" if ipv6 else "/proc/net/udp").read_text(encoding="ascii")
+    except OSError:
+        return math.nan
+    wanted = str(inode)
+    for line in table.splitlines()[1:]:
+        fields = line.split()
+        if len(fields) >= 13 and fields[9] == wanted:
+            return float(fields[12])
+    return math.nan
 
 
 def _stable_engine_id(config: TrapsConfig) -> bytes:
