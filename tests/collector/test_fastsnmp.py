@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
-from typing import cast
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -15,74 +13,15 @@ from alarmd.collector.fastsnmp import FastSnmpClient
 from alarmd.collector.snmp import SnmpError, Target
 from alarmd.config import SnmpV1, SnmpV2c
 from alarmd.model import VarBind
+from tests.snmp_agent import mib_answer, respond, start
 
 IF_DESCR = "1.3.6.1.2.1.2.2.1.2"
 IF_OPER = "1.3.6.1.2.1.2.2.1.8"
 SYS_NAME = "1.3.6.1.2.1.1.5.0"
 
-Answer = Callable[[ber.Message], list[bytes]]
-
-
-@dataclass
-class Agent(asyncio.DatagramProtocol):
-    """A UDP agent whose answer to each request is scripted: a list of datagrams to send back."""
-
-    answer: Answer
-    requests: list[ber.Message] = field(default_factory=list)
-    transport: asyncio.DatagramTransport | None = None
-    port: int = 0
-    peer: tuple[str, int] = ("127.0.0.1", 0)
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = cast(asyncio.DatagramTransport, transport)
-        self.port = transport.get_extra_info("sockname")[1]
-
-    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        request = ber.decode_message(data)
-        self.requests.append(request)
-        self.peer = addr
-        assert self.transport is not None
-        for datagram in self.answer(request):
-            self.transport.sendto(datagram, addr)
-
-
-def respond(request: ber.Message, varbinds: list[VarBind], **fields: int) -> bytes:
-    return ber.encode_message(
-        request.version,
-        request.community,
-        PduType.RESPONSE,
-        varbinds,
-        request_id=fields.pop("request_id", request.request_id),
-        **fields,
-    )
-
-
 TABLE = {f"{IF_DESCR}.{i}": VarBind(f"{IF_DESCR}.{i}", "OctetString", f"eth{i}".encode()) for i in (1, 2, 10)}
 TABLE |= {f"{IF_OPER}.{i}": VarBind(f"{IF_OPER}.{i}", "Integer", 1) for i in (1, 2, 10)}
-ORDER = sorted(TABLE, key=lambda oid: tuple(map(int, oid.split("."))))
-
-
-def next_of(oid: str) -> VarBind:
-    key = tuple(map(int, oid.split(".")))
-    for candidate in ORDER:
-        if tuple(map(int, candidate.split("."))) > key:
-            return TABLE[candidate]
-    return VarBind(oid, "endOfMibView", None)
-
-
-def table_agent(request: ber.Message) -> list[bytes]:
-    """A v2c agent over TABLE: GET, GETNEXT and GETBULK (non-repeaters 0) as RFC 3416 says."""
-    if request.pdu_type is PduType.GET_REQUEST:
-        vbs = [TABLE.get(vb.oid, VarBind(vb.oid, "noSuchInstance", None)) for vb in request.varbinds]
-        return [respond(request, vbs)]
-    cursors = [vb.oid for vb in request.varbinds]
-    rounds = request.error_index if request.pdu_type is PduType.GET_BULK_REQUEST else 1
-    out: list[VarBind] = []
-    for _ in range(rounds):
-        found = [next_of(oid) for oid in cursors]
-        out.extend(found)
-        cursors = [vb.oid for vb in found]
-    return [respond(request, out)]
+table_agent = mib_answer(lambda: TABLE)
 
 
 @pytest.fixture
@@ -92,12 +31,6 @@ async def client() -> AsyncIterator[FastSnmpClient]:
         yield c
     finally:
         c.close()
-
-
-async def start(answer: Answer) -> tuple[Agent, asyncio.DatagramTransport]:
-    loop = asyncio.get_running_loop()
-    transport, agent = await loop.create_datagram_endpoint(lambda: Agent(answer), local_addr=("127.0.0.1", 0))
-    return agent, transport
 
 
 def v2c(port: int, community: str = "public", timeout: float = 0.3, retries: int = 0) -> Target:
@@ -110,11 +43,11 @@ def v2c(port: int, community: str = "public", timeout: float = 0.3, retries: int
 async def test_walk_reads_every_column_with_getbulk_and_stops_at_the_column_end(
     client: FastSnmpClient,
 ) -> None:
-    agent, transport = await start(table_agent)
+    agent = await start(table_agent)
     try:
         table = await client.walk(v2c(agent.port), [IF_DESCR, IF_OPER], 2)
     finally:
-        transport.close()
+        agent.close()
     assert table == {
         IF_DESCR: {"1": b"eth1", "2": b"eth2", "10": b"eth10"},
         IF_OPER: {"1": 1, "2": 1, "10": 1},
@@ -126,11 +59,11 @@ async def test_walk_reads_every_column_with_getbulk_and_stops_at_the_column_end(
 
 
 async def test_get_maps_missing_objects_to_none(client: FastSnmpClient) -> None:
-    agent, transport = await start(table_agent)
+    agent = await start(table_agent)
     try:
         got = await client.get(v2c(agent.port), [f"{IF_DESCR}.2", SYS_NAME])
     finally:
-        transport.close()
+        agent.close()
     assert got == {f"{IF_DESCR}.2": b"eth2", SYS_NAME: None}
 
 
@@ -148,12 +81,12 @@ async def test_answers_not_from_the_request_are_ignored_and_it_times_out(client:
             ),
         ]
 
-    agent, transport = await start(impostor)
+    agent = await start(impostor)
     try:
         with pytest.raises(SnmpError) as err:
             await client.get(v2c(agent.port, retries=1), [SYS_NAME])
     finally:
-        transport.close()
+        agent.close()
     assert err.value.reason == "timeout"
     assert "2 tries" in err.value.detail
     assert len(agent.requests) == 2
@@ -161,31 +94,31 @@ async def test_answers_not_from_the_request_are_ignored_and_it_times_out(client:
 
 
 async def test_a_response_from_another_port_is_ignored(client: FastSnmpClient) -> None:
-    other, other_transport = await start(lambda request: [])
+    other = await start(lambda request: [])
 
     def via_other_port(request: ber.Message) -> list[bytes]:
         assert other.transport is not None
         other.transport.sendto(respond(request, [TABLE[f"{IF_DESCR}.1"]]), agent.peer)
         return []
 
-    agent, transport = await start(via_other_port)
+    agent = await start(via_other_port)
     try:
         with pytest.raises(SnmpError) as err:
             await client.get(v2c(agent.port), [f"{IF_DESCR}.1"])
     finally:
-        transport.close()
-        other_transport.close()
+        agent.close()
+        other.close()
     assert err.value.reason == "timeout"
     assert client.unmatched == 1
 
 
 async def test_garbage_from_the_agent_is_a_decode_error_not_a_timeout(client: FastSnmpClient) -> None:
-    agent, transport = await start(lambda request: [b"\x30\x82\xff\xff garbage"])
+    agent = await start(lambda request: [b"\x30\x82\xff\xff garbage"])
     try:
         with pytest.raises(SnmpError) as err:
             await client.get(v2c(agent.port), [SYS_NAME])
     finally:
-        transport.close()
+        agent.close()
     assert err.value.reason == "decode"
     assert "malformed response" in err.value.detail
     assert client.malformed == 1
@@ -199,34 +132,34 @@ async def test_a_lost_request_is_retried_with_the_same_request_id(client: FastSn
         seen += 1
         return [] if seen == 1 else table_agent(request)
 
-    agent, transport = await start(drops_the_first)
+    agent = await start(drops_the_first)
     try:
         got = await client.get(v2c(agent.port, timeout=0.2, retries=2), [f"{IF_OPER}.10"])
     finally:
-        transport.close()
+        agent.close()
     assert got == {f"{IF_OPER}.10": 1}
     assert [r.request_id for r in agent.requests] == [agent.requests[0].request_id] * 2
 
 
 async def test_error_status_is_reported_with_its_index(client: FastSnmpClient) -> None:
-    agent, transport = await start(
+    agent = await start(
         lambda request: [respond(request, list(request.varbinds), error_status=5, error_index=1)]
     )
     try:
         with pytest.raises(SnmpError) as err:
             await client.get(v2c(agent.port), [SYS_NAME])
     finally:
-        transport.close()
+        agent.close()
     assert err.value.reason == "error_status"
     assert "error-status 5 at varbind 1" in err.value.detail
 
 
 async def test_an_agent_that_loops_ends_the_walk_instead_of_spinning(client: FastSnmpClient) -> None:
-    agent, transport = await start(lambda request: [respond(request, [TABLE[f"{IF_DESCR}.2"]])])
+    agent = await start(lambda request: [respond(request, [TABLE[f"{IF_DESCR}.2"]])])
     try:
         table = await client.walk(v2c(agent.port), [IF_DESCR], 10)
     finally:
-        transport.close()
+        agent.close()
     assert table == {IF_DESCR: {"2": b"eth2"}}
     assert len(agent.requests) == 2
 
@@ -241,12 +174,12 @@ async def test_concurrent_requests_are_each_matched_to_their_answer(client: Fast
         loop.call_later(delay, agent.transport.sendto, answer[0], agent.peer)
         return []
 
-    agent, transport = await start(late_and_shuffled)
+    agent = await start(late_and_shuffled)
     oids = [f"{IF_DESCR}.{i}" for i in (1, 2, 10)] * 40
     try:
         answers = await asyncio.gather(*(client.get(v2c(agent.port, timeout=2), [oid]) for oid in oids))
     finally:
-        transport.close()
+        agent.close()
     assert [next(iter(a)) for a in answers] == oids
     assert [a[oid] for a, oid in zip(answers, oids, strict=True)] == [TABLE[oid].value for oid in oids]
 
@@ -258,7 +191,7 @@ async def test_v1_get_with_a_missing_object_still_returns_the_others(client: Fas
             return [respond(request, list(request.varbinds), error_status=2, error_index=missing[0])]
         return table_agent(request)
 
-    agent, transport = await start(v1_agent)
+    agent = await start(v1_agent)
     creds = SnmpV1(version="1", community="public")  # type: ignore[arg-type]
     target = Target(
         name="old", address="127.0.0.1", port=agent.port, credentials=creds, timeout=0.5, retries=0
@@ -266,6 +199,6 @@ async def test_v1_get_with_a_missing_object_still_returns_the_others(client: Fas
     try:
         got = await client.get(target, [f"{IF_DESCR}.1", SYS_NAME])
     finally:
-        transport.close()
+        agent.close()
     assert got == {f"{IF_DESCR}.1": b"eth1", SYS_NAME: None}
     assert {r.version for r in agent.requests} == {0}
