@@ -213,3 +213,26 @@ def test_check_rules_reports_every_problem_across_files(
     assert f"{tmp_path / 'a.yml'}:5: rule A: cannot parse expr" in err
     assert f"{tmp_path / 'a.yml'}:8: rule B: severity must be one of" in err
     assert f"{tmp_path / 'b.yml'}:5: unknown key 'groups.0.rules.0.exprr' (did you mean 'expr'?)" in err
+
+
+def test_an_event_rules_auto_clear_leaves_a_polled_alarm_of_the_same_name_alone() -> None:
+    engine = shipped()
+    down = Sample("interface_link_down", WAN, 1.0, 100.0)
+    assert [(t.kind, t.rule) for t in engine.evaluate(down)] == [("firing", "LinkDown")]
+    assert engine.tick(101.0) == [], "the polled LinkDown is not the trap LinkDown's to clear"
+    assert engine.tick(100.0 + 2 * 86400) == []
+
+    trap = Event(source="trap", kind="1.3.6.1.6.3.1.1.5.3", at=200.0, labels={**WAN, "trap": "linkDown"})
+    assert [t.kind for t in engine.evaluate_event(trap)] == ["firing"]
+    cleared = engine.tick(200.0 + 86400)
+    assert [(t.kind, t.rule) for t in cleared] == [("resolved", "LinkDown")]
+    assert engine.firing == 1, "the polled alarm still fires"
+
+
+def test_a_restored_trap_alarm_keeps_its_auto_clear() -> None:
+    engine = shipped()
+    trap = Event(source="trap", kind="1.3.6.1.6.3.1.1.5.3", at=0.0, labels={**WAN, "trap": "linkDown"})
+    (fired,) = engine.evaluate_event(trap)
+    after_restart = shipped()
+    after_restart.restore("LinkDown", fired.fingerprint, fired.labels, since=0.0, now=10.0)
+    assert [t.kind for t in after_restart.tick(10.0 + 86400)] == ["resolved"]

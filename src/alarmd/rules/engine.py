@@ -27,11 +27,18 @@ class _State:
     firing: bool = False
     clear_since: float | None = None
     last_seen: float = 0.0
+    #: Kept by an event rule (its auto_clear applies), not by a metric rule of the same name.
+    event: bool = False
 
 
 def event_labels(event: Event) -> dict[str, str]:
     """An event's labels with ``source`` and ``kind`` added, as event rules match them."""
     return {"source": event.source, "kind": event.kind, **event.labels}
+
+
+def _event_fingerprint(rule: Rule, labels: Mapping[str, str]) -> str:
+    """An event rule's alarm identity: its name and its ``by`` labels."""
+    return fingerprint({"alertname": rule.name, **{name: labels.get(name, "") for name in rule.by}})
 
 
 class RuleEngine:
@@ -105,8 +112,7 @@ class RuleEngine:
             resolves = rule.resolve is not None and matches_all(rule.resolve, labels)
             if not resolves and not matches_all(rule.matchers, labels):
                 continue
-            identity = {"alertname": rule.name, **{name: labels.get(name, "") for name in rule.by}}
-            key = (rule.name, fingerprint(identity))
+            key = (rule.name, _event_fingerprint(rule, labels))
             state = self._state.get(key)
             if resolves:
                 if state is not None and state.firing:
@@ -116,6 +122,7 @@ class RuleEngine:
             if state is None:
                 state = self._state[key] = _State(event.at, {**labels, **rule.labels, "alertname": rule.name})
                 state.firing = True
+                state.event = True
                 state.last_seen = event.at
                 out.append(self._transition("firing", rule, state, value=1.0, at=event.at, fp=key[1]))
             else:
@@ -130,7 +137,12 @@ class RuleEngine:
             if rule.auto_clear is None:
                 continue
             for key, state in list(self._state.items()):
-                if key[0] == rule.name and state.firing and now - state.last_seen >= rule.auto_clear:
+                if (
+                    key[0] == rule.name
+                    and state.event
+                    and state.firing
+                    and now - state.last_seen >= rule.auto_clear
+                ):
                     del self._state[key]
                     out.append(self._transition("resolved", rule, state, value=0.0, at=now, fp=key[1]))
         return out
@@ -174,7 +186,10 @@ class RuleEngine:
         self, rule: str, fingerprint: str, labels: Mapping[str, str], since: float, now: float
     ) -> None:
         """Mark an alarm restored from the store as firing, so the next input continues it."""
-        self._state[(rule, fingerprint)] = _State(since, dict(labels), firing=True, last_seen=now)
+        event = any(r.name == rule and _event_fingerprint(r, labels) == fingerprint for r in self._events)
+        self._state[(rule, fingerprint)] = _State(
+            since, dict(labels), firing=True, last_seen=now, event=event
+        )
 
     @property
     def pending(self) -> int:
