@@ -42,6 +42,9 @@ from alarmd.rules.engine import RuleEngine
 
 log = structlog.get_logger("alarmd")
 
+#: Samples or events a stage handles before it lets the other tasks of the loop run.
+YIELD_EVERY = 100
+
 
 def _rejection(exc: Exception) -> tuple[str, str] | None:
     """A consumed message that is bad in itself goes to the dead-letter topic; anything else is ours."""
@@ -327,8 +330,12 @@ class Daemon:
                 await asyncio.wait_for(stop.wait(), 1.0)
 
     async def _consume_events(self) -> None:
+        done = 0
         while True:
             event = await self.events.get()
+            done += 1
+            if done % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # in a trap storm, let polls, timers and dispatch run too
             self.metrics.events.labels(event.source).inc()
             self._judge(self.engine.evaluate_event(event))
             log.debug(  # one line per event is too many in a trap storm; alarm transitions are logged
@@ -363,7 +370,11 @@ class Daemon:
                 await asyncio.wait_for(stop.wait(), every)
 
     async def _evaluate(self) -> None:
+        done = 0
         while (sample := await self.samples.get()) is not None:
+            done += 1
+            if done % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a poll's burst of samples must not hold traps and timers up
             self.metrics.rule_evaluations.inc()
             self._export(sample)
             with self.metrics.rule_duration.time():
