@@ -92,8 +92,8 @@ class SimNet:
     workdir: Path
     devices: list[str] = field(default_factory=list)
 
-    def set_rates(self, rates: dict[str, float | str]) -> None:
-        """Change counter rates live: ``{"cpe-router-01/2/in": 125000.0, ...}`` bytes/s."""
+    def set_rates(self, rates: dict[str, float | str | None]) -> None:
+        """Change counter rates live: ``{"cpe-router-01/2/in": 125000.0, ...}`` bytes/s; None: the default."""
         self._update_controls(rates)
 
     def set_values(self, values: dict[str, int | str | None]) -> None:

@@ -93,7 +93,7 @@ async def test_killed_before_dispatch_the_stored_work_order_is_sent_once_after_r
             assert await daemon.stop() == 0
     finally:
         daemon.close()
-        sim_network.set_rates({"cpe-router-01/2/in": RELIEVED})
+        sim_network.set_rates({"cpe-router-01/2/in": None})  # back to the recording's rate
     chaos_report(
         "2 daemon SIGKILLed before dispatch (broker unreachable)",
         expected=2,
@@ -132,7 +132,7 @@ async def test_killed_during_observation_the_fault_closes_once_on_time(
             assert await daemon.stop() == 0
     finally:
         daemon.close()
-        sim_network.set_rates({"cpe-router-01/2/in": RELIEVED})
+        sim_network.set_rates({"cpe-router-01/2/in": None})  # back to the recording's rate
     late = seconds(closed[0]["sent_at"]) - due
     chaos_report(
         "2 daemon SIGKILLed during observation",

@@ -127,7 +127,7 @@ async def test_a_full_disk_fails_health_loudly_and_the_work_order_follows_once_s
             assert await daemon.stop() == 0
         finally:
             daemon.close()
-            sim_network.set_rates({"cpe-router-01/2/in": RELIEVED})
+            sim_network.set_rates({"cpe-router-01/2/in": None})  # back to the recording's rate
     chaos_report(
         "5 disk full under the store",
         expected=1,

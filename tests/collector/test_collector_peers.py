@@ -172,6 +172,7 @@ async def test_protocol_converter_profile_reads_e1_alarms(sim_network: Any, clie
 
 
 async def test_cpe_router_profile_measures_the_congested_wan(sim_network: Any, client: SnmpClient) -> None:
+    sim_network.set_rates({"cpe-router-01/2/in": 1_125_000.0})  # 90% of the 10 Mbit/s WAN port
     poller = sim_poller(sim_network, "cpe-router-01", "cpe_router", client, SystemClock())
     await poller.poll_once()
     await asyncio.sleep(1.0)
