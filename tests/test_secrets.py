@@ -135,3 +135,79 @@ def test_secrets_do_not_show_anywhere(tmp_path: Path, kafka_bootstrap: str, sim_
     assert "poll_done" in outputs["daemon log"], "the router was polled with its community"
     found = {where: leaks(text) for where, text in outputs.items() if leaks(text)}
     assert found == {}, f"secrets shown: {found}"
+
+
+KAFKA_SECRETS = {
+    "kafka sasl password": "kafka-sasl-S3cr3t-246",
+    "kafka tls key password": "kafka-key-S3cr3t-135",
+}
+KAFKA_CONFIG = """\
+rule_files: ["{repo}/rules/*.yml"]
+profile_files: ["{repo}/config/profiles/*.yml"]
+state_dir: state
+kafka:
+  bootstrap_servers: 127.0.0.1:9093
+  security:
+    protocol: SASL_SSL
+    tls: {{ca_file: "{ca}", cert_file: "{cert}", key_file: "{key}", key_password: "${{KAFKA_KEY_PASSWORD}}"}}
+    sasl: {{mechanism: {mechanism}, username: alarmd, password: "${{file:kafka-password}}"}}
+"""
+
+
+def test_kafka_sasl_and_tls_key_passwords_do_not_show(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import kafka_local  # noqa: PLC0415 - tools/, on sys.path via conftest
+
+    ca, ca_key = kafka_local.make_ca(tmp_path, "ca", "test CA")
+    cert, key = kafka_local.issue(
+        tmp_path, ca, ca_key, "client", server=False, password=KAFKA_SECRETS["kafka tls key password"]
+    )
+    env = {
+        **{k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"},
+        "KAFKA_KEY_PASSWORD": KAFKA_SECRETS["kafka tls key password"],
+    }
+    outputs: dict[str, str] = {}
+
+    def check(name: str, mechanism: str, expect_ok: bool, key_password_env: str | None = None) -> str:
+        directory = tmp_path / name
+        directory.mkdir()
+        (directory / "kafka-password").write_text(KAFKA_SECRETS["kafka sasl password"] + "\n")
+        (directory / "alarmd.yml").write_text(
+            KAFKA_CONFIG.format(repo=REPO, ca=ca, cert=cert, key=key, mechanism=mechanism)
+        )
+        run_env = env if key_password_env is None else {**env, "KAFKA_KEY_PASSWORD": key_password_env}
+        done = subprocess.run(
+            [str(ALARMD), "check-config", "-c", str(directory)],
+            capture_output=True,
+            text=True,
+            env=run_env,
+            timeout=60,
+            check=False,
+        )
+        assert (done.returncode == 0) is expect_ok, done.stdout + done.stderr
+        outputs[name] = done.stdout + done.stderr
+        return outputs[name]
+
+    check("valid", "SCRAM-SHA-256", expect_ok=True)
+    assert "kafka.security.sasl.mechanism" in check("bad-mechanism", "SCRAM-SHA-999", expect_ok=False)
+    wrong_key = check(
+        "wrong-key-password", "SCRAM-SHA-256", expect_ok=False, key_password_env="not-it-S3cr3t"
+    )
+    assert "cannot load the client certificate" in wrong_key
+    assert "not-it-S3cr3t" not in wrong_key
+
+    from alarmd.config import load  # noqa: PLC0415 - the in-process view of the same config
+
+    monkeypatch.setenv("KAFKA_KEY_PASSWORD", KAFKA_SECRETS["kafka tls key password"])
+    loaded = load(tmp_path / "valid", env={})
+    sasl = loaded.config.kafka.security.sasl
+    assert sasl is not None and sasl.password.get_secret_value() == KAFKA_SECRETS["kafka sasl password"]
+    outputs["repr"] = repr(loaded.config)
+    outputs["json"] = loaded.config.model_dump_json()
+    assert "<secret>" in outputs["repr"]
+    found = {
+        where: [name for name, secret in KAFKA_SECRETS.items() if secret in text]
+        for where, text in outputs.items()
+    }
+    assert {where: names for where, names in found.items() if names} == {}, "secrets shown"

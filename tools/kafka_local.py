@@ -2,12 +2,21 @@
 
     python tools/kafka_local.py resolve                 # jars from Maven Central into the cache
     python tools/kafka_local.py start --state-dir DIR   # format storage, start, print bootstrap
+    python tools/kafka_local.py start --secure --state-dir DIR   # also SASL_SSL and SSL listeners
+    python tools/kafka_local.py scram-user --state-dir DIR --user NAME   # password on stdin
     python tools/kafka_local.py stop --state-dir DIR    # stop the broker started there
 
 The broker (``org.apache.kafka:kafka_2.13`` with its runtime dependencies and the
 reload4j logging backend) is resolved once with the machine's Maven into
 ``<cache>/kafka/<version>/lib`` and reused by later runs.  Ports are picked at run time.
 If ``KAFKA_BOOTSTRAP_SERVERS`` is set, callers use that cluster and start nothing.
+
+``start_secure`` starts the same broker with two more listeners: ``SASL_SSL`` (SCRAM-SHA-256
+and SCRAM-SHA-512, no users until ``add_scram_user`` creates them through the admin API)
+and ``SSL`` that requires a client certificate.  A throw-away CA, the broker's certificate
+(for 127.0.0.1 and localhost) and a client certificate with an encrypted key are made
+with the ``openssl`` command at start, in ``<state-dir>/tls``.  The inter-broker and
+controller listeners stay PLAINTEXT.
 """
 
 from __future__ import annotations
@@ -16,6 +25,7 @@ import argparse
 import base64
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import socket
@@ -56,11 +66,11 @@ log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
 SERVER = """process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:{controller}
-listeners=PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}
-advertised.listeners=PLAINTEXT://127.0.0.1:{broker}
+listeners=PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}{more_listeners}
+advertised.listeners=PLAINTEXT://127.0.0.1:{broker}{more_listeners}
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT{more_protocols}
 log.dirs={logs}
 num.partitions=3
 offsets.topic.replication.factor=1
@@ -69,6 +79,25 @@ transaction.state.log.replication.factor=1
 transaction.state.log.min.isr=1
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
+"""
+
+SECURE = """ssl.keystore.type=PEM
+ssl.keystore.location={keystore}
+ssl.truststore.type=PEM
+ssl.truststore.location={ca}
+listener.name.ssl.ssl.client.auth=required
+listener.name.sasl_ssl.sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config={scram} required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config={scram} required;
+"""
+SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule"
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+
+TOOLS_LOG4J = """log4j.rootLogger=WARN, file
+log4j.appender.file=org.apache.log4j.FileAppender
+log4j.appender.file.File={log}
+log4j.appender.file.layout=org.apache.log4j.PatternLayout
+log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
 """
 
 
@@ -142,25 +171,222 @@ class Broker:
         stop(self.state_dir)
 
 
-def start(state_dir: Path, timeout: float = 120.0) -> Broker:
-    """Format fresh KRaft storage in ``state_dir`` and start a broker+controller there."""
+@dataclass(frozen=True)
+class SecureBroker(Broker):
+    """A running local broker with SASL_SSL and SSL listeners besides PLAINTEXT (``bootstrap``)."""
+
+    sasl_ssl: str
+    ssl: str
+    ca_file: Path
+    client_cert: Path
+    client_key: Path
+    client_key_password: str
+
+    def add_scram_user(
+        self, user: str, password: str, mechanisms: tuple[str, ...] = SCRAM_MECHANISMS, timeout: float = 120.0
+    ) -> None:
+        """Create or update a SCRAM user through the admin API, as ``kafka-configs --alter`` does."""
+        add_scram_user(self.state_dir, self.bootstrap, user, password, mechanisms, timeout)
+
+
+def _ports(count: int) -> list[int]:
+    ports: list[int] = []
+    for _ in range(100 * count):
+        port = free_port()
+        if port not in ports:
+            ports.append(port)
+        if len(ports) == count:
+            return ports
+    raise PeerError(f"could not find {count} distinct free ports on 127.0.0.1")
+
+
+def _fresh(state_dir: Path) -> list[str]:
+    """Stop what ran in ``state_dir``, clear its data; the java command line that runs Kafka's classes."""
     lib = resolve()
     java = _java()
     state_dir.mkdir(parents=True, exist_ok=True)
     if (state_dir / "kafka.pid").exists():
         stop(state_dir)
-    logs = state_dir / "data"
-    shutil.rmtree(logs, ignore_errors=True)
-    broker_port, controller_port = free_port(), free_port()
-    while controller_port == broker_port:
-        controller_port = free_port()
-    props = state_dir / "server.properties"
-    props.write_text(SERVER.format(broker=broker_port, controller=controller_port, logs=logs))
+    shutil.rmtree(state_dir / "data", ignore_errors=True)
     log = state_dir / "server.log"
     log.unlink(missing_ok=True)
     (state_dir / "log4j.properties").write_text(LOG4J.format(log=log))
-    classpath = f"{lib}/*"
-    base = [java, f"-Dlog4j.configuration=file:{state_dir / 'log4j.properties'}", "-cp", classpath]
+    return [java, f"-Dlog4j.configuration=file:{state_dir / 'log4j.properties'}", "-cp", f"{lib}/*"]
+
+
+def start(state_dir: Path, timeout: float = 120.0) -> Broker:
+    """Format fresh KRaft storage in ``state_dir`` and start a broker+controller there."""
+    base = _fresh(state_dir)
+    broker_port, controller_port = _ports(2)
+    props = state_dir / "server.properties"
+    props.write_text(
+        SERVER.format(
+            broker=broker_port,
+            controller=controller_port,
+            logs=state_dir / "data",
+            more_listeners="",
+            more_protocols="",
+        )
+    )
+    _format(base, props)
+    return _launch(state_dir, base, broker_port, timeout)
+
+
+def start_secure(state_dir: Path, timeout: float = 120.0) -> SecureBroker:
+    """Like ``start``, plus a SASL_SSL (SCRAM) and an SSL (client certificate) listener."""
+    base = _fresh(state_dir)
+    broker_port, controller_port, sasl_port, ssl_port = _ports(4)
+    tls = state_dir / "tls"
+    shutil.rmtree(tls, ignore_errors=True)
+    tls.mkdir()
+    ca, ca_key = make_ca(tls, "ca", "alarmd test CA")
+    cert, key = issue(tls, ca, ca_key, "broker", server=True)
+    keystore = tls / "broker-keystore.pem"
+    keystore.write_text(key.read_text() + cert.read_text() + ca.read_text())
+    keystore.chmod(0o600)
+    client_password = secrets.token_urlsafe(16)
+    client_cert, client_key = issue(tls, ca, ca_key, "client", server=False, password=client_password)
+    password_file = tls / "client.key.password"
+    password_file.touch(mode=0o600)
+    password_file.write_text(client_password + "\n")
+    props = state_dir / "server.properties"
+    props.write_text(
+        SERVER.format(
+            broker=broker_port,
+            controller=controller_port,
+            logs=state_dir / "data",
+            more_listeners=f",SASL_SSL://127.0.0.1:{sasl_port},SSL://127.0.0.1:{ssl_port}",
+            more_protocols=",SASL_SSL:SASL_SSL,SSL:SSL",
+        )
+        + SECURE.format(keystore=keystore, ca=ca, scram=SCRAM_LOGIN)
+    )
+    _format(base, props)
+    broker = _launch(state_dir, base, broker_port, timeout)
+    return SecureBroker(
+        broker.bootstrap,
+        broker.pid,
+        broker.state_dir,
+        sasl_ssl=f"127.0.0.1:{sasl_port}",
+        ssl=f"127.0.0.1:{ssl_port}",
+        ca_file=ca,
+        client_cert=client_cert,
+        client_key=client_key,
+        client_key_password=client_password,
+    )
+
+
+def _openssl(args: list[str], cwd: Path, password: str | None = None) -> None:
+    """Run ``openssl`` in ``cwd``; ``password`` (for ``-passout stdin``) goes to its standard input."""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise PeerError("openssl is not on PATH; install it (Debian package 'openssl')")
+    out = cwd / "openssl.log"
+    with out.open("ab") as sink:
+        proc = subprocess.run(
+            [openssl, *args],
+            cwd=cwd,
+            input=b"" if password is None else f"{password}\n".encode(),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            timeout=120,
+            check=False,
+        )
+    if proc.returncode != 0:
+        raise PeerError(f"openssl {args[0]} failed (exit {proc.returncode}){log_tail(out)}")
+
+
+def make_ca(directory: Path, name: str, subject: str) -> tuple[Path, Path]:
+    """A self-signed CA valid for two days: ``(<name>.pem, <name>.key)`` in ``directory``."""
+    cert, key = directory / f"{name}.pem", directory / f"{name}.key"
+    _openssl(
+        [
+            "req", "-x509", "-new", "-newkey", "rsa:2048", "-noenc", "-days", "2", "-sha256",
+            "-subj", f"/CN={subject}", "-keyout", str(key), "-out", str(cert),
+            "-addext", "basicConstraints=critical,CA:TRUE",
+            "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+        directory,
+    )  # fmt: skip
+    return cert, key
+
+
+def issue(
+    directory: Path, ca: Path, ca_key: Path, name: str, *, server: bool, password: str | None = None
+) -> tuple[Path, Path]:
+    """A certificate signed by ``ca`` for 127.0.0.1 and localhost: ``(<name>.pem, <name>.key)``.
+
+    The key is PKCS#8 PEM, encrypted with ``password`` if one is given.
+    """
+    cert, key, csr = directory / f"{name}.pem", directory / f"{name}.key", directory / f"{name}.csr"
+    ext = directory / f"{name}.ext"
+    usage = "serverAuth" if server else "clientAuth"
+    ext.write_text(
+        f"subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage={usage}\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+    )
+    secret = ["-passout", "stdin"] if password is not None else ["-noenc"]
+    _openssl(
+        ["req", "-new", "-newkey", "rsa:2048", *secret, "-subj", f"/CN={name}", "-keyout", str(key),
+         "-out", str(csr)],
+        directory,
+        password,
+    )  # fmt: skip
+    _openssl(
+        ["x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key), "-CAcreateserial",
+         "-days", "2", "-sha256", "-extfile", str(ext), "-out", str(cert)],
+        directory,
+    )  # fmt: skip
+    key.chmod(0o600)
+    return cert, key
+
+
+def add_scram_user(
+    state_dir: Path,
+    bootstrap: str,
+    user: str,
+    password: str,
+    mechanisms: tuple[str, ...] = SCRAM_MECHANISMS,
+    timeout: float = 120.0,
+) -> None:
+    """Create or update a SCRAM user on the broker at ``bootstrap`` (kafka.admin.ConfigCommand, admin API).
+
+    One request per mechanism (the broker refuses two credentials of one user in one request).
+    The password goes to the tool in a file readable only by this user, never on its command line.
+    """
+    lib = resolve()
+    log4j = state_dir / "tools-log4j.properties"
+    log4j.write_text(TOOLS_LOG4J.format(log=state_dir / "tools.log"))
+    value = password.replace("\\", "\\\\")  # a Java properties value: the file form takes no [brackets]
+    out = state_dir / "tools.out"
+    for mechanism in mechanisms:
+        secret = state_dir / f"scram-{uuid.uuid4().hex}.properties"
+        secret.touch(mode=0o600)
+        secret.write_text(f"{mechanism}=iterations=8192,password={value}\n")
+        try:
+            with out.open("wb") as sink:
+                proc = subprocess.run(
+                    [
+                        _java(), "-Xmx256m", "-XX:+UseSerialGC", f"-Dlog4j.configuration=file:{log4j}",
+                        "-cp", f"{lib}/*", "kafka.admin.ConfigCommand",
+                        "--bootstrap-server", bootstrap, "--alter", "--add-config-file", str(secret),
+                        "--entity-type", "users", "--entity-name", user,
+                    ],
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                    stdin=subprocess.DEVNULL,
+                    timeout=timeout,
+                    check=False,
+                )  # fmt: skip
+        finally:
+            secret.unlink(missing_ok=True)
+        if proc.returncode != 0:
+            tail = log_tail(out).replace(password, "<secret>")
+            raise PeerError(
+                f"creating SCRAM user {user!r} ({mechanism}) failed (exit {proc.returncode}){tail}"
+            )
+
+
+def _format(base: list[str], props: Path) -> None:
     cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     fmt = subprocess.run(
         [*base, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
@@ -170,7 +396,6 @@ def start(state_dir: Path, timeout: float = 120.0) -> Broker:
     )
     if fmt.returncode != 0:
         raise PeerError(f"formatting KRaft storage failed: {fmt.stdout}{fmt.stderr}")
-    return _launch(state_dir, base, broker_port, timeout)
 
 
 def _launch(state_dir: Path, base: list[str], broker_port: int, timeout: float) -> Broker:
@@ -226,15 +451,29 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
     sub.add_parser("resolve", help="resolve the broker's jars from Maven Central into the cache")
-    for name in ("start", "stop"):
+    for name in ("start", "stop", "scram-user"):
         p = sub.add_parser(name, help=f"{name} a broker whose files live in --state-dir")
         p.add_argument("--state-dir", type=Path, required=True)
+    start_cmd, scram_cmd = sub.choices["start"], sub.choices["scram-user"]
+    start_cmd.add_argument("--secure", action="store_true", help="also SASL_SSL and SSL listeners")
+    scram_cmd.add_argument(
+        "--user", required=True, help="SCRAM user to create; the password is read from stdin"
+    )
     args = parser.parse_args(argv)
     try:
         if args.cmd == "resolve":
             print(resolve())
+        elif args.cmd == "start" and args.secure:
+            broker = start_secure(args.state_dir)
+            print(f"PLAINTEXT {broker.bootstrap}\nSASL_SSL {broker.sasl_ssl}\nSSL {broker.ssl}")
+            print(f"ca_file {broker.ca_file}\ncert_file {broker.client_cert}\nkey_file {broker.client_key}")
+            print(f"key_password_file {broker.client_key.parent / 'client.key.password'}")
         elif args.cmd == "start":
             print(start(args.state_dir).bootstrap)
+        elif args.cmd == "scram-user":
+            bootstrap = (args.state_dir / "bootstrap").read_text().strip()
+            password = sys.stdin.readline().rstrip("\n")
+            add_scram_user(args.state_dir, bootstrap, args.user, password)
         else:
             stop(args.state_dir)
     except PeerError as exc:

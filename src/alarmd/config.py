@@ -8,6 +8,7 @@ import glob
 import ipaddress
 import os
 import re
+import ssl
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,10 @@ def _interpolate(value: str, path: Path, line: int) -> str:
             raise ConfigError(
                 f"{path}:{line}: cannot read secret file {target}: {exc.strerror or exc}"
             ) from None
+        except UnicodeDecodeError as exc:
+            raise ConfigError(
+                f"{path}:{line}: secret file {target} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+            ) from None
 
     value = _FILE.sub(read, value)
 
@@ -95,20 +100,51 @@ def _interpolate(value: str, path: Path, line: int) -> str:
     return _ENV.sub(sub, value)
 
 
-def _walk(node: yaml.Node, loc: Loc, lines: dict[Loc, int], loader: yaml.SafeLoader, path: Path) -> None:
+def _walk(
+    node: yaml.Node, loc: Loc, lines: dict[Loc, int], loader: yaml.SafeLoader, path: Path, *, seen: set[int]
+) -> None:
+    # An alias is the node of its anchor again: walk (and interpolate) each node once.
+    if id(node) in seen:
+        return
+    seen.add(id(node))
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                continue  # a list or mapping as a key is no config key; construct_document refuses it
             key = key_node.value
             lines[(*loc, key)] = key_node.start_mark.line + 1
-            _walk(value_node, (*loc, key), lines, loader, path)
+            _walk(value_node, (*loc, key), lines, loader, path, seen=seen)
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             lines[(*loc, i)] = item.start_mark.line + 1
-            _walk(item, (*loc, i), lines, loader, path)
+            _walk(item, (*loc, i), lines, loader, path, seen=seen)
     elif isinstance(node, yaml.ScalarNode) and "${" in node.value:
         node.value = _interpolate(node.value, path, node.start_mark.line + 1)
         if node.style is None:
             node.tag = loader.resolve(yaml.ScalarNode, node.value, (True, False))  # type: ignore[no-untyped-call]
+
+
+MAX_ALIAS_EXPANSION = 100_000
+"""Values that aliases may add to a document once expanded; a "billion laughs" adds 9**9."""
+
+
+def _expanded_size(node: yaml.Node, path: Path, sizes: dict[int, int], active: set[int]) -> int:
+    """The number of nodes in the document under ``node`` with every alias expanded (memoised by node)."""
+    size = sizes.get(id(node))
+    if size is not None:
+        return size
+    if id(node) in active:
+        line = node.start_mark.line + 1
+        raise ConfigError(f"{path}:{line}: invalid YAML: an anchor (&) is used inside itself")
+    size = 1
+    if isinstance(node, yaml.MappingNode | yaml.SequenceNode):
+        active.add(id(node))
+        for item in node.value:
+            for child in item if isinstance(node, yaml.MappingNode) else (item,):
+                size += _expanded_size(child, path, sizes, active)
+        active.discard(id(node))
+    sizes[id(node)] = size
+    return size
 
 
 def read_yaml(path: Path) -> YamlDoc:
@@ -117,13 +153,25 @@ def read_yaml(path: Path) -> YamlDoc:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    loader = yaml.SafeLoader(text)
+    except UnicodeDecodeError as exc:
+        lineno = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{lineno}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # control characters are refused before any parsing
+        lineno = text.count("\n", 0, exc.position) + 1
+        raise ConfigError(f"{path}:{lineno}: invalid YAML: {exc.reason} (#x{exc.character:04x})") from None
     try:
         node = loader.get_single_node()
         if node is None:
             return YamlDoc(path, None)
+        sizes: dict[int, int] = {}
+        if _expanded_size(node, path, sizes, set()) - len(sizes) > MAX_ALIAS_EXPANSION:
+            raise ConfigError(
+                f"{path}: invalid YAML: aliases (*) expand to more than {MAX_ALIAS_EXPANSION} values"
+            )
         lines: dict[Loc, int] = {}
-        _walk(node, (), lines, loader, path)
+        _walk(node, (), lines, loader, path, seen=set())
         data = loader.construct_document(node)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -131,6 +179,8 @@ def read_yaml(path: Path) -> YamlDoc:
         raise ConfigError(f"{path}{line}: invalid YAML: {exc.problem or exc.context}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: invalid YAML: nested too deeply") from None
     finally:
         loader.dispose()
     return YamlDoc(path, data, lines)
@@ -227,9 +277,9 @@ class Secret(SecretStr):
 
 
 class Strict(BaseModel):
-    """Base for every config model: unknown keys are errors."""
+    """Base for every config model: unknown keys are errors; errors never repeat their input (secrets)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
 
 # --------------------------------------------------------------------------- the config
@@ -392,6 +442,109 @@ class KafkaTopics(Strict):
     notices: str = Field("alarmd.notices", description="notices, escalations, status updates, closes")
 
 
+def _readable_file(value: str | None) -> str | None:
+    """An absolute path to a readable file (TLS material is checked at load time, not at first use)."""
+    if value is None:
+        return None
+    path = Path(value)
+    if not path.is_absolute():
+        raise ValueError(f"'{value}' must be an absolute path")
+    if not path.is_file():
+        raise ValueError(f"{value}: no such file")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"{value}: not readable by this user")
+    return value
+
+
+TlsFile = Annotated[str | None, AfterValidator(_readable_file)]
+
+
+class KafkaTls(Strict):
+    """TLS towards the brokers: whom to trust, and an optional client certificate (mutual TLS)."""
+
+    ca_file: TlsFile = Field(
+        None, description="PEM CA certificate(s) the brokers' certificates must chain to; default: system CAs"
+    )
+    cert_file: TlsFile = Field(None, description="PEM client certificate (chain), for mutual TLS")
+    key_file: TlsFile = Field(None, description="PEM private key of cert_file, unless cert_file holds it")
+    key_password: Secret | None = Field(None, description="passphrase of an encrypted key_file")
+    check_hostname: bool = Field(True, description="the broker's certificate must name the host connected to")
+
+    @model_validator(mode="after")
+    def _loadable(self) -> KafkaTls:
+        if self.cert_file is None and (self.key_file is not None or self.key_password is not None):
+            raise ValueError("key_file and key_password need cert_file (the client certificate)")
+        context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+        if self.ca_file is not None:
+            try:
+                context.load_verify_locations(cafile=self.ca_file)
+            except ssl.SSLError:
+                raise ValueError(f"ca_file {self.ca_file} holds no PEM CA certificate") from None
+        if self.cert_file is not None:
+            # "" rather than None: OpenSSL would otherwise prompt on the terminal for an encrypted key
+            password = self.key_password.get_secret_value() if self.key_password is not None else ""
+            try:
+                context.load_cert_chain(self.cert_file, self.key_file, password=password)
+            except (ssl.SSLError, ValueError):
+                raise ValueError(
+                    f"cannot load the client certificate {self.cert_file} with key "
+                    f"{self.key_file or self.cert_file}: not PEM, a wrong or missing key_password, "
+                    "or a key that does not match the certificate"
+                ) from None
+        return self
+
+
+SaslMechanism = Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]
+
+
+class KafkaSasl(Strict):
+    """SASL credentials of alarmd's Kafka user."""
+
+    mechanism: SaslMechanism = "SCRAM-SHA-512"
+    username: str = Field(min_length=1)
+    password: Secret
+
+    @field_validator("password")
+    @classmethod
+    def _not_empty(cls, value: Secret) -> Secret:
+        if not value.get_secret_value():
+            raise ValueError("the SASL password is empty")
+        return value
+
+
+KafkaProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+
+
+class KafkaSecurity(Strict):
+    """How alarmd connects to Kafka: in clear (default), over TLS, with SASL, or both.
+
+    ``SSL`` and ``SASL_SSL`` trust the system CAs unless ``tls.ca_file`` is given.  ``sasl``
+    is required with ``SASL_*`` and refused without.  ``PLAIN`` over ``SASL_PLAINTEXT`` is
+    refused: it would send the password in clear (SPEC §8).
+    """
+
+    protocol: KafkaProtocol = "PLAINTEXT"
+    tls: KafkaTls | None = Field(None, description="with SSL / SASL_SSL; default: system CAs")
+    sasl: KafkaSasl | None = Field(None, description="with SASL_PLAINTEXT / SASL_SSL")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSecurity:
+        uses_tls = self.protocol in ("SSL", "SASL_SSL")
+        uses_sasl = self.protocol.startswith("SASL_")
+        if self.tls is not None and not uses_tls:
+            raise ValueError(f"tls is set but protocol is {self.protocol}; use SSL or SASL_SSL")
+        if uses_sasl and self.sasl is None:
+            raise ValueError(f"protocol {self.protocol} needs sasl: {{mechanism, username, password}}")
+        if self.sasl is not None and not uses_sasl:
+            raise ValueError(f"sasl is set but protocol is {self.protocol}; use SASL_SSL or SASL_PLAINTEXT")
+        if self.protocol == "SASL_PLAINTEXT" and self.sasl is not None and self.sasl.mechanism == "PLAIN":
+            raise ValueError(
+                "SASL mechanism PLAIN over SASL_PLAINTEXT would send the password in clear; "
+                "use protocol SASL_SSL or a SCRAM mechanism"
+            )
+        return self
+
+
 class KafkaConfig(Strict):
     """The Kafka cluster that carries work orders.  ``KAFKA_BOOTSTRAP_SERVERS`` overrides it."""
 
@@ -400,6 +553,9 @@ class KafkaConfig(Strict):
     topics: KafkaTopics = KafkaTopics()
     request_timeout: Duration = 30.0
     retry_backoff: Duration = 1.0
+    security: KafkaSecurity = Field(
+        KafkaSecurity(), description="TLS and SASL towards the brokers, for every Kafka client of alarmd"
+    )
 
 
 class ListenAddress(Strict):

@@ -3,23 +3,35 @@
 ``KafkaSink`` is an idempotent producer with ``acks=all``.  ``KafkaSource`` consumes the
 upstream alarm topic in a consumer group, at least once: an offset is committed only after
 its message was accepted by the handler or published to the dead-letter topic.
+
+Every client connects as ``kafka.security`` says (``client_options``): PLAINTEXT, TLS, SASL
+(SCRAM or PLAIN) or both.  A client that cannot start says why in words that name the
+bootstrap servers and the reason (TLS handshake, SASL authentication, refused connection),
+never the password.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka.conn import create_conn
 from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
     NodeNotReadyError,
     RequestTimedOutError,
+    SaslAuthenticationFailed,
+    UnsupportedSaslMechanismError,
 )
+from aiokafka.helpers import create_ssl_context
+from aiokafka.protocol.metadata import MetadataRequest
 
 from alarmd.config import ConsumedTopic, KafkaConfig
 from alarmd.dispatch.outbox import SinkError, SinkReason
@@ -38,6 +50,196 @@ def _reason(exc: BaseException) -> SinkReason:
     return "internal"
 
 
+# --------------------------------------------------------------------------- connecting
+
+
+class KafkaStartError(Exception):
+    """A Kafka client could not start; the message names the bootstrap servers and why, never a secret."""
+
+    def __init__(self, reason: SinkReason, message: str) -> None:
+        super().__init__(message)
+        self.reason: SinkReason = reason
+
+
+def client_options(config: KafkaConfig) -> dict[str, Any]:
+    """The aiokafka keyword arguments every client of ``config`` shares: servers, timeouts, TLS and SASL.
+
+    Raises ``KafkaStartError`` if the TLS material cannot be loaded.
+    """
+    security = config.security
+    options: dict[str, Any] = {
+        "bootstrap_servers": config.bootstrap_servers,
+        "request_timeout_ms": int(config.request_timeout * 1000),
+        "retry_backoff_ms": int(config.retry_backoff * 1000),
+        "security_protocol": security.protocol,
+    }
+    if security.protocol in ("SSL", "SASL_SSL"):
+        options["ssl_context"] = _ssl_context(config)
+    if security.sasl is not None:
+        options["sasl_mechanism"] = security.sasl.mechanism
+        options["sasl_plain_username"] = security.sasl.username
+        options["sasl_plain_password"] = security.sasl.password.get_secret_value()
+    return options
+
+
+def _ssl_context(config: KafkaConfig) -> ssl.SSLContext:
+    tls = config.security.tls
+    if tls is None:
+        system: ssl.SSLContext = create_ssl_context()
+        return system
+    password = tls.key_password.get_secret_value() if tls.key_password is not None else ""
+    try:
+        context: ssl.SSLContext = create_ssl_context(
+            cafile=tls.ca_file,
+            certfile=tls.cert_file,
+            keyfile=tls.key_file,
+            # "" rather than None: OpenSSL would otherwise prompt on the terminal for an encrypted key
+            password=password if tls.cert_file is not None else None,
+        )
+    except (OSError, ValueError) as exc:
+        detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
+        files = {"ca_file": tls.ca_file, "cert_file": tls.cert_file, "key_file": tls.key_file}
+        named = ", ".join(f"{key} {path}" for key, path in files.items() if path)
+        raise KafkaStartError(
+            "internal", f"{config.bootstrap_servers}: TLS setup failed: cannot load {named}: {detail}"
+        ) from None
+    context.check_hostname = tls.check_hostname
+    return context
+
+
+async def _start_client(client: Any, config: KafkaConfig, role: str) -> None:
+    """Start an aiokafka client; on failure stop it and raise ``KafkaStartError`` saying why."""
+    try:
+        await client.start()
+    except Exception as exc:
+        failure = exc
+    else:
+        return
+    with contextlib.suppress(KafkaError, OSError):
+        await client.stop()
+    reason, why = await _diagnose(config, failure)
+    raise KafkaStartError(reason, _redact(config, f"{config.bootstrap_servers}: {role}: {why}"))
+
+
+async def _diagnose(config: KafkaConfig, exc: BaseException) -> tuple[SinkReason, str]:
+    """Why a client could not start.
+
+    aiokafka reports only "Unable to bootstrap" and keeps the cause in its own log, so each
+    bootstrap server is connected to once more and asked for metadata, as the client does
+    (TLS, SASL), and the first failure is put in words.  If every server answers now, the
+    original error stands.
+    """
+    if not isinstance(exc, KafkaConnectionError):
+        return _explain(config, exc)
+    options = client_options(config)
+    servers = _servers(config.bootstrap_servers)
+    for host, port in servers:
+        conn = None
+        try:
+            conn = await asyncio.wait_for(
+                create_conn(
+                    host,
+                    port,
+                    client_id=f"{config.client_id}-diagnosis",
+                    request_timeout_ms=options["request_timeout_ms"],
+                    ssl_context=options.get("ssl_context"),
+                    security_protocol=options["security_protocol"],
+                    sasl_mechanism=options.get("sasl_mechanism"),
+                    sasl_plain_username=options.get("sasl_plain_username"),
+                    sasl_plain_password=options.get("sasl_plain_password"),
+                ),
+                config.request_timeout,
+            )
+            await asyncio.wait_for(conn.send(MetadataRequest([])), config.request_timeout)
+        except Exception as probe:
+            reason, why = _explain(config, probe)
+            return reason, f"{host}:{port}: {why}" if len(servers) > 1 else why
+        finally:
+            if conn is not None:
+                conn.close()
+    return _reason(exc), _text(exc)
+
+
+def _explain(config: KafkaConfig, exc: BaseException) -> tuple[SinkReason, str]:
+    """One failure to connect, in words and a reason from the fixed set."""
+    refused = _security_words(config, exc)
+    if refused is not None:
+        return "rejected", refused
+    if isinstance(exc, ConnectionRefusedError):
+        return "unavailable", "connection refused"
+    if isinstance(exc, TimeoutError | KafkaTimeoutError):
+        return "timeout", f"no answer within {config.request_timeout:g}s"
+    if isinstance(exc, KafkaConnectionError | ConnectionError):
+        protocol = config.security.protocol
+        expects = {
+            "PLAINTEXT": "TLS or SASL",
+            "SASL_PLAINTEXT": "TLS",
+            "SSL": "no TLS, or SASL, or a client certificate",
+            "SASL_SSL": "no TLS, or no SASL, or a client certificate",
+        }[protocol]
+        return "unavailable", (
+            f"{_text(exc)} (the broker closed the connection: does this listener "
+            f"expect {expects}? kafka.security.protocol is {protocol})"
+        )
+    return _reason(exc), _text(exc)
+
+
+def _security_words(config: KafkaConfig, exc: BaseException) -> str | None:
+    """A TLS handshake or SASL authentication failure in words; ``None`` if ``exc`` is neither."""
+    sasl = config.security.sasl
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS handshake failed: certificate verify failed: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed: {exc.reason or exc.strerror or type(exc).__name__}"
+    if isinstance(exc, SaslAuthenticationFailed) and sasl is not None:
+        return (
+            f"SASL authentication failed for user '{sasl.username}' ({sasl.mechanism}): "
+            f"{_broker_message(exc)}"
+        )
+    if isinstance(exc, UnsupportedSaslMechanismError) and sasl is not None:
+        return f"SASL mechanism {sasl.mechanism} is not enabled on the broker's listener"
+    return None
+
+
+def _text(exc: BaseException) -> str:
+    """``Type: message`` of an exception, without saying the type twice (aiokafka's own ``str`` has it)."""
+    name, text = type(exc).__name__, str(exc)
+    if not text:
+        return name
+    return text if name in text else f"{name}: {text}"
+
+
+def _broker_message(exc: KafkaError) -> str:
+    """The broker's own words of a broker error, without aiokafka's ``[Error 58] Name:`` prefix."""
+    text = str(exc)
+    return text.split(": ", 1)[1] if text.startswith("[Error") and ": " in text else text
+
+
+def _servers(bootstrap: str) -> list[tuple[str, int]]:
+    """``host:port,host:port`` (9092 if no port; IPv6 in brackets) as pairs."""
+    servers = []
+    for item in bootstrap.split(","):
+        host, sep, port = item.strip().rpartition(":")
+        if not sep or not port.isdigit() or (host.count(":") and not host.endswith("]")):
+            host, port = item.strip(), "9092"
+        servers.append((host.strip("[]"), int(port)))
+    return servers
+
+
+def _redact(config: KafkaConfig, text: str) -> str:
+    """``text`` with every secret of ``config`` replaced by ``<secret>``."""
+    security = config.security
+    secrets = [security.sasl.password if security.sasl else None]
+    secrets.append(security.tls.key_password if security.tls else None)
+    for secret in secrets:
+        if secret is not None and secret.get_secret_value():
+            text = text.replace(secret.get_secret_value(), "<secret>")
+    return text
+
+
+# --------------------------------------------------------------------------- work orders out
+
+
 class KafkaSink:
     """Delivers messages to Kafka; ``send`` returns once all in-sync replicas have them."""
 
@@ -46,21 +248,18 @@ class KafkaSink:
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
-        """Connect to the cluster (raises ``SinkError`` if it cannot be reached)."""
-        producer = AIOKafkaProducer(
-            bootstrap_servers=self.config.bootstrap_servers,
-            client_id=self.config.client_id,
-            acks="all",
-            enable_idempotence=True,
-            linger_ms=0,
-            request_timeout_ms=int(self.config.request_timeout * 1000),
-            retry_backoff_ms=int(self.config.retry_backoff * 1000),
-        )
+        """Connect to the cluster (raises ``SinkError`` naming the servers and why if it cannot)."""
         try:
-            await producer.start()
-        except Exception as exc:
-            await producer.stop()
-            raise SinkError(_reason(exc), f"{self.config.bootstrap_servers}: {exc}") from None
+            producer = AIOKafkaProducer(
+                **client_options(self.config),
+                client_id=self.config.client_id,
+                acks="all",
+                enable_idempotence=True,
+                linger_ms=0,
+            )
+            await _start_client(producer, self.config, "producer")
+        except KafkaStartError as exc:
+            raise SinkError(exc.reason, str(exc)) from None
         self._producer = producer
 
     async def send(
@@ -81,7 +280,8 @@ class KafkaSink:
                 self.config.request_timeout * 2,
             )
         except Exception as exc:
-            raise SinkError(_reason(exc), f"{topic}: {exc or type(exc).__name__}") from None
+            detail = _redact(self.config, f"{topic}: {str(exc) or type(exc).__name__}")
+            raise SinkError(_reason(exc), detail) from None
 
     async def stop(self) -> None:
         """Flush what is in flight and disconnect."""
@@ -169,13 +369,13 @@ class KafkaSource:
                     return
                 except _HandlerFailed as failed:
                     raise failed.original from None
-                except (KafkaError, OSError) as exc:
+                except (KafkaError, OSError, KafkaStartError) as exc:
                     log.warning(
                         "upstream_kafka_unavailable",
                         action="consume",
                         bootstrap_servers=self.kafka.bootstrap_servers,
                         topic=self.upstream.topic,
-                        error=f"{type(exc).__name__}: {exc}",
+                        error=_redact(self.kafka, f"{type(exc).__name__}: {exc}"),
                         retry_in=round(self._delay, 3),
                     )
                     await self._disconnect()
@@ -190,31 +390,26 @@ class KafkaSource:
         await self._disconnect()
 
     async def _connect(self) -> None:
-        timeout_ms = int(self.kafka.request_timeout * 1000)
-        backoff_ms = int(self.kafka.retry_backoff * 1000)
+        options = client_options(self.kafka)
         consumer = AIOKafkaConsumer(
             self.upstream.topic,
-            bootstrap_servers=self.kafka.bootstrap_servers,
+            **options,
             client_id=f"{self.kafka.client_id}-upstream",
             group_id=self.upstream.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
-            request_timeout_ms=timeout_ms,
-            retry_backoff_ms=backoff_ms,
         )
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.kafka.bootstrap_servers,
+            **options,
             client_id=f"{self.kafka.client_id}-upstream-dead-letter",
             acks="all",
             enable_idempotence=True,
             linger_ms=0,
-            request_timeout_ms=timeout_ms,
-            retry_backoff_ms=backoff_ms,
         )
         self._consumer, self._producer = consumer, producer
-        await consumer.start()
-        await producer.start()
+        await _start_client(consumer, self.kafka, "consumer")
+        await _start_client(producer, self.kafka, "dead-letter producer")
         log.info(
             "upstream_consumer_started",
             topic=self.upstream.topic,
