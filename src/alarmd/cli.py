@@ -24,6 +24,7 @@ from alarmd.alarms.inhibit import Correlator
 from alarmd.alarms.lifecycle import AlarmBook
 from alarmd.alarms.quality import quality
 from alarmd.alarms.store import Store, StoreError
+from alarmd.collector.trapdefs import TrapDefinitions
 from alarmd.collector.upstream import schema_json
 from alarmd.config import Config, ConfigError, Loaded, load, read_yaml, validate
 from alarmd.dispatch.routing import Router
@@ -102,6 +103,9 @@ def _load(path: Path) -> tuple[Loaded, list[Rule]]:
 
     loaded = load(path)
     load_profiles_for(loaded)
+    if loaded.config.traps.enabled:
+        # The daemon reads them again when it starts the receiver; a broken file must stop it here.
+        TrapDefinitions.load_globs(loaded.config.traps.definitions, loaded.path.parent)
     return loaded, load_rules(loaded)
 
 

@@ -50,7 +50,7 @@ def parse_matchers(text: str | None) -> tuple[Matcher, ...]:
         if op in ("=~", "!~"):
             try:
                 regex = re.compile(value)
-            except re.error as exc:
+            except (re.error, OverflowError, RecursionError) as exc:  # a{2**32}, (((...))) nested too deep
                 raise ValueError(f"bad regular expression {value!r}: {exc}") from None
         out.append(Matcher(m.group("name"), op, value, regex))
     return tuple(out)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 SCHEMA_VERSION = 1
 
@@ -351,3 +351,13 @@ class TicketFeedback(BaseModel):
     by: str = Field("", max_length=128, description="who, in ticketing")
     at: datetime = Field(description="when, RFC 3339 with offset")
     note: str = Field("", max_length=4096)
+
+    @field_validator("at")
+    @classmethod
+    def _in_range(cls, value: datetime) -> datetime:
+        # 0001-01-01T00:00+01:00 parses, but is in year 0 once in UTC: no timestamp can hold it.
+        try:
+            isotime(value.timestamp())
+        except (OverflowError, ValueError, OSError):
+            raise ValueError("timestamp is out of range") from None
+        return value

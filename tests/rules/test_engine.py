@@ -11,6 +11,7 @@ from alarmd.config import ConfigError, read_yaml
 from alarmd.model import Event, Sample
 from alarmd.rules.compile import compile_docs
 from alarmd.rules.engine import RuleEngine
+from alarmd.rules.replay import MAX_VALUES, expand
 
 REPO = Path(__file__).resolve().parents[2]
 WAN = {
@@ -236,3 +237,12 @@ def test_a_restored_trap_alarm_keeps_its_auto_clear() -> None:
     after_restart = shipped()
     after_restart.restore("LinkDown", fired.fingerprint, fired.labels, since=0.0, now=10.0)
     assert [t.kind for t in after_restart.tick(10.0 + 86400)] == ["resolved"]
+
+
+def test_a_rule_test_series_is_bounded_instead_of_exhausting_memory() -> None:
+    assert len(expand("0+1x9")) == 10
+    assert len(expand(f"1x{MAX_VALUES - 1}")) == MAX_VALUES
+    with pytest.raises(ValueError, match="longer than"):
+        expand("1x99999999999")
+    with pytest.raises(ValueError, match="longer than"):
+        expand(f"1x{MAX_VALUES // 2} _x{MAX_VALUES // 2}")

@@ -86,7 +86,7 @@ class SensorMetric(Strict):
     def _regex(cls, value: str) -> str:
         try:
             re.compile(value)
-        except re.error as exc:
+        except (re.error, OverflowError, RecursionError) as exc:  # a{2**32}, (((...))) nested too deep
             raise ValueError(f"'{value}' is not a regular expression: {exc}") from None
         return value
 

@@ -185,7 +185,9 @@ class UpstreamAlarm(BaseModel):
             return None
         try:
             utc = value.astimezone(UTC)
-        except OverflowError:
+            # 9999-12-31T23:59:59.999999Z rounds up to year 10000 as epoch seconds (Event.attributes)
+            isotime(utc.timestamp())
+        except (OverflowError, ValueError):
             raise ValueError("timestamp is out of range") from None
         if utc.year < 1970:
             raise ValueError("timestamp is before 1970")

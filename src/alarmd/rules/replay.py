@@ -28,13 +28,24 @@ _TERM = re.compile(
 _SERIES = re.compile(r"^\s*(?P<metric>[a-zA-Z_:][a-zA-Z0-9_:]*)\s*(?:\{(?P<labels>[^}]*)\})?\s*$")
 
 
+#: The longest series a rule test may describe.
+MAX_VALUES = 7 * 24 * 60
+
+
 def expand(values: str) -> list[float | None]:
-    """Promtool's expanding notation → one value (or None for ``_``) per interval."""
+    """Promtool's expanding notation → one value (or None for ``_``) per interval.
+
+    A series holds at most :data:`MAX_VALUES` values (a week of minutes): a test that asks
+    for more is refused rather than allowed to exhaust memory.
+    """
     out: list[float | None] = []
     for term in values.split():
         if term == "_":
             out.append(None)
             continue
+        repeat = term.rpartition("x")[2]
+        if repeat.isdigit() and len(out) + int(repeat) + 1 > MAX_VALUES:
+            raise ValueError(f"{term!r} makes the series longer than {MAX_VALUES} values")
         if term.startswith("_x") and term[2:].isdigit():
             out.extend([None] * (int(term[2:]) + 1))
             continue
