@@ -417,7 +417,7 @@ class Daemon:
         self, tg: asyncio.TaskGroup, intake_stop: asyncio.Event, sources: list[KafkaSource]
     ) -> tuple[list[asyncio.Task[None]], list[asyncio.Task[None]]]:
         """Start what brings data in: pollers, dial tests, consumed topics, trap forwarding."""
-        intake = [tg.create_task(p.run(self._emit, intake_stop)) for p in self.pollers.values()]
+        intake = [tg.create_task(p.run(self.samples.put, intake_stop)) for p in self.pollers.values()]
         intake.append(tg.create_task(self._dial_tests(intake_stop)))
         intake.append(tg.create_task(self._tick(intake_stop)))
         intake.extend(tg.create_task(source.run(intake_stop)) for source in sources)

@@ -8,7 +8,7 @@ import math
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import structlog
@@ -418,16 +418,21 @@ class DevicePoller:
             current = str(parent)
         return None
 
-    async def run(self, emit: Callable[[Sample], None], stop: asyncio.Event) -> None:
-        """Poll every interval (with a random start offset) until ``stop`` is set."""
-        first_delay = random.uniform(0, min(self.interval, 10.0))  # noqa: S311 - jitter, not crypto
+    async def run(self, emit: Callable[[Sample], Awaitable[None]], stop: asyncio.Event) -> None:
+        """Poll every interval until ``stop`` is set, handing each sample to ``emit``.
+
+        Devices start at a random offset within their interval, so thousands of them spread
+        their polls instead of bursting together; ``emit`` may wait (a full queue holds the
+        next poll back rather than losing samples).
+        """
+        first_delay = random.uniform(0, self.interval)  # noqa: S311 - jitter, not crypto
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), first_delay)
         next_at = self.clock.monotonic()
         while not stop.is_set():
             try:
                 for sample in await self.poll_once():
-                    emit(sample)
+                    await emit(sample)
             except Exception:  # a defect in one poller must not stop the others
                 self.metrics.poll_errors.labels(self.device.kind.value, "internal").inc()
                 self.log.exception("poll_crashed")
