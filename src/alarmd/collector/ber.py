@@ -412,7 +412,21 @@ def _int_content(value: int) -> bytes:
     return value.to_bytes((value if value >= 0 else ~value).bit_length() // 8 + 1, "big", signed=True)
 
 
+_OID_BYTES: dict[str, bytes] = {}
+
+
 def _oid_content(oid: str) -> bytes:
+    """An OID's content octets; request OIDs repeat every poll cycle, so they are cached."""
+    found = _OID_BYTES.get(oid)
+    if found is None:
+        found = _encode_oid(oid)
+        if len(_OID_BYTES) >= _OID_CACHE_SIZE:
+            _OID_BYTES.clear()
+        _OID_BYTES[oid] = found
+    return found
+
+
+def _encode_oid(oid: str) -> bytes:
     try:
         arcs = [int(part) for part in oid.split(".")]
     except ValueError:

@@ -165,9 +165,9 @@ Fetch = Callable[[list[str]], Awaitable[tuple[int, list[Fetched]]]]
 async def walk_columns(columns: Sequence[str], v1: bool, fetch: Fetch) -> dict[str, dict[str, SnmpValue]]:
     """Walk table columns with ``fetch``: ``{column_oid: {index: value}}``.
 
-    A column ends at endOfMibView, at the first OID outside it, or at an OID that does not
-    increase (an agent looping).  v1 has no GETBULK and ends a walk with noSuchName: one
-    column per GETNEXT there.
+    A column ends at endOfMibView, at the first OID outside it, or when a round does not take
+    it past where it was (an agent looping).  v1 has no GETBULK and ends a walk with
+    noSuchName: one column per GETNEXT there.
     """
     prefixes = {col: col.strip(".") + "." for col in columns}
     result: dict[str, dict[str, SnmpValue]] = {col: {} for col in columns}
@@ -182,6 +182,7 @@ async def walk_columns(columns: Sequence[str], v1: bool, fetch: Fetch) -> dict[s
             continue
         done: set[str] = set(batch[len(varbinds) :])
         width = len(batch)
+        reached = dict(last)
         for i, (oid, value, end_of_mib) in enumerate(varbinds):
             col = batch[i % width]
             if col in done:
@@ -190,18 +191,21 @@ async def walk_columns(columns: Sequence[str], v1: bool, fetch: Fetch) -> dict[s
             if end_of_mib or not oid.startswith(prefix):
                 done.add(col)
                 continue
-            index = oid[len(prefix) :]
-            try:
-                position = tuple(map(int, index.split(".")))
-            except ValueError:
-                done.add(col)
+            result[col][oid[len(prefix) :]] = value
+            reached[col] = oid
+        for col in batch:
+            if col in done:
                 continue
+            # Progress is checked once per column and round: the OID it reached must be past the cursor.
+            try:
+                position = tuple(map(int, reached[col][len(prefixes[col]) :].split(".")))
+            except ValueError:
+                position = ()
             if position <= cursor[col]:
                 done.add(col)
                 continue
-            result[col][index] = value
             cursor[col] = position
-            last[col] = oid
+            last[col] = reached[col]
         active = [c for c in active if c not in done]
     return result
 
