@@ -2,12 +2,20 @@
 
 Each workload is a function ``(args, results_dir) -> summary``: it runs on 127.0.0.1 only,
 writes its own ``<name>.json`` next to ``latest.json`` and returns the few figures that go
-under its key there.  Later workloads (polling against snmp_exporter, latency, memory, the
-rule engine alone) are added to :data:`WORKLOADS`.
+under its key there:
 
-    python -m bench.run                      # every workload, full length (< 6 minutes)
-    python -m bench.run --quick              # 2 s steps: a smoke run
+* ``traps``: alarmd's full trap path against snmptrapd, highest lossless rate (bench/traps.py);
+* ``polling``: the collector against prometheus-snmp-exporter on snmpd agents, varbinds per
+  CPU-second of the poller process (bench/polling.py);
+* ``latency``: trap → work order acknowledged by Kafka at 1k traps/s background (bench/latency.py);
+* ``memory``: the daemon's RSS polling 10k and 100k interfaces (bench/memory.py);
+* ``rules``: rule-engine evaluations per second on the shipped rules (bench/rules.py).
+
+    python -m bench.run                      # every workload, full length (about 10 minutes)
+    python -m bench.run --quick              # short steps: a smoke run
     python -m bench.run --only traps --trap-rates 500 --trap-duration 1 --results-dir /tmp/b
+
+Kafka: ``KAFKA_BOOTSTRAP_SERVERS``, else a local broker started by the workload that needs one.
 """
 
 from __future__ import annotations
@@ -20,7 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from bench import traps
+from bench import host, latency, memory, polling, rules, traps
 
 RESULTS: Final = Path(__file__).resolve().parent / "results"
 
@@ -33,7 +41,33 @@ def _traps(args: argparse.Namespace, results_dir: Path) -> dict[str, Any]:
     return traps.run(options, results_dir)
 
 
-WORKLOADS: Final[dict[str, Workload]] = {"traps": _traps}
+def _polling(args: argparse.Namespace, results_dir: Path) -> dict[str, Any]:
+    """Polling: alarmd's collector against prometheus-snmp-exporter, varbinds per CPU-second."""
+    return polling.run(polling.options_from(args.quick), results_dir)
+
+
+def _latency(args: argparse.Namespace, results_dir: Path) -> dict[str, Any]:
+    """Trap → work order acknowledged by the broker, p50 / p99."""
+    return latency.run(latency.options_from(args.quick), results_dir)
+
+
+def _memory(args: argparse.Namespace, results_dir: Path) -> dict[str, Any]:
+    """RSS of the daemon polling 10k and 100k interfaces."""
+    return memory.run(memory.options_from(args.quick), results_dir)
+
+
+def _rules(args: argparse.Namespace, results_dir: Path) -> dict[str, Any]:
+    """Rule-engine evaluations per second."""
+    return rules.run(rules.options_from(args.quick), results_dir)
+
+
+WORKLOADS: Final[dict[str, Workload]] = {
+    "traps": _traps,
+    "polling": _polling,
+    "latency": _latency,
+    "memory": _memory,
+    "rules": _rules,
+}
 
 
 def merge_latest(path: Path, updates: dict[str, dict[str, Any]]) -> None:
@@ -81,7 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         summaries[name]["wall_seconds"] = round(time.monotonic() - start, 1)
         summaries[name]["quick"] = args.quick
     args.results_dir.mkdir(parents=True, exist_ok=True)
-    merge_latest(args.results_dir / "latest.json", summaries)
+    merge_latest(args.results_dir / "latest.json", {**summaries, "machine": host.host_facts()})
     print(f"bench: wrote {args.results_dir / 'latest.json'}")
     return 0
 

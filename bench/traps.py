@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import re
 import shutil
 import socket
@@ -33,7 +32,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Final, Protocol
 
@@ -47,6 +45,7 @@ from alarmd.config import SnmpV2c, TrapsConfig, read_yaml
 from alarmd.metrics import Metrics
 from alarmd.rules.compile import compile_docs
 from alarmd.rules.engine import RuleEngine
+from bench.host import SNMPTRAPD, host_facts
 from bench.sender import encode_traps
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -56,7 +55,6 @@ QUICK_DURATION: Final = 2.0
 LOSS_LIMIT: Final = 0.001  # a step is lossless when it loses less than 0.1 % of what was sent
 COMMUNITY: Final = "alarmd-bench"
 MARKER: Final = "alarmd-bench-trap"
-SNMPTRAPD: Final = "/usr/sbin/snmptrapd"
 WANTED_BUFFER: Final = 8 * 1024 * 1024  # alarmd's default traps.receive_buffer
 SETTLE_QUIET: Final = 0.5  # a peer has drained once its count stays put this long ...
 SETTLE_MAX: Final = 20.0  # ... or after this long, whichever is first
@@ -200,15 +198,6 @@ def socket_info(port: int) -> tuple[int | None, int | None]:
     rb = re.search(r"\brb(\d+)", out)
     drops = re.search(r"\bd(\d+)\)", out)
     return (int(rb.group(1)) if rb else None), (int(drops.group(1)) if drops else None)
-
-
-def net_snmp_version() -> str | None:
-    """The version ``snmptrapd --version`` reports, if it is installed."""
-    if not Path(SNMPTRAPD).exists():
-        return None
-    out = subprocess.run([SNMPTRAPD, "--version"], capture_output=True, text=True, timeout=10, check=False)
-    found = re.search(r"NET-SNMP [Vv]ersion:\s*(\S+)", out.stdout + out.stderr)
-    return found.group(1) if found else None
 
 
 def free_udp_port() -> int:
@@ -531,19 +520,6 @@ async def bench(options: Options, say: Callable[[str], None]) -> dict[str, Any]:
         "alarmd_lossless_per_s": alarmd.lossless_per_s if alarmd else None,
         "snmptrapd_lossless_per_s": snmptrapd.lossless_per_s if snmptrapd else None,
         "ratio": ratio,
-    }
-
-
-def host_facts() -> dict[str, Any]:
-    """CPU count and the versions that shape the numbers."""
-    return {
-        "cpu_count": os.cpu_count(),
-        "cpus_usable": len(os.sched_getaffinity(0)),
-        "python": platform.python_version(),
-        "uvloop": metadata.version("uvloop"),
-        "net_snmp": net_snmp_version(),
-        "kernel": platform.release(),
-        "machine": platform.machine(),
     }
 
 
