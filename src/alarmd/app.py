@@ -377,8 +377,12 @@ class Daemon:
                 await asyncio.sleep(0)  # a poll's burst of samples must not hold traps and timers up
             self.metrics.rule_evaluations.inc()
             self._export(sample)
+            labels = sample.labels
+            on_circuit = "interface" in labels and self.inventory.carries_circuit(
+                labels.get("device"), labels["interface"]
+            )
             with self.metrics.rule_duration.time():
-                transitions = self.engine.evaluate(sample)
+                transitions = self.engine.evaluate(sample, on_circuit=on_circuit)
             self._judge(transitions)
 
     def _export_outages(self) -> None:

@@ -246,3 +246,15 @@ def test_a_rule_test_series_is_bounded_instead_of_exhausting_memory() -> None:
         expand("1x99999999999")
     with pytest.raises(ValueError, match="longer than"):
         expand(f"1x{MAX_VALUES // 2} _x{MAX_VALUES // 2}")
+
+
+def test_the_shipped_fluctuation_warning_keeps_history_for_customer_lines_only() -> None:
+    engine = shipped()
+    uplink = {**WAN, "interface": "GigabitEthernet0/0/9", "if_index": "9"}
+    for minute in range(30):
+        at = 1_700_000_000.0 + 60 * minute
+        engine.evaluate(Sample("interface_utilisation_percent", uplink, 20.0, at), on_circuit=False)
+    assert engine.baseline_series == 0, "an interface without a circuit costs no baseline"
+    for minute in range(30):
+        engine.evaluate(util(20.0, 1_700_000_000.0 + 60 * minute), on_circuit=True)
+    assert engine.baseline_series == 1

@@ -35,6 +35,10 @@ class Inventory:
                 else:
                     self._by_device.setdefault(hop.device, placement)
 
+    def carries_circuit(self, device: str | None, interface: str | None) -> bool:
+        """Whether ``interface`` of ``device`` is on a circuit's path (a customer's line)."""
+        return (device, interface) in self._by_interface
+
     def device_at(self, address: str | None) -> DeviceConfig | None:
         """The device polled at an address (first one, if several share it)."""
         return self._by_address.get(address) if address else None

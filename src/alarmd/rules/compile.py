@@ -55,6 +55,7 @@ class Rule:
     by: tuple[str, ...] = ()
     auto_clear: float | None = None
     baseline: BaselineConfig | None = None
+    circuits_only: bool = False
 
     def breaches(self, value: float) -> bool:
         """Whether a value breaks the rule's threshold."""
@@ -149,6 +150,7 @@ def _compile_rule(doc: YamlDoc, loc: tuple[str | int, ...], group: str, rule: Ru
             op=">",
             threshold=rule.baseline.deviation,
             baseline=_baseline_config(rule.baseline, fail),
+            circuits_only=rule.baseline.circuits_only,
         )
     m = _EXPR.match(rule.expr or "")
     if m is None:

@@ -60,11 +60,17 @@ class RuleEngine:
 
     # ------------------------------------------------------------------ samples
 
-    def evaluate(self, sample: Sample) -> list[AlarmTransition]:
-        """Evaluate one sample against every metric and baseline rule on its metric."""
+    def evaluate(self, sample: Sample, *, on_circuit: bool = True) -> list[AlarmTransition]:
+        """Evaluate one sample against every metric and baseline rule on its metric.
+
+        ``on_circuit`` says whether the sample's interface carries a circuit: baseline rules
+        with ``circuits_only`` watch only those.
+        """
         out: list[AlarmTransition] = []
         for rule in self._by_metric.get(sample.metric, ()):
             if not matches_all(rule.matchers, sample.labels):
+                continue
+            if rule.circuits_only and not on_circuit:
                 continue
             value = sample.value
             if rule.kind == "baseline":
@@ -190,6 +196,11 @@ class RuleEngine:
         self._state[(rule, fingerprint)] = _State(
             since, dict(labels), firing=True, last_seen=now, event=event
         )
+
+    @property
+    def baseline_series(self) -> int:
+        """Series whose history a baseline rule keeps (each costs its fixed ring of slots)."""
+        return sum(len(b) for b in self._baselines.values())
 
     @property
     def pending(self) -> int:

@@ -26,6 +26,11 @@ class BaselineSpec(Strict):
     min_history: int = Field(4, ge=1, description="closed slots a bucket needs before it scores")
     mad_floor: float = Field(1.0, gt=0, description="smallest spread, in the metric's units")
     utc_offset_hours: float = Field(8.0, description="where local hours begin (China: +8)")
+    circuits_only: bool = Field(
+        False,
+        description="watch only interfaces that carry a circuit (customer lines); each watched series "
+        "keeps its own history (about 11 KiB with 15-minute slots)",
+    )
 
 
 class RuleSpec(Strict):
