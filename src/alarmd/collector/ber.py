@@ -262,6 +262,17 @@ _DECODERS: Final[dict[int, _Decoder]] = {
 }
 
 
+#: Number types by tag, with the largest value each may hold (an Integer's sign is its own).
+_NUMBERS: Final[dict[int, tuple[SnmpType, int]]] = {
+    INTEGER: ("Integer", (1 << 71) - 1),
+    COUNTER32: ("Counter32", MAX_UNSIGNED32),
+    GAUGE32: ("Gauge32", MAX_UNSIGNED32),
+    TIMETICKS: ("TimeTicks", MAX_UNSIGNED32),
+    COUNTER64: ("Counter64", MAX_UNSIGNED64),
+    UINTEGER32: ("Gauge32", MAX_UNSIGNED32),
+}
+
+
 def _value(data: bytes, pos: int, end: int) -> tuple[SnmpType, Value, int]:
     """Decode one ObjectSyntax value at ``pos``; return (type, value, next offset)."""
     tag, start, stop = _header(data, pos, end)
@@ -299,7 +310,16 @@ def _varbinds(data: bytes, pos: int, end: int) -> tuple[tuple[VarBind, ...], int
                     raise BerError(
                         f"length {size} at offset {name_stop + 2} runs past the end of its container"
                     )
-                kind, value = decoder(data, name_stop + 2, after)
+                fast = _NUMBERS.get(tag)
+                if fast is not None and 0 < size <= MAX_INT_OCTETS and data[name_stop + 2] < 0x80:
+                    # A non-negative number, the bulk of every response: read in place.
+                    kind, limit = fast
+                    number = int.from_bytes(data[name_stop + 2 : after], "big")
+                    if number > limit:
+                        raise BerError(f"{kind} value {number} at offset {name_stop + 2} is out of range")
+                    value: Value = number
+                else:
+                    kind, value = decoder(data, name_stop + 2, after)
             else:
                 kind, value, after = _value(data, name_stop, vb_stop)
         else:
