@@ -21,6 +21,51 @@ REPO = Path(__file__).resolve().parents[2]
 PROFILES = REPO / "config" / "profiles" / "*.yml"
 
 
+CONGESTED = 1_125_000.0  # bytes/s on cpe-router-01's 10 Mbit/s WAN port: 90% occupancy
+ONE_CIRCUIT = """\
+rule_files: [rules.yml]
+profile_files: ["{profiles}"]
+state_dir: {state}
+polling: {{interval: 1s, timeout: 1s, retries: 0}}
+clocks: {{observation: {observation}s}}
+customers:
+  - {{id: CUST-0001, name: Harbour Logistics Group, tier: gold}}
+devices:
+  - {{name: cpe-router-01, kind: cpe_router, address: 127.0.0.1, port: {port},
+     snmp: {{community: cpe-router-01}}}}
+circuits:
+  - id: CIR-0001
+    customer: CUST-0001
+    path: [{{device: cpe-router-01, interface: GigabitEthernet0/0/1}}]
+kafka:
+  request_timeout: 3s
+  retry_backoff: 500ms
+  topics: {{work_orders: {topic}.workorders, notices: {topic}.notices}}
+http: {{listen: "127.0.0.1:{http}"}}
+"""
+BANDWIDTH_RULE = """\
+groups:
+  - name: g
+    rules:
+      - alert: BandwidthOccupancyHigh
+        expr: interface_utilisation_percent > 80
+        for: 2s
+        labels: {severity: major, alarm_class: data_anomaly}
+"""
+
+
+def one_circuit(
+    config_dir: Path, sim_port: int, topic: str, http: int, *, state: str = "state", observation: float = 3600
+) -> None:
+    """Write a config of one gold circuit on the simulated CPE router and the 80% occupancy rule."""
+    (config_dir / "alarmd.yml").write_text(
+        ONE_CIRCUIT.format(
+            profiles=PROFILES, state=state, port=sim_port, topic=topic, http=http, observation=observation
+        )
+    )
+    (config_dir / "rules.yml").write_text(BANDWIDTH_RULE)
+
+
 def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
     """A port on 127.0.0.1 that was free a moment ago."""
     with socket.socket(socket.AF_INET, kind) as sock:

@@ -13,44 +13,12 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.harness import PROFILES, Daemon, Inbox, free_port
+from tests.chaos.harness import CONGESTED, Daemon, Inbox, free_port, one_circuit
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
-CONGESTED = 1_125_000.0
 RELIEVED = 125_000.0
 OBSERVATION = 10.0
-
-CONFIG = """\
-rule_files: [rules.yml]
-profile_files: ["{profiles}"]
-state_dir: state
-polling: {{interval: 1s, timeout: 1s, retries: 0}}
-clocks: {{observation: {observation}s}}
-customers:
-  - {{id: CUST-0001, name: Harbour Logistics Group, tier: gold}}
-devices:
-  - {{name: cpe-router-01, kind: cpe_router, address: 127.0.0.1, port: {port},
-     snmp: {{community: cpe-router-01}}}}
-circuits:
-  - id: CIR-0001
-    customer: CUST-0001
-    path: [{{device: cpe-router-01, interface: GigabitEthernet0/0/1}}]
-kafka:
-  request_timeout: 3s
-  retry_backoff: 500ms
-  topics: {{work_orders: {topic}.workorders, notices: {topic}.notices}}
-http: {{listen: "127.0.0.1:{http}"}}
-"""
-RULES = """\
-groups:
-  - name: g
-    rules:
-      - alert: BandwidthOccupancyHigh
-        expr: interface_utilisation_percent > 80
-        for: 2s
-        labels: {severity: major, alarm_class: data_anomaly}
-"""
 
 
 def seconds(stamp: str) -> float:
@@ -60,12 +28,7 @@ def seconds(stamp: str) -> float:
 def setup(tmp_path: Path, sim_network: Any) -> tuple[str, int]:
     topic = f"alarmd.kill.{uuid.uuid4().hex[:8]}"
     http = free_port()
-    (tmp_path / "alarmd.yml").write_text(
-        CONFIG.format(
-            profiles=PROFILES, port=sim_network.port, topic=topic, http=http, observation=OBSERVATION
-        )
-    )
-    (tmp_path / "rules.yml").write_text(RULES)
+    one_circuit(tmp_path, sim_network.port, topic, http, observation=OBSERVATION)
     return topic, http
 
 

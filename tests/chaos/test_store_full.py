@@ -10,40 +10,11 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.harness import PROFILES, Daemon, Inbox, free_port
+from tests.chaos.harness import CONGESTED, Daemon, Inbox, free_port, one_circuit
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
-CONGESTED = 1_125_000.0  # bytes/s on the 10 Mbit/s WAN port: 90% occupancy
 RELIEVED = 125_000.0
-
-CONFIG = """\
-rule_files: [rules.yml]
-profile_files: ["{profiles}"]
-state_dir: {state}
-polling: {{interval: 1s, timeout: 1s, retries: 0}}
-customers:
-  - {{id: CUST-0001, name: Harbour Logistics Group, tier: gold}}
-devices:
-  - {{name: cpe-router-01, kind: cpe_router, address: 127.0.0.1, port: {port},
-     snmp: {{community: cpe-router-01}}}}
-circuits:
-  - id: CIR-0001
-    customer: CUST-0001
-    path: [{{device: cpe-router-01, interface: GigabitEthernet0/0/1}}]
-kafka:
-  topics: {{work_orders: {topic}.workorders, notices: {topic}.notices}}
-http: {{listen: "127.0.0.1:{http}"}}
-"""
-RULES = """\
-groups:
-  - name: g
-    rules:
-      - alert: BandwidthOccupancyHigh
-        expr: interface_utilisation_percent > 80
-        for: 2s
-        labels: {severity: major, alarm_class: data_anomaly}
-"""
 
 
 @pytest.fixture
@@ -84,12 +55,7 @@ async def test_a_full_disk_fails_health_loudly_and_the_work_order_follows_once_s
 ) -> None:
     topic = f"alarmd.diskfull.{uuid.uuid4().hex[:8]}"
     http = free_port()
-    (tmp_path / "alarmd.yml").write_text(
-        CONFIG.format(
-            profiles=PROFILES, state=small_disk / "state", port=sim_network.port, topic=topic, http=http
-        )
-    )
-    (tmp_path / "rules.yml").write_text(RULES)
+    one_circuit(tmp_path, sim_network.port, topic, http, state=str(small_disk / "state"))
     sim_network.set_rates({"cpe-router-01/2/in": RELIEVED})
     daemon = Daemon(tmp_path, kafka_bootstrap, http)
     async with Inbox(kafka_bootstrap, f"{topic}.workorders") as inbox:
