@@ -40,6 +40,9 @@ from alarmd.model import VarBind
 log = structlog.get_logger("alarmd.snmp")
 
 _ABSENT: Final = frozenset({"noSuchObject", "noSuchInstance", "endOfMibView", "Null"})
+_PLAIN: Final = frozenset(
+    {"Integer", "OctetString", "Counter32", "Gauge32", "TimeTicks", "Counter64", "Opaque", "ObjectIdentifier"}
+)
 _Address = tuple[str, int]
 
 
@@ -239,7 +242,14 @@ class FastSnmpClient:
                     target, ber.PduType.GET_BULK_REQUEST, oids, max_repetitions=max_repetitions
                 )
             self._status(target, message)
-            return 0, [(vb.oid, _value(vb), vb.type == "endOfMibView") for vb in message.varbinds]
+            fetched: list[Fetched] = []
+            for vb in message.varbinds:
+                kind = vb.type
+                if kind in _PLAIN:  # most of a walk: numbers and strings as they are
+                    fetched.append((vb.oid, vb.value, False))
+                else:
+                    fetched.append((vb.oid, _value(vb), kind == "endOfMibView"))
+            return 0, fetched
 
         return await walk_columns(columns, v1, fetch)
 

@@ -291,11 +291,11 @@ class DevicePoller:
             row.values[column.name] = float(value)
             return [Sample(column.name, row.labels, float(value), at)]
         if column.type in ("counter32", "counter64"):
-            max_rate = row.speed * 1_000_000 / 8 if column.name.endswith("octets") and row.speed else None
+            max_rate = row.speed * 125_000 if column.octets and row.speed else None  # Mbit/s → bytes/s
             bits = 32 if column.type == "counter32" else 64
             rate = self.rates.rate((row.table, row.index, column.name), value, at, bits, max_rate)
             row.values[column.name] = rate
-            return [] if rate is None else [Sample(f"{column.name}_per_second", row.labels, rate, at)]
+            return [] if rate is None else [Sample(column.rate_name, row.labels, rate, at)]
         if column.type == "bits":
             return [
                 Sample(name, row.labels, 1.0 if value & bit else 0.0, at) for name, bit in column.bits.items()

@@ -11,6 +11,7 @@ mapped to ports through ENTITY-MIB).  A vendor OID is added by adding a column.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -54,6 +55,16 @@ class ColumnSpec(Strict):
     type: ColumnType = "gauge"
     bits: dict[str, int] = Field({}, description="for type bits: sample name -> bit value")
     help: str = ""
+
+    @functools.cached_property
+    def rate_name(self) -> str:
+        """The sample name of a counter column's rate."""
+        return f"{self.name}_per_second"
+
+    @functools.cached_property
+    def octets(self) -> bool:
+        """Whether the column counts octets (so its rate cannot exceed the line's speed)."""
+        return self.name.endswith("octets")
 
     @model_validator(mode="after")
     def _bits(self) -> ColumnSpec:
