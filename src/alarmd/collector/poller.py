@@ -196,11 +196,13 @@ class DevicePoller:
         self.interface_names: dict[str, str] = {}
         self.log = log.bind(device=device.name, device_kind=device.kind.value)
         kind = device.kind.value
+        #: Shared by every sample of the device; samples' labels are never changed in place.
+        self._device_labels = {"device": device.name, "device_kind": kind}
         self._periods = metrics.poll_periods.labels(device.name, kind)
         self._failed = metrics.poll_failed_periods.labels(device.name, kind)
 
     def _labels(self) -> dict[str, str]:
-        return {"device": self.device.name, "device_kind": self.device.kind.value}
+        return self._device_labels
 
     async def poll_once(self) -> list[Sample]:
         """Poll the device once and return its samples (``device_up`` always among them)."""
@@ -275,7 +277,7 @@ class DevicePoller:
                 {},
             )
             for column in table.columns:
-                out.extend(self._column(column, values.get(column.oid), row, at))
+                self._column(column, values.get(column.oid), row, at, out)
             if table.kind == "interfaces":
                 out.extend(self._interface(row.labels, row.values, at))
                 self.interface_names[index] = row.labels.get("interface", f"ifIndex {index}")
@@ -283,24 +285,26 @@ class DevicePoller:
             out.extend(self._sensors(table, tables, at))
         return out
 
-    def _column(self, column: ColumnSpec, value: SnmpValue, row: _Row, at: float) -> list[Sample]:
-        """Samples of one column of one row; counters become rates, bits become 0/1 per bit."""
+    def _column(self, column: ColumnSpec, value: SnmpValue, row: _Row, at: float, out: list[Sample]) -> None:
+        """Append the samples of one column of one row; counters become rates, bits 0/1 per bit."""
         if not isinstance(value, int):
-            return []
-        if column.type in ("gauge", "timeticks"):
-            row.values[column.name] = float(value)
-            return [Sample(column.name, row.labels, float(value), at)]
-        if column.type in ("counter32", "counter64"):
-            max_rate = row.speed * 125_000 if column.octets and row.speed else None  # Mbit/s → bytes/s
-            bits = 32 if column.type == "counter32" else 64
+            return
+        kind = column.type
+        if kind in {"gauge", "timeticks"}:
+            number = float(value)
+            row.values[column.name] = number
+            out.append(Sample(column.name, row.labels, number, at))
+        elif kind in {"counter32", "counter64"}:
+            max_rate = row.speed * 125_000 if row.speed and column.octets else None  # Mbit/s → bytes/s
+            bits = 32 if kind == "counter32" else 64
             rate = self.rates.rate((row.table, row.index, column.name), value, at, bits, max_rate)
             row.values[column.name] = rate
-            return [] if rate is None else [Sample(column.rate_name, row.labels, rate, at)]
-        if column.type == "bits":
-            return [
+            if rate is not None:
+                out.append(Sample(column.rate_name, row.labels, rate, at))
+        elif kind == "bits":
+            out.extend(
                 Sample(name, row.labels, 1.0 if value & bit else 0.0, at) for name, bit in column.bits.items()
-            ]
-        return []
+            )
 
     def _check_row_discontinuity(self, table: TableSpec, index: str, value: SnmpValue) -> None:
         key = (table.name, index)
