@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -101,9 +102,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def _terminated(signum: int, frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the chosen workloads and merge their summaries into ``latest.json``."""
     args = parse_args(argv)
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so every workload stops its agents,
+    # brokers and daemons in its `finally` instead of leaving them running.
+    signal.signal(signal.SIGTERM, _terminated)
     unknown = set(args.trap_peers) - set(traps.PEERS)
     if unknown:
         print(f"bench: unknown trap peer(s) {sorted(unknown)}; known: {sorted(traps.PEERS)}", file=sys.stderr)
