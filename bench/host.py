@@ -71,3 +71,15 @@ def host_facts() -> dict[str, Any]:
         if external
         else os.environ.get("ALARMD_KAFKA_VERSION", "3.9.1"),
     }
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """Stop a peer we started: SIGTERM, SIGKILL after 5 s; nothing if it has already ended."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)

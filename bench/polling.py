@@ -65,7 +65,7 @@ from alarmd.collector.profile import load_profiles
 from alarmd.config import DeviceConfig, PollingConfig, SnmpV2c
 from alarmd.metrics import Metrics
 from bench import snmpd_fleet
-from bench.host import EXPORTER, host_facts
+from bench.host import EXPORTER, host_facts, stop_process
 from bench.snmpd_fleet import COLUMNS, INTERFACES, Fleet
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -487,14 +487,8 @@ class Exporter:
 
     def stop(self) -> None:
         """Stop the exporter (SIGTERM, SIGKILL after 5 s)."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.terminate()
-        try:
-            self.proc.wait(5)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
+        if self.proc is not None:
+            stop_process(self.proc)
 
     @property
     def pid(self) -> int:

@@ -29,7 +29,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final
 
-SNMPD: Final = "/usr/sbin/snmpd"
+from bench.host import SNMPD, stop_process
+
 UNSHARE: Final = "unshare"
 IP: Final = "ip"
 BASH: Final = "/bin/bash"
@@ -116,13 +117,7 @@ class Agent:
 
     def stop(self) -> None:
         """Stop the agent (SIGTERM, SIGKILL after 5 s) and remove its temp dir."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 

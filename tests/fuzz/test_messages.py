@@ -24,7 +24,7 @@ from alarmd.alarms.inhibit import Correlator
 from alarmd.alarms.lifecycle import AlarmBook
 from alarmd.alarms.store import Store
 from alarmd.announce import Announcer, FeedbackRejectedError
-from alarmd.collector.upstream import UPSTREAM_REASONS, UpstreamError, parse_upstream
+from alarmd.collector.upstream import UPSTREAM_REASONS, UpstreamAlarm, UpstreamError, parse_upstream
 from alarmd.config import ClocksConfig, Config, KafkaTopics
 from alarmd.dispatch.outbox import Dispatcher, Outbox
 from alarmd.dispatch.routing import Router
@@ -209,20 +209,9 @@ def test_feedback_at_a_time_outside_any_timestamp_is_refused_not_a_crash(
 
 # --------------------------------------------------------------------------- upstream alarms
 
-VALID_UPSTREAM: dict[str, Any] = {
-    "schema_version": 1,
-    "source_system": "transmission_nms",
-    "alarm_id": "OTN-2024-0001187",
-    "event_type": "clear",
-    "alarm_type": "LOS",
-    "severity": "cleared",
-    "raised_at": "2024-05-01T10:00:00.000+08:00",
-    "cleared_at": "2024-05-01T10:42:10.500+08:00",
-    "circuit": "CIR-0001",
-    "device": "otn-ne-0231",
-    "interface": "1-3-2",
-    "attributes": {"ems": "U2000"},
-}
+_EXAMPLES: list[dict[str, Any]] = UpstreamAlarm.model_config["json_schema_extra"]["examples"]  # type: ignore[index,call-overload]
+#: The schema's own examples, raise then clear, as one clear that carries every optional field.
+VALID_UPSTREAM: dict[str, Any] = {**_EXAMPLES[0], **_EXAMPLES[1]}
 
 
 def upstream_outcome(payload: bytes) -> UpstreamError | None:
