@@ -218,18 +218,27 @@ def start(state_dir: Path, timeout: float = 120.0) -> Broker:
     """Format fresh KRaft storage in ``state_dir`` and start a broker+controller there."""
     base = _fresh(state_dir)
     broker_port, controller_port = _ports(2)
+    _format(base, _properties(state_dir, broker_port, controller_port))
+    return _launch(state_dir, base, broker_port, timeout)
+
+
+def _properties(
+    state_dir: Path, broker: int, controller: int, listeners: str = "", protocols: str = "", extra: str = ""
+) -> Path:
+    """Write ``server.properties``: the PLAINTEXT broker and controller, more ``listeners`` with
+    their ``protocols`` map entries, and ``extra`` settings."""
     props = state_dir / "server.properties"
     props.write_text(
         SERVER.format(
-            broker=broker_port,
-            controller=controller_port,
+            broker=broker,
+            controller=controller,
             logs=state_dir / "data",
-            more_listeners="",
-            more_protocols="",
+            more_listeners=listeners,
+            more_protocols=protocols,
         )
+        + extra
     )
-    _format(base, props)
-    return _launch(state_dir, base, broker_port, timeout)
+    return props
 
 
 def start_secure(state_dir: Path, timeout: float = 120.0) -> SecureBroker:
@@ -249,16 +258,13 @@ def start_secure(state_dir: Path, timeout: float = 120.0) -> SecureBroker:
     password_file = tls / "client.key.password"
     password_file.touch(mode=0o600)
     password_file.write_text(client_password + "\n")
-    props = state_dir / "server.properties"
-    props.write_text(
-        SERVER.format(
-            broker=broker_port,
-            controller=controller_port,
-            logs=state_dir / "data",
-            more_listeners=f",SASL_SSL://127.0.0.1:{sasl_port},SSL://127.0.0.1:{ssl_port}",
-            more_protocols=",SASL_SSL:SASL_SSL,SSL:SSL",
-        )
-        + SECURE.format(keystore=keystore, ca=ca, scram=SCRAM_LOGIN)
+    props = _properties(
+        state_dir,
+        broker_port,
+        controller_port,
+        listeners=f",SASL_SSL://127.0.0.1:{sasl_port},SSL://127.0.0.1:{ssl_port}",
+        protocols=",SASL_SSL:SASL_SSL,SSL:SSL",
+        extra=SECURE.format(keystore=keystore, ca=ca, scram=SCRAM_LOGIN),
     )
     _format(base, props)
     broker = _launch(state_dir, base, broker_port, timeout)
