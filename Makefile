@@ -14,7 +14,7 @@ setup: system-deps $(STAMP) peers
 system-deps:
 	@bash tools/system-deps.sh
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml setup.py src/alarmd/collector/_bermodule.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e . --group dev

@@ -10,6 +10,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
 
+from alarmd.collector import ber
+
 SNMPD: Final = "/usr/sbin/snmpd"
 SNMPTRAPD: Final = "/usr/sbin/snmptrapd"
 EXPORTER: Final = "/usr/bin/prometheus-snmp-exporter"
@@ -62,6 +64,7 @@ def host_facts() -> dict[str, Any]:
         "machine": platform.machine(),
         "python": platform.python_version(),
         "alarmd": _package("alarmd"),
+        "ber_codec": ber.CODEC,
         "uvloop": _package("uvloop"),
         "pysnmp": _package("pysnmp"),
         "aiokafka": _package("aiokafka"),

@@ -16,6 +16,9 @@ have_cmd /usr/sbin/snmptrapd || need+=(snmptrapd)
 have_cmd chromium || need+=(chromium)
 have_cmd promtool || need+=(prometheus)
 have_cmd prometheus-snmp-exporter || need+=(prometheus-snmp-exporter)
+have_cmd gcc || need+=(gcc)  # builds the C half of the BER decoder (setup.py); optional but fast
+include=$(python3 -c 'import sysconfig; print(sysconfig.get_paths()["include"])' 2>/dev/null || true)
+[ -z "$include" ] || [ -f "$include/Python.h" ] || need+=(python3-dev)
 have_pkg python3-venv || need+=(python3-venv)
 [ -x /usr/bin/python3 ] || need+=(python3)
 

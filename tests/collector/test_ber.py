@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +22,29 @@ from alarmd.model import VarBind
 
 U32 = 2**32 - 1
 U64 = 2**64 - 1
+
+DECODERS = {
+    "c": (ber.decode_message, ber.decode_pdu),
+    "python": (ber.py_decode_message, ber.py_decode_pdu),
+}
+
+
+@pytest.fixture(scope="module", autouse=True, params=sorted(DECODERS))
+def decoder(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test of this module runs once with the C decoder and once with the Python one."""
+    saved = ber.decode_message, ber.decode_pdu
+    ber.decode_message, ber.decode_pdu = DECODERS[request.param]  # type: ignore[misc]
+    yield request.param
+    ber.decode_message, ber.decode_pdu = saved  # type: ignore[misc]
+
+
+def test_the_c_decoder_is_built_and_in_use(decoder: str) -> None:
+    if os.environ.get("ALARMD_BER", "").lower() == "python":
+        assert ber.CODEC == "python"
+        return
+    assert ber.CODEC == "c", "setup.py builds alarmd.collector._ber; is a C compiler installed?"
+    assert DECODERS["c"][0] is not ber.py_decode_message
+
 
 # --------------------------------------------------------------------------- strategies
 

@@ -8,9 +8,11 @@ raises :class:`BerError`; nothing else escapes.  SNMPv3 messages are recognised 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import IntEnum
+from types import ModuleType
 from typing import Final
 
 from alarmd.model import SnmpType, VarBind
@@ -380,7 +382,7 @@ def message_version(data: bytes) -> int:
     return _int(data, s, p)
 
 
-def decode_pdu(data: bytes) -> Pdu:
+def py_decode_pdu(data: bytes) -> Pdu:
     """Decode one BER-encoded PDU (the ``data`` of a scoped PDU, or pyasn1's encoding of one)."""
     data = bytes(data)
     pdu, stop = _pdu(data, 0, len(data))
@@ -389,7 +391,7 @@ def decode_pdu(data: bytes) -> Pdu:
     return pdu
 
 
-def decode_message(data: bytes) -> Message:
+def py_decode_message(data: bytes) -> Message:
     """Decode an SNMPv1 or v2c message; anything else, or anything malformed, raises BerError."""
     data = bytes(data)
     start, stop = _expect(data, 0, len(data), SEQUENCE, "message")
@@ -415,6 +417,32 @@ def decode_message(data: bytes) -> Message:
         pdu.trap,
         pdu.varbind_bytes,
     )
+
+
+def _accelerator() -> ModuleType | None:
+    """The C decoder, configured with this module's classes; None when absent or turned off."""
+    if os.environ.get("ALARMD_BER", "").lower() == "python":
+        return None
+    try:
+        from alarmd.collector import _ber  # noqa: PLC0415 - optional, built by setup.py where a compiler is
+    except ImportError:
+        return None
+    try:
+        _ber.configure(
+            VarBind, Message, Pdu, TrapV1Fields, BerError, tuple(PduType(t) for t in range(0xA0, 0xA9))
+        )
+    except (TypeError, ValueError):
+        return None
+    return _ber
+
+
+_C: Final = _accelerator()
+#: Which decoder :func:`decode_message` and :func:`decode_pdu` are: ``"c"`` or ``"python"``.
+CODEC: Final = "python" if _C is None else "c"
+#: Decode an SNMPv1 or v2c message; anything else, or anything malformed, raises BerError.
+decode_message: Final[Callable[[bytes], Message]] = py_decode_message if _C is None else _C.decode_message
+#: Decode one BER-encoded PDU (the ``data`` of a scoped PDU, or pyasn1's encoding of one).
+decode_pdu: Final[Callable[[bytes], Pdu]] = py_decode_pdu if _C is None else _C.decode_pdu
 
 
 # --------------------------------------------------------------------------- encoding
