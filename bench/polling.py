@@ -57,6 +57,7 @@ from typing import Any, Final
 
 import uvloop
 
+from alarmd import heap
 from alarmd import logging as alarmd_logging
 from alarmd.clock import SystemClock
 from alarmd.collector.fastsnmp import FastSnmpClient
@@ -253,6 +254,7 @@ async def _poll_devices(spec: dict[str, Any]) -> dict[str, Any]:
             down = [p.device.name for p, out in zip(pollers, warm, strict=True) if out[0].value == 0]
             if down:
                 raise RuntimeError(f"warm-up polls failed for {down[:5]} ({len(down)} devices)")
+        heap.settle()  # as `alarmd run` does once it is up
         profiler = cProfile.Profile() if spec["cprofile"] else None
         varbinds0 = client.varbinds
         wall0, cpu0, usage0 = time.monotonic(), cpu_seconds(), os.times()

@@ -37,6 +37,7 @@ from typing import Any, Final, Protocol
 
 import uvloop
 
+from alarmd import heap
 from alarmd import logging as alarmd_logging
 from alarmd.clock import SystemClock
 from alarmd.collector.trapdefs import TrapDefinitions
@@ -330,6 +331,7 @@ class AlarmdPeer:
             raise RuntimeError("the trap receiver did not report its port")
         self.port = self.receiver.port
         self._consumer = asyncio.create_task(self._consume(), name="bench-trap-consumer")
+        heap.settle()  # as `alarmd run` does once it is up
 
     async def stop(self) -> None:
         """Stop the receiver and the consumer."""

@@ -299,7 +299,7 @@ async def _serve(loaded: Loaded, rules: list[Rule]) -> None:
             os._exit(130)
         stop.set()
 
-    daemon = Daemon(loaded, rules)
+    daemon = Daemon(loaded, rules, settle_heap=True)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, on_interrupt)
     loop.add_signal_handler(signal.SIGHUP, daemon.reload)
