@@ -361,6 +361,7 @@ def watch(daemon: Daemon, devices: int, cycles: int, timeout: float, settle: flo
                     "cycles": progress.completed_cycles,
                     "polls": progress.polls_finished,
                     "dropped": progress.samples_dropped,
+                    "evaluations": progress.rule_evaluations,
                 }
             )
         if progress.completed_cycles >= cycles:

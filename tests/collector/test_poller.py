@@ -1,12 +1,16 @@
 from __future__ import annotations
 
+import gc
+import tracemalloc
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from alarmd.collector import poller as poller_module
 from alarmd.collector.poller import (
+    MAX_COUNTER,
     CounterRates,
     DevicePoller,
     counter_delta,
@@ -50,6 +54,58 @@ def test_counter_reset_gives_no_rate_instead_of_a_spike() -> None:
     # the device rebooted: the counter restarts near zero; a "wrap" would be 2**64 bytes in 10 s
     assert rates.rate(("2", "in"), 1_000, at=10.0, max_rate=1_250_000) is None
     assert rates.rate(("2", "in"), 1_000 + 500_000, at=20.0, max_rate=1_250_000) == pytest.approx(50_000)
+
+
+def test_a_clock_that_does_not_move_on_gives_no_rate() -> None:
+    rates = CounterRates()
+    rates.rate(("1", "in"), 1_000, at=10.0)
+    assert rates.rate(("1", "in"), 2_000, at=10.0) is None
+    assert rates.rate(("1", "in"), 3_000, at=5.0) is None
+    assert rates.rate(("1", "in"), 4_000, at=15.0) == pytest.approx(100.0)
+
+
+def test_a_reading_that_is_no_counter_gives_no_rate_and_starts_the_series_over() -> None:
+    rates = CounterRates()
+    rates.rate(("1", "in"), 1_000, at=0.0)
+    assert rates.rate(("1", "in"), -5, at=10.0) is None
+    assert rates.rate(("1", "in"), 2_000, at=20.0) is None
+    assert rates.rate(("1", "in"), MAX_COUNTER + 1, at=30.0) is None
+    assert rates.rate(("1", "in"), MAX_COUNTER, at=40.0) is None
+    assert rates.rate(("1", "in"), 99, at=50.0, max_rate=100.0) == pytest.approx(10.0)  # one wrap
+
+
+def test_forget_drops_the_series_not_kept_and_no_other() -> None:
+    rates = CounterRates()
+    for row in ("1", "2", "3"):
+        for column in ("in", "out"):
+            rates.rate((row, column), 0, at=0.0)
+    rates.forget(lambda key: key != ("2", "in") and key[0] != "3")
+    assert len(rates) == 3
+    assert rates.rate(("2", "in"), 100, at=10.0) is None
+    assert rates.rate(("3", "out"), 100, at=10.0) is None
+    assert rates.rate(("2", "out"), 100, at=10.0) == pytest.approx(10.0)
+    assert rates.rate(("1", "in"), 100, at=10.0) == pytest.approx(10.0)
+    assert rates.rate(("1", "out"), 100, at=10.0) == pytest.approx(10.0)
+    rates.forget()
+    assert len(rates) == 0
+    assert rates.rate(("1", "in"), 200, at=20.0) is None
+    assert rates.rate(("1", "in"), 300, at=30.0) == pytest.approx(10.0)
+
+
+def test_a_counter_series_costs_a_few_bytes() -> None:
+    rates = CounterRates()
+    rows = [str(i) for i in range(2_000)]
+    tracemalloc.start()
+    try:
+        for at in (0.0, 10.0, 20.0):
+            for row in rows:
+                for column in ("in", "out", "errors"):
+                    rates.rate((row, column), 10**15, at)
+        kept = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(True, poller_module.__file__)])
+    finally:
+        tracemalloc.stop()
+    per_series = sum(s.size for s in kept.statistics("filename")) / (len(rows) * 3)
+    assert per_series < 40  # two 8-byte cells, and shares of the row's dict entry and the arrays' spare room
 
 
 def test_utilisation_uses_the_busier_direction_against_if_high_speed() -> None:
@@ -167,6 +223,42 @@ async def test_poller_turns_counters_into_utilisation_from_the_second_poll() -> 
     assert util["GigabitEthernet0/0/0"] == pytest.approx(0.0)
     assert values(second, "if_hc_in_octets_per_second")["GigabitEthernet0/0/1"] == pytest.approx(1_125_000)
     assert poller.interface_names == {"1": "GigabitEthernet0/0/0", "2": "GigabitEthernet0/0/1"}
+
+
+async def test_what_a_poller_keeps_between_polls_is_small_per_interface() -> None:
+    interfaces = [str(i) for i in range(1, 501)]
+
+    def agent(t: int) -> dict[str, dict[str, int | bytes | str | None]]:
+        return {
+            "": {"1.3.6.1.2.1.1.3.0": 1_000 + t},
+            IFX + "1": {i: f"GigabitEthernet0/0/{i}".encode() for i in interfaces},
+            IFX + "6": dict.fromkeys(interfaces, 10**12 + t * 10**6),
+            IFX + "10": dict.fromkeys(interfaces, 10**12 + t * 10**6),
+            IFX + "15": dict.fromkeys(interfaces, 1_000),
+            IF + "7": dict.fromkeys(interfaces, 1),
+            IF + "8": dict.fromkeys(interfaces, 1),
+        }
+
+    clock, metrics = FakeClock(), Metrics()
+    client = FakeSnmpClient({"cpe-router-01": agent(0)})
+    poller = make_poller(client, clock, metrics)
+    tracemalloc.start()
+    try:
+        before = tracemalloc.take_snapshot()
+        for t in range(4):
+            clock.advance(10)
+            client.tables["cpe-router-01"] = agent(t)
+            samples = await poller.poll_once()
+        assert len(values(samples, "interface_utilisation_percent")) == len(interfaces)
+        del samples
+        client.tables.clear()
+        gc.collect()
+        grown = sum(d.size_diff for d in tracemalloc.take_snapshot().compare_to(before, "filename"))
+    finally:
+        tracemalloc.stop()
+    # The interface's name and its entry in interface_names, 16 bytes per counter series and a row
+    # number: readings are replaced in place, so no object per series or per poll stays behind.
+    assert grown / len(interfaces) < 320
 
 
 async def test_agent_restart_gives_no_rate_instead_of_a_spike() -> None:

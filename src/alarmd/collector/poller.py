@@ -7,9 +7,12 @@ import contextlib
 import math
 import random
 import re
+import sys
 import time
-from collections.abc import Awaitable, Callable
+from array import array
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
+from itertools import repeat
 
 import structlog
 
@@ -60,6 +63,8 @@ SENSOR_TYPE = {
     14: "dBm",
 }
 IF_OPER_DOWN = (2, 7)  # down, lowerLayerDown
+#: Gauges are mostly small enumerations (ifOperStatus, ifAdminStatus): their samples share these floats.
+_SMALL_FLOATS = tuple(float(i) for i in range(256))
 #: A rate above line speed by more than this factor is a counter discontinuity, not traffic.
 LINE_RATE_SLACK = 1.1
 
@@ -71,34 +76,93 @@ def counter_delta(previous: int, current: int, bits: int = 64) -> int:
     return current + (1 << bits) - previous
 
 
-@dataclass(slots=True)
-class _Reading:
-    value: int
-    at: float
+#: The largest reading a counter can hold (Counter64); the arrays below store readings as unsigned 64-bit.
+MAX_COUNTER = (1 << 64) - 1
+_NO_READING = math.nan  # the time in a cell that holds no reading
 
 
 class CounterRates:
-    """Per-series counter → rate (per second); the first reading of a series gives no rate."""
+    """Per-series counter → rate (per second); the first reading of a series gives no rate.
+
+    A series is keyed ``(row, column)``, e.g. ``(if_index, "if_hc_in_octets")``.  Readings are
+    kept in arrays rather than an object per series: each row key gets a row number, and each
+    column two arrays indexed by it, the raw counter (unsigned 64-bit) and the time it was read.
+    A series costs 16 bytes plus its row's share of one dict entry; a cell without a reading
+    holds the time NaN.  A reading outside ``0 .. 2**64 - 1`` is no counter value: it gives no
+    rate, and the series starts over with the next reading.
+    """
+
+    __slots__ = ("_columns", "_rows")
 
     def __init__(self) -> None:
-        self._last: dict[tuple[str, ...], _Reading] = {}
+        self._rows: dict[Hashable, int] = {}
+        self._columns: dict[Hashable, tuple[array[int], array[float]]] = {}
+
+    def __len__(self) -> int:
+        """The number of series holding a reading."""
+        return sum(1 for _, times in self._columns.values() for at in times if not math.isnan(at))
 
     def rate(
-        self, key: tuple[str, ...], value: int, at: float, bits: int = 64, max_rate: float | None = None
+        self,
+        key: tuple[Hashable, Hashable],
+        value: int,
+        at: float,
+        bits: int = 64,
+        max_rate: float | None = None,
     ) -> float | None:
         """Rate since the previous reading, or ``None`` for a first or discontinuous reading."""
-        previous = self._last.get(key)
-        self._last[key] = _Reading(value, at)
-        if previous is None or at <= previous.at:
+        row, column = key
+        rows = self._rows
+        n = rows.get(row)
+        if n is None:
+            n = rows[row] = len(rows)
+        cells = self._columns.get(column)
+        if cells is None:
+            cells = self._columns[column] = (array("Q"), array("d"))
+        values, times = cells
+        if n >= len(times):
+            missing = n + 1 - len(times)
+            values.extend(repeat(0, missing))
+            times.extend(repeat(_NO_READING, missing))
+        previous, then = values[n], times[n]
+        if not 0 <= value <= MAX_COUNTER:
+            times[n] = _NO_READING
             return None
-        rate = counter_delta(previous.value, value, bits) / (at - previous.at)
+        values[n] = value
+        times[n] = at
+        if not at > then:  # a first reading (NaN), or the clock did not move on
+            return None
+        delta = counter_delta(previous, value, bits)
+        if not delta:
+            return 0.0  # an idle counter (errors, discards): one float shared by all of them
+        rate = delta / (at - then)
         if max_rate is not None and rate > max_rate * LINE_RATE_SLACK:
             return None
         return rate
 
-    def forget(self, keep: Callable[[tuple[str, ...]], bool] = lambda _: False) -> None:
+    def forget(self, keep: Callable[[tuple[Hashable, Hashable]], bool] = lambda _: False) -> None:
         """Drop series for which ``keep`` is false (all of them by default: a discontinuity)."""
-        self._last = {k: v for k, v in self._last.items() if keep(k)}
+        kept_rows: dict[Hashable, int] = {}
+        kept: dict[Hashable, list[tuple[int, int, float]]] = {column: [] for column in self._columns}
+        for row, n in self._rows.items():
+            cells = []
+            for column, (values, times) in self._columns.items():
+                if n < len(times) and not math.isnan(times[n]) and keep((row, column)):
+                    cells.append((column, values[n], times[n]))
+            if cells:
+                m = kept_rows[row] = len(kept_rows)
+                for column, value, at in cells:
+                    kept[column].append((m, value, at))
+        columns: dict[Hashable, tuple[array[int], array[float]]] = {}
+        for column, cells_of_column in kept.items():
+            if not cells_of_column:
+                continue
+            size = cells_of_column[-1][0] + 1
+            values, times = array("Q", repeat(0, size)), array("d", repeat(_NO_READING, size))
+            for m, value, at in cells_of_column:
+                values[m], times[m] = value, at
+            columns[column] = (values, times)
+        self._rows, self._columns = kept_rows, columns
 
 
 def utilisation_percent(in_bps: float | None, out_bps: float | None, high_speed_mbps: int) -> float | None:
@@ -108,7 +172,8 @@ def utilisation_percent(in_bps: float | None, out_bps: float | None, high_speed_
     rates = [r for r in (in_bps, out_bps) if r is not None]
     if not rates:
         return None
-    return max(rates) / (high_speed_mbps * 1_000_000) * 100
+    busiest = max(rates)
+    return busiest / (high_speed_mbps * 1_000_000) * 100 if busiest else 0.0
 
 
 def sensor_value(raw: int, scale: int, precision: int) -> float:
@@ -125,8 +190,8 @@ def error_ratio_percent(errors: float | None, discards: float | None, packets: f
     """Share of packets lost to errors and discards in one direction, in percent."""
     if errors is None or discards is None or packets is None:
         return None
-    total = packets + errors + discards
-    return (errors + discards) / total * 100 if total > 0 else 0.0
+    total, lost = packets + errors + discards, errors + discards
+    return lost / total * 100 if total > 0 and lost else 0.0
 
 
 def _text(value: SnmpValue, fallback: str) -> str:
@@ -144,7 +209,7 @@ Rows = dict[str, dict[str, SnmpValue]]
 class _Row:
     """What the columns of one table row share while they are turned into samples."""
 
-    table: str
+    rates: CounterRates
     index: str
     labels: dict[str, str]
     speed: int | None
@@ -152,11 +217,18 @@ class _Row:
 
 
 def _rows(table: TableSpec, walked: dict[str, dict[str, SnmpValue]]) -> Rows:
-    """Column-major walk results → ``{index: {oid: value}}``."""
+    """Column-major walk results → ``{index: {oid: value}}``.
+
+    Index strings are interned: every poll of every device walks the same few (``"1"``, ``"2"``
+    ...), and the ones kept (counter state, interface names, labels) are then one object each.
+    """
     rows: Rows = {}
     for oid, values in walked.items():
         for index, value in values.items():
-            rows.setdefault(index, {})[oid] = value
+            row = rows.get(index)
+            if row is None:
+                row = rows[sys.intern(index)] = {}
+            row[oid] = value
     return rows
 
 
@@ -189,9 +261,11 @@ class DevicePoller:
         self.client = client
         self.clock = clock
         self.metrics = metrics
-        self.rates = CounterRates()
+        #: Counter readings per table, by ``(index, column name)``.
+        self.rates: dict[str, CounterRates] = {}
         self.uptime: int | None = None
-        self.discontinuity: dict[tuple[str, str], SnmpValue] = {}
+        #: Table → index → the row's counter discontinuity time at the last poll.
+        self.discontinuity: dict[str, dict[str, SnmpValue]] = {}
         #: ifIndex → interface name from the last poll, for resolving traps.
         self.interface_names: dict[str, str] = {}
         self.log = log.bind(device=device.name, device_kind=device.kind.value)
@@ -246,7 +320,8 @@ class DevicePoller:
         if not isinstance(uptime, int):
             return
         if self.uptime is not None and uptime < self.uptime:
-            self.rates.forget()
+            for rates in self.rates.values():
+                rates.forget()
             self.log.info("counter_discontinuity", cause="agent_restart", uptime=uptime)
         self.uptime = uptime
 
@@ -257,7 +332,7 @@ class DevicePoller:
             if value in (None, b"") and spec.fallback_oid:
                 value = row.get(spec.fallback_oid)
             if value not in (None, b""):
-                labels[spec.name] = _text(value, index)
+                labels[spec.name] = sys.intern(_text(value, index))
         return labels
 
     def _table(self, table: TableSpec, tables: dict[str, Rows], at: float) -> list[Sample]:
@@ -265,12 +340,15 @@ class DevicePoller:
             return []
         out: list[Sample] = []
         speed_oid = next((c.oid for c in table.columns if c.name == "if_high_speed"), "")
+        rates = self.rates.get(table.name)
+        if rates is None:
+            rates = self.rates[table.name] = CounterRates()
         for index, values in tables[table.name].items():
             if table.discontinuity_oid is not None:
                 self._check_row_discontinuity(table, index, values.get(table.discontinuity_oid))
             speed = values.get(speed_oid)
             row = _Row(
-                table.name,
+                rates,
                 index,
                 self._row_labels(table, index, values),
                 speed if isinstance(speed, int) else None,
@@ -291,13 +369,13 @@ class DevicePoller:
             return
         kind = column.type
         if kind in {"gauge", "timeticks"}:
-            number = float(value)
+            number = _SMALL_FLOATS[value] if 0 <= value < len(_SMALL_FLOATS) else float(value)
             row.values[column.name] = number
             out.append(Sample(column.name, row.labels, number, at))
         elif kind in {"counter32", "counter64"}:
             max_rate = row.speed * 125_000 if row.speed and column.octets else None  # Mbit/s → bytes/s
             bits = 32 if kind == "counter32" else 64
-            rate = self.rates.rate((row.table, row.index, column.name), value, at, bits, max_rate)
+            rate = row.rates.rate((row.index, column.name), value, at, bits, max_rate)
             row.values[column.name] = rate
             if rate is not None:
                 out.append(Sample(column.rate_name, row.labels, rate, at))
@@ -307,11 +385,15 @@ class DevicePoller:
             )
 
     def _check_row_discontinuity(self, table: TableSpec, index: str, value: SnmpValue) -> None:
-        key = (table.name, index)
-        if key in self.discontinuity and self.discontinuity[key] != value:
-            self.rates.forget(lambda k: k[:2] != key)
+        seen = self.discontinuity.get(table.name)
+        if seen is None:
+            seen = self.discontinuity[table.name] = {}
+        if index in seen and seen[index] != value:
+            rates = self.rates.get(table.name)
+            if rates is not None:
+                rates.forget(lambda k: k[0] != index)
             self.log.info("counter_discontinuity", cause="discontinuity_time", table=table.name, index=index)
-        self.discontinuity[key] = value
+        seen[index] = value
 
     def _interface(self, labels: dict[str, str], values: dict[str, float | None], at: float) -> list[Sample]:
         out: list[Sample] = []
