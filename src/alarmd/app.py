@@ -98,7 +98,7 @@ class Daemon:
         self.metrics = metrics or Metrics()
         self.clock = clock or SystemClock()
         in_flight = self.config.polling.max_in_flight
-        self.snmp = snmp or FastSnmpClient(in_flight, v3=PysnmpClient(in_flight))
+        self.snmp = snmp or FastSnmpClient(in_flight, v3=lambda: PysnmpClient(in_flight))
         self.sink = sink or KafkaSink(self.config.kafka)
         self.engine = RuleEngine(rules)
         self.profiles = load_profiles_for(loaded)

@@ -182,3 +182,23 @@ async def test_cpe_router_profile_measures_the_congested_wan(sim_network: Any, c
     assert {s.labels["interface"] for s in samples if s.metric == "interface_link_down"} >= {
         "GigabitEthernet0/0/1"
     }
+
+
+async def test_the_v3_client_is_made_at_the_first_v3_target_only(agent: snmpd_tool.Snmpd) -> None:
+    made: list[PysnmpClient] = []
+
+    def factory() -> PysnmpClient:
+        made.append(PysnmpClient(max_in_flight=4))
+        return made[-1]
+
+    client = FastSnmpClient(max_in_flight=4, v3=factory)
+    try:
+        v2 = SnmpV2c.model_validate({"version": "2c", "community": agent.community})
+        assert isinstance((await client.get(target(agent.port, v2), [SYS_NAME]))[SYS_NAME], bytes)
+        assert made == [], "a v1/v2c network never builds pysnmp's engine"
+        v3 = SnmpV3.model_validate(agent.user(snmpd_tool.DEFAULT_USERS[0].name).as_config())
+        for _ in range(2):
+            assert isinstance((await client.get(target(agent.port, v3), [SYS_NAME]))[SYS_NAME], bytes)
+        assert len(made) == 1
+    finally:
+        client.close()

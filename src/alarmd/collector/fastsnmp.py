@@ -19,7 +19,7 @@ import asyncio
 import ipaddress
 import secrets
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Final
 
 import structlog
@@ -79,11 +79,22 @@ class _Protocol(asyncio.DatagramProtocol):
 
 
 class FastSnmpClient:
-    """SNMP v1/v2c through :mod:`ber` on a shared socket; v3 targets go to ``v3``."""
+    """SNMP v1/v2c through :mod:`ber` on a shared socket; v3 targets go to ``v3``.
 
-    def __init__(self, max_in_flight: int = 64, *, v3: SnmpClient | None = None) -> None:
+    ``v3`` may be a factory, called when the first v3 target is polled: pysnmp's engine costs
+    a few megabytes that a network of v1/v2c devices never needs.
+    """
+
+    def __init__(
+        self, max_in_flight: int = 64, *, v3: SnmpClient | Callable[[], SnmpClient] | None = None
+    ) -> None:
         self._limit = asyncio.Semaphore(max_in_flight)
-        self._v3 = v3
+        self._v3: SnmpClient | None = None
+        self._v3_factory: Callable[[], SnmpClient] | None = None
+        if callable(v3):
+            self._v3_factory = v3
+        else:
+            self._v3 = v3
         self._transports: dict[int, asyncio.DatagramTransport] = {}
         self._opening = asyncio.Lock()
         self._pending: dict[int, _Pending] = {}
@@ -254,6 +265,8 @@ class FastSnmpClient:
         return await walk_columns(columns, v1, fetch)
 
     def _v3_client(self) -> SnmpClient:
+        if self._v3 is None and self._v3_factory is not None:
+            self._v3 = self._v3_factory()
         if self._v3 is None:
             raise SnmpError("internal", "SNMPv3 target but no v3 client configured")
         return self._v3
