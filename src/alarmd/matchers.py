@@ -32,7 +32,10 @@ class Matcher:
 
 def matches_all(matchers: tuple[Matcher, ...], labels: Mapping[str, str]) -> bool:
     """Whether every matcher holds."""
-    return all(m.matches(labels) for m in matchers)
+    for m in matchers:  # noqa: SIM110 - all() over a generator costs twice as much, for every event and sample
+        if not m.matches(labels):
+            return False
+    return True
 
 
 def parse_matchers(text: str | None) -> tuple[Matcher, ...]:

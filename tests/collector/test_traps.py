@@ -14,11 +14,13 @@ from pathlib import Path
 from typing import TypeVar, cast
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
 from alarmd.collector import ber
 from alarmd.collector.ber import PduType
-from alarmd.collector.trapdefs import TrapDefinitions
+from alarmd.collector.trapdefs import LabelRule, TrapDefinition, TrapDefinitions, label_value
 from alarmd.collector.traps import TrapReceiver
 from alarmd.config import ConfigError, SnmpV1, SnmpV2c, SnmpV3, TrapsConfig, YamlDoc, read_yaml
 from alarmd.metrics import Metrics
@@ -266,6 +268,43 @@ async def test_v1_trap_with_an_unknown_agent_addr_names_the_sender(start: Start)
     assert rc == 0, err
     event = await h.event()
     assert (event.labels["trap"], event.labels["agent_address"]) == ("coldStart", "127.0.0.1")
+
+
+UPTIME = VarBind("1.3.6.1.2.1.1.3.0", "TimeTicks", 4200)
+TRAP_OID = VarBind("1.3.6.1.6.3.1.1.4.1.0", "ObjectIdentifier", LINK_DOWN)
+IF_7 = VarBind(f"{IF_INDEX}.7", "Integer", 7)
+FORWARDED = VarBind("1.3.6.1.6.3.18.1.3.0", "IpAddress", "10.9.8.7")
+
+
+async def test_the_trap_oid_uptime_and_forwarding_agent_are_found_wherever_they_are(start: Start) -> None:
+    cases: list[tuple[tuple[VarBind, ...], int | None, str]] = [
+        ((UPTIME, TRAP_OID, IF_7), 4200, "127.0.0.1"),
+        ((UPTIME, TRAP_OID, IF_7, FORWARDED), 4200, "10.9.8.7"),
+        ((TRAP_OID, IF_7, FORWARDED, UPTIME), 4200, "10.9.8.7"),  # not in RFC 3416 order
+        ((IF_7, TRAP_OID), None, "127.0.0.1"),  # no sysUpTime.0
+        ((UPTIME, VarBind(TRAP_OID.oid, "Integer", 3), TRAP_OID, IF_7), 4200, "127.0.0.1"),
+        ((VarBind(UPTIME.oid, "OctetString", b"up"), TRAP_OID, IF_7, UPTIME), 4200, "127.0.0.1"),
+        (
+            (UPTIME, TRAP_OID, VarBind(FORWARDED.oid, "OctetString", b"10.0.0.1"), FORWARDED, IF_7),
+            4200,
+            "10.9.8.7",
+        ),
+    ]
+    h = await start()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for varbinds, uptime, agent in cases:
+            sock.sendto(
+                ber.encode_message(1, b"s3cret-v2", PduType.SNMPV2_TRAP, varbinds),
+                ("127.0.0.1", h.receiver.port or 0),
+            )
+            event = await h.event()
+            assert (event.kind, event.uptime, event.varbinds) == (LINK_DOWN, uptime, varbinds)
+            assert dict(event.labels) == {
+                "source_address": "127.0.0.1",
+                "agent_address": agent,
+                "trap": "linkDown",
+                "if_index": "7",
+            }
 
 
 # --------------------------------------------------------------------------- v3
@@ -572,6 +611,50 @@ def test_index_labels_take_the_oid_suffix(tmp_path: Path) -> None:
         VarBind("1.3.6.1.4.1.1.1.5.3.1", "OctetString", b"down"),
     ]
     assert definition.extract(varbinds) == {"slot": "3.1", "state": "down"}
+
+
+HEADER = ("1.3.6.1.2.1.1.3.0", "1.3.6.1.6.3.1.1.4.1.0")
+PREFIXES = [*HEADER, "1.3.6.1.2.1.1", "1.3.6.1.2.1.2.2.1.1", "1.3.6.1.2.1.2.2.1.1.5", "1.3.6.1.2.1.2.2.1.10"]
+OIDS = [*PREFIXES, "1.3.6.1.2.1.2.2.1.1.5.2", "1.3.6.1.2.1.2.2.1.10.3", "1.3.6.1.2.1.2.2.1.100.3"]
+varbind = st.builds(
+    VarBind,
+    st.sampled_from(OIDS),
+    st.just("Integer"),
+    st.one_of(st.none(), st.integers(0, 9), st.binary(max_size=2), st.sampled_from(["up", "\n"])),
+)
+
+
+@given(
+    rules=st.lists(st.tuples(st.sampled_from(PREFIXES), st.sampled_from(["value", "index"])), max_size=4),
+    header=st.booleans(),
+    varbinds=st.lists(varbind, max_size=6),
+)
+def test_labels_come_from_the_first_varbind_under_their_prefix(
+    rules: list[tuple[str, str]], header: bool, varbinds: list[VarBind]
+) -> None:
+    if header:
+        varbinds = [
+            VarBind(HEADER[0], "TimeTicks", 1),
+            VarBind(HEADER[1], "ObjectIdentifier", LINK_DOWN),
+            *varbinds,
+        ]
+    labels = tuple(LabelRule(f"l{i}", prefix, part) for i, (prefix, part) in enumerate(rules))  # type: ignore[arg-type]
+    expected: dict[str, str] = {}
+    for rule in labels:
+        vb = next(
+            (vb for vb in varbinds if vb.oid == rule.prefix or vb.oid.startswith(rule.prefix + ".")), None
+        )
+        value = (
+            None
+            if vb is None
+            else vb.oid[len(rule.prefix) + 1 :]
+            if rule.part == "index"
+            else label_value(vb.value)
+        )
+        if value is not None:
+            expected[rule.name] = value
+    got = TrapDefinition("t", "1.3.6.1.4.1.1.0.1", labels).extract(tuple(varbinds))
+    assert list(got.items()) == list(expected.items())
 
 
 @integration

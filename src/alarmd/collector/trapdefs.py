@@ -6,9 +6,9 @@ import glob
 import os
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import BeforeValidator, Field, field_validator
 
@@ -18,6 +18,8 @@ from alarmd.model import VarBind
 _OID = re.compile(r"^[0-2](\.(0|[1-9][0-9]*))+$")
 _LABEL = re.compile(r"^[a-z_][a-z0-9_]*$")
 RESERVED_LABELS = frozenset({"source_address", "agent_address", "trap", "device", "interface", "circuit"})
+SYS_UPTIME: Final = "1.3.6.1.2.1.1.3.0"
+SNMP_TRAP_OID: Final = "1.3.6.1.6.3.1.1.4.1.0"
 
 
 def _numeric_oid(value: str) -> str:
@@ -83,14 +85,23 @@ class LabelRule:
     name: str
     prefix: str
     part: Literal["value", "index"]
+    _under: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_under", self.prefix + ".")
+
+    def covers(self, oid: str) -> bool:
+        """Whether a varbind with this OID would be the label's."""
+        return oid.startswith(self._under) or oid == self.prefix
 
     def extract(self, varbinds: Sequence[VarBind]) -> str | None:
         """The label's value from a notification's varbinds, or None if no varbind matches."""
-        under = self.prefix + "."
+        under, prefix = self._under, self.prefix
         for vb in varbinds:
-            if vb.oid.startswith(under) or vb.oid == self.prefix:
+            oid = vb.oid
+            if oid.startswith(under) or oid == prefix:
                 if self.part == "index":
-                    return vb.oid[len(under) :]
+                    return oid[len(under) :]
                 return label_value(vb.value)
         return None
 
@@ -103,9 +114,22 @@ class TrapDefinition:
     oid: str
     labels: tuple[LabelRule, ...] = ()
     source: str = ""
+    #: No label takes sysUpTime.0 or snmpTrapOID.0, the two varbinds every notification starts with.
+    _header_free: bool = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        header_free = not any(r.covers(SYS_UPTIME) or r.covers(SNMP_TRAP_OID) for r in self.labels)
+        object.__setattr__(self, "_header_free", header_free)
 
     def extract(self, varbinds: Sequence[VarBind]) -> dict[str, str]:
         """Every label whose varbind is present in the notification."""
+        if (
+            self._header_free
+            and len(varbinds) >= 2
+            and varbinds[0].oid == SYS_UPTIME
+            and varbinds[1].oid == SNMP_TRAP_OID
+        ):
+            varbinds = varbinds[2:]  # RFC 3416 §4.2.6: the header, which no label takes
         out: dict[str, str] = {}
         for rule in self.labels:
             value = rule.extract(varbinds)

@@ -9,15 +9,18 @@ Baseline rules fire when a series departs from its own normal pattern.
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Final, Literal
 
-from alarmd.matchers import matches_all
+from alarmd.matchers import Matcher, matches_all
 from alarmd.model import AlarmTransition, Event, Sample, fingerprint
 from alarmd.rules.baseline import BaselineConfig, RobustBaseline
 from alarmd.rules.compile import Rule, render
+
+#: Bound of each memo below; a memo that reaches it starts over.
+_MEMO_SIZE: Final = 4096
 
 
 @dataclass(slots=True)
@@ -29,6 +32,9 @@ class _State:
     last_seen: float = 0.0
     #: Kept by an event rule (its auto_clear applies), not by a metric rule of the same name.
     event: bool = False
+    #: The annotations of the alarm's firing and repeat transitions (value 1) and the rule they
+    #: were rendered for: the labels never change while a state lives, so neither do they.
+    rendered: tuple[Rule, dict[str, str]] | None = None
 
 
 def event_labels(event: Event) -> dict[str, str]:
@@ -41,6 +47,86 @@ def _event_fingerprint(rule: Rule, labels: Mapping[str, str]) -> str:
     return fingerprint({"alertname": rule.name, **{name: labels.get(name, "") for name in rule.by}})
 
 
+class _EventRule:
+    """An event rule and its alarm identities, remembered by the values of its ``by`` labels."""
+
+    __slots__ = ("_blanks", "_fingerprints", "rule")
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        self._blanks = ("",) * len(rule.by)
+        self._fingerprints: dict[tuple[str, ...], str] = {}
+
+    def fingerprint(self, labels: Mapping[str, str]) -> str:
+        """:func:`_event_fingerprint` of the labels."""
+        values = tuple(map(labels.get, self.rule.by, self._blanks))
+        fp = self._fingerprints.get(values)
+        if fp is None:
+            if len(self._fingerprints) >= _MEMO_SIZE:
+                self._fingerprints.clear()
+            fp = self._fingerprints[values] = _event_fingerprint(self.rule, labels)
+        return fp
+
+
+#: An event rule to match, whether its event matchers may hold, whether its resolve matchers may.
+_Candidate = tuple[_EventRule, bool, bool]
+
+
+class _EventIndex:
+    """The event rules whose event or resolve matchers an event's labels could satisfy.
+
+    A condition (a rule's event matchers, or its resolve matchers) holds only if each of its
+    ``=`` matchers does, so it is filed under one of them: the label name and the value it
+    must have (a missing label is the empty string, as for the matchers).  A condition without
+    an ``=`` matcher may hold for any event.  Candidates keep the order of the rules, and the
+    conditions that may hold are still matched in full.
+    """
+
+    def __init__(self, rules: Sequence[_EventRule]) -> None:
+        self._rules = tuple(rules)
+        conditions = [_conditions(r.rule) for r in self._rules]
+        # File conditions under the most used label names, so that few names need looking up.
+        uses = Counter(m.name for conds in conditions for cond in conds for m in cond if m.op == "=")
+        #: label name -> value -> (rule position, condition: 0 event matchers, 1 resolve matchers)
+        self._table: dict[str, dict[str, list[tuple[int, int]]]] = {}
+        self._unfiled: list[tuple[int, int]] = []
+        for position, conds in enumerate(conditions):
+            for which, cond in enumerate(conds):
+                equal = [m for m in cond if m.op == "="]
+                if not equal:
+                    self._unfiled.append((position, which))
+                    continue
+                key = max(equal, key=lambda m: uses[m.name])
+                self._table.setdefault(key.name, {}).setdefault(key.value, []).append((position, which))
+        self._names = tuple(self._table)
+        self._blanks = ("",) * len(self._names)
+        self._memo: dict[tuple[str, ...], tuple[_Candidate, ...]] = {}
+
+    def candidates(self, labels: Mapping[str, str]) -> tuple[_Candidate, ...]:
+        """The rules to match against these labels, in rule order."""
+        values = tuple(map(labels.get, self._names, self._blanks))
+        found = self._memo.get(values)
+        if found is None:
+            if len(self._memo) >= _MEMO_SIZE:
+                self._memo.clear()
+            found = self._memo[values] = self._find(values)
+        return found
+
+    def _find(self, values: tuple[str, ...]) -> tuple[_Candidate, ...]:
+        hits = list(self._unfiled)
+        for name, value in zip(self._names, values, strict=True):
+            hits.extend(self._table[name].get(value, ()))
+        held: dict[int, list[bool]] = {}
+        for position, which in hits:
+            held.setdefault(position, [False, False])[which] = True
+        return tuple((self._rules[p], fires, resolves) for p, (fires, resolves) in sorted(held.items()))
+
+
+def _conditions(rule: Rule) -> tuple[tuple[Matcher, ...], ...]:
+    """What makes an event rule act: its event matchers, and its resolve matchers if it has them."""
+    return (rule.matchers,) if rule.resolve is None else (rule.matchers, rule.resolve)
+
+
 class RuleEngine:
     """Pure rule evaluation: feed samples and events in time order, get transitions out."""
 
@@ -48,6 +134,7 @@ class RuleEngine:
         self.rules = list(rules)
         self._by_metric: dict[str, list[Rule]] = defaultdict(list)
         self._events = [r for r in self.rules if r.kind == "event"]
+        self._event_index = _EventIndex([_EventRule(r) for r in self._events])
         for rule in self.rules:
             if rule.kind in ("metric", "baseline"):
                 self._by_metric[rule.metric].append(rule)
@@ -114,26 +201,36 @@ class RuleEngine:
         """Evaluate one trap, INFORM or upstream alarm against every event rule."""
         labels = event_labels(event)
         out: list[AlarmTransition] = []
-        for rule in self._events:
-            resolves = rule.resolve is not None and matches_all(rule.resolve, labels)
-            if not resolves and not matches_all(rule.matchers, labels):
+        for candidate, may_fire, may_resolve in self._event_index.candidates(labels):
+            rule = candidate.rule
+            resolves = may_resolve and rule.resolve is not None and matches_all(rule.resolve, labels)
+            if not resolves and not (may_fire and matches_all(rule.matchers, labels)):
                 continue
-            key = (rule.name, _event_fingerprint(rule, labels))
+            key = (rule.name, candidate.fingerprint(labels))
             state = self._state.get(key)
             if resolves:
                 if state is not None and state.firing:
                     del self._state[key]
                     out.append(self._transition("resolved", rule, state, value=0.0, at=event.at, fp=key[1]))
                 continue
+            kind: Literal["firing", "repeat"] = "repeat"
             if state is None:
                 state = self._state[key] = _State(event.at, {**labels, **rule.labels, "alertname": rule.name})
                 state.firing = True
                 state.event = True
-                state.last_seen = event.at
-                out.append(self._transition("firing", rule, state, value=1.0, at=event.at, fp=key[1]))
-            else:
-                state.last_seen = event.at
-                out.append(self._transition("repeat", rule, state, value=1.0, at=event.at, fp=key[1]))
+                kind = "firing"
+            state.last_seen = event.at
+            out.append(
+                self._transition(
+                    kind,
+                    rule,
+                    state,
+                    value=1.0,
+                    at=event.at,
+                    fp=key[1],
+                    rendered=_event_annotations(rule, state),
+                )
+            )
         return out
 
     def tick(self, now: float) -> list[AlarmTransition]:
@@ -164,13 +261,14 @@ class RuleEngine:
         value: float,
         at: float,
         fp: str,
+        rendered: Mapping[str, str] | None = None,
     ) -> AlarmTransition:
-        annotations = {k: render(v, state.labels, value, rule.threshold) for k, v in rule.annotations.items()}
+        """The transition of a rule's alarm; ``rendered``: its annotations for this value, if known."""
         return AlarmTransition(
             kind=kind,
             rule=rule.name,
             labels=dict(state.labels),
-            annotations=annotations,
+            annotations=_annotations(rule, state, value) if rendered is None else dict(rendered),
             value=value,
             threshold=rule.threshold,
             at=at,
@@ -215,3 +313,15 @@ class RuleEngine:
     def firing_alarms(self) -> list[tuple[str, Mapping[str, str], str]]:
         """Every firing alarm as (alert name, labels, fingerprint), for rule tests and diagnostics."""
         return [(k[0], dict(s.labels), k[1]) for k, s in self._state.items() if s.firing]
+
+
+def _annotations(rule: Rule, state: _State, value: float) -> dict[str, str]:
+    """A rule's annotations rendered for an alarm's labels and value."""
+    return {k: render(v, state.labels, value, rule.threshold) for k, v in rule.annotations.items()}
+
+
+def _event_annotations(rule: Rule, state: _State) -> dict[str, str]:
+    """The annotations of an event alarm's firing and repeat transitions, rendered once per rule."""
+    if state.rendered is None or state.rendered[0] is not rule:
+        state.rendered = (rule, _annotations(rule, state, 1.0))
+    return state.rendered[1]
