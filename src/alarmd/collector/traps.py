@@ -115,40 +115,6 @@ def v1_to_v2(message: Message) -> tuple[VarBind, ...]:
     )
 
 
-def _notification_header(
-    varbinds: Sequence[VarBind], agent: str | None
-) -> tuple[str | None, int | None, str | None]:
-    """The first snmpTrapOID.0, sysUpTime.0 and (unless ``agent`` is given) snmpTrapAddress.0 values.
-
-    RFC 3416 §4.2.6 puts sysUpTime.0 and snmpTrapOID.0 first; when they are, only the
-    snmpTrapAddress.0 of a forwarded trap (RFC 3584 §3.1) is left to look for.
-    """
-    if len(varbinds) >= 2:
-        first, second = varbinds[0], varbinds[1]
-        if (
-            first.oid == SYS_UPTIME
-            and second.oid == SNMP_TRAP_OID
-            and isinstance(first.value, int)
-            and isinstance(second.value, str)
-        ):
-            if agent is None:
-                for vb in varbinds:
-                    if vb.oid == SNMP_TRAP_ADDRESS and vb.type == "IpAddress":
-                        agent = str(vb.value)
-                        break
-            return second.value, first.value, agent
-    trap_oid: str | None = None
-    uptime: int | None = None
-    for vb in varbinds:
-        if vb.oid == SNMP_TRAP_OID and trap_oid is None and isinstance(vb.value, str):
-            trap_oid = vb.value
-        elif vb.oid == SYS_UPTIME and uptime is None and isinstance(vb.value, int):
-            uptime = vb.value
-        elif vb.oid == SNMP_TRAP_ADDRESS and agent is None and vb.type == "IpAddress":
-            agent = str(vb.value)
-    return trap_oid, uptime, agent
-
-
 class _Throttle:
     """Lets one log line per key through every ``interval`` seconds and counts the rest."""
 
@@ -547,7 +513,15 @@ class TrapReceiver:
         self, version: SnmpVersion, inform: bool, varbinds: Sequence[VarBind], source: str, agent: str | None
     ) -> bool:
         """Queue the event for a notification; False when it is malformed or the queue is full."""
-        trap_oid, uptime, agent = _notification_header(varbinds, agent)
+        trap_oid: str | None = None
+        uptime: int | None = None
+        for vb in varbinds:
+            if vb.oid == SNMP_TRAP_OID and trap_oid is None and isinstance(vb.value, str):
+                trap_oid = vb.value
+            elif vb.oid == SYS_UPTIME and uptime is None and isinstance(vb.value, int):
+                uptime = vb.value
+            elif vb.oid == SNMP_TRAP_ADDRESS and agent is None and vb.type == "IpAddress":
+                agent = str(vb.value)
         if trap_oid is None:
             self._malformed(source, "notification without snmpTrapOID.0")
             return False
