@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -111,6 +111,26 @@ class Event:
     uptime: int | None = None
     attributes: Labels = field(default_factory=dict)
 
+    def __init__(  # noqa: PLR0917 - the dataclass's own field order
+        self,
+        source: Literal["trap", "inform", "upstream"],
+        kind: str,
+        at: float,
+        labels: Labels,
+        varbinds: tuple[VarBind, ...] = (),
+        uptime: int | None = None,
+        attributes: Labels | None = None,
+    ) -> None:
+        """Set the fields through the slots' own setters (see :func:`_slot_setters`)."""
+        s = _EVENT_SETTERS
+        s[0](self, source)
+        s[1](self, kind)
+        s[2](self, at)
+        s[3](self, labels)
+        s[4](self, varbinds)
+        s[5](self, uptime)
+        s[6](self, {} if attributes is None else attributes)
+
 
 @dataclass(frozen=True, slots=True)
 class AlarmTransition:
@@ -125,6 +145,45 @@ class AlarmTransition:
     at: float
     active_since: float
     fingerprint: str = ""
+
+    def __init__(  # noqa: PLR0917 - the dataclass's own field order
+        self,
+        kind: Literal["firing", "resolved", "repeat"],
+        rule: str,
+        labels: Labels,
+        annotations: Labels,
+        value: float,
+        threshold: float,
+        at: float,
+        active_since: float,
+        fingerprint: str = "",
+    ) -> None:
+        """Set the fields through the slots' own setters (see :func:`_slot_setters`)."""
+        s = _TRANSITION_SETTERS
+        s[0](self, kind)
+        s[1](self, rule)
+        s[2](self, labels)
+        s[3](self, annotations)
+        s[4](self, value)
+        s[5](self, threshold)
+        s[6](self, at)
+        s[7](self, active_since)
+        s[8](self, fingerprint)
+
+
+def _slot_setters(cls: type) -> tuple[Callable[[object, Any], None], ...]:
+    """The ``__set__`` of each field's slot, in field order.
+
+    A frozen dataclass's generated ``__init__`` goes through ``object.__setattr__`` once per
+    field; calling the slot descriptors directly does the same at half the cost.  Event and
+    AlarmTransition are built for every trap, so they use these; assignment after
+    construction still raises ``FrozenInstanceError``.
+    """
+    return tuple(cls.__dict__[f.name].__set__ for f in fields(cls))
+
+
+_EVENT_SETTERS: Final = _slot_setters(Event)
+_TRANSITION_SETTERS: Final = _slot_setters(AlarmTransition)
 
 
 Lifecycle = Literal["firing", "dispatched", "acknowledged", "escalated", "observing", "closed"]
