@@ -644,13 +644,9 @@ def test_labels_come_from_the_first_varbind_under_their_prefix(
         vb = next(
             (vb for vb in varbinds if vb.oid == rule.prefix or vb.oid.startswith(rule.prefix + ".")), None
         )
-        value = (
-            None
-            if vb is None
-            else vb.oid[len(rule.prefix) + 1 :]
-            if rule.part == "index"
-            else label_value(vb.value)
-        )
+        if vb is None:
+            continue
+        value = vb.oid[len(rule.prefix) + 1 :] if rule.part == "index" else label_value(vb.value)
         if value is not None:
             expected[rule.name] = value
     got = TrapDefinition("t", "1.3.6.1.4.1.1.0.1", labels).extract(tuple(varbinds))
