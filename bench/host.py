@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import re
@@ -74,6 +75,12 @@ def host_facts() -> dict[str, Any]:
         if external
         else os.environ.get("ALARMD_KAFKA_VERSION", "3.9.1"),
     }
+
+
+def write_result(results_dir: Path, workload: str, result: dict[str, Any]) -> None:
+    """Write a workload's whole result to ``<results_dir>/<workload>.json``."""
+    results_dir.mkdir(parents=True, exist_ok=True)
+    (results_dir / f"{workload}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:

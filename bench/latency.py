@@ -83,11 +83,11 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from alarmd.app import Daemon as AlarmdDaemon
 from alarmd.app import load_rules
 from alarmd.collector.ber import VERSION_2C, PduType, encode_message
-from alarmd.collector.traps import SNMP_TRAP_OID, SYS_UPTIME
+from alarmd.collector.trapdefs import SNMP_TRAP_OID, SYS_UPTIME
 from alarmd.config import load
 from alarmd.model import VarBind
 from alarmd.testing import FakeSink
-from bench.host import host_facts
+from bench.host import host_facts, write_result
 from bench.sender import IF_ADMIN_STATUS, IF_INDEX, IF_OPER_STATUS, link_down, send_paced
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -1081,8 +1081,7 @@ def run(options: Options, results_dir: Path, say: Callable[[str], None] = print)
             if options.bootstrap is not None:
                 with contextlib.suppress(Exception):  # the topics may not exist if the run failed early
                     asyncio.run(delete_topics(options.bootstrap, topic))
-    results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / "latency.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_result(results_dir, "latency", result)
     say(table(result))
     lat = result["latency_ms"]
     return {

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench import snmpd_fleet
-from bench.host import host_facts
+from bench.host import host_facts, write_result
 from bench.polling import cpu_seconds, free_tcp_port
 from bench.snmpd_fleet import INTERFACES, Fleet
 
@@ -654,8 +654,7 @@ def table(result: dict[str, Any]) -> str:
 def run(options: Options, results_dir: Path, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the workload, write ``memory.json`` and return the summary for ``latest.json``."""
     result = bench(options, say)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / "memory.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_result(results_dir, "memory", result)
     say(table(result))
     summary: dict[str, Any] = {}
     for key, s in result["sizes"].items():

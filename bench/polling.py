@@ -66,7 +66,7 @@ from alarmd.collector.profile import load_profiles
 from alarmd.config import DeviceConfig, PollingConfig, SnmpV2c
 from alarmd.metrics import Metrics
 from bench import snmpd_fleet
-from bench.host import EXPORTER, host_facts, stop_process
+from bench.host import EXPORTER, host_facts, stop_process, write_result
 from bench.snmpd_fleet import COLUMNS, INTERFACES, Fleet
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -741,8 +741,7 @@ def run(options: Options, results_dir: Path, say: Callable[[str], None] = print)
     if shutil.which("snmpbulkwalk") is None:
         raise RuntimeError("snmpbulkwalk is missing: apt-get install snmp")
     result = bench(options, say)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / "polling.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_result(results_dir, "polling", result)
     say(table(result))
     peers = result["peers"]
     return {

@@ -50,7 +50,7 @@ from alarmd.matchers import matches_all
 from alarmd.model import AlarmTransition, Event, Sample
 from alarmd.rules.compile import Rule, compile_docs
 from alarmd.rules.engine import RuleEngine
-from bench.host import host_facts
+from bench.host import host_facts, write_result
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 START: Final = datetime(2026, 11, 16, 2, 0, tzinfo=UTC).timestamp()  # Monday 10:00 in China
@@ -334,8 +334,7 @@ def table(result: dict[str, Any]) -> str:
 def run(options: Options, results_dir: Path, say: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the workload, write ``rules.json`` and return the summary for ``latest.json``."""
     result = bench(options, say)
-    results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / "rules.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_result(results_dir, "rules", result)
     say(table(result))
     return {
         "evaluations_per_s": result["evaluations_per_s"],

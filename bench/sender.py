@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from typing import Final
 
 from alarmd.collector.ber import VERSION_2C, PduType, decode_message, encode_message
-from alarmd.collector.traps import SNMP_TRAP_OID, SYS_UPTIME
+from alarmd.collector.trapdefs import SNMP_TRAP_OID, SYS_UPTIME
 from alarmd.model import VarBind
 
 LINK_DOWN: Final = "1.3.6.1.6.3.1.1.5.3"

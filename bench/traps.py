@@ -46,7 +46,7 @@ from alarmd.config import SnmpV2c, TrapsConfig, read_yaml
 from alarmd.metrics import Metrics
 from alarmd.rules.compile import compile_docs
 from alarmd.rules.engine import RuleEngine
-from bench.host import SNMPTRAPD, host_facts
+from bench.host import SNMPTRAPD, host_facts, write_result
 from bench.sender import encode_traps
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -549,8 +549,7 @@ def run(options: Options, results_dir: Path, say: Callable[[str], None] = print)
         raise RuntimeError(f"{SNMPTRAPD} is missing: apt-get install snmptrapd (make system-deps)")
     alarmd_logging.setup("warning")
     result = uvloop.run(bench(options, say))
-    results_dir.mkdir(parents=True, exist_ok=True)
-    (results_dir / "traps.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    write_result(results_dir, "traps", result)
     say(table(result))
     return {
         "alarmd_lossless_per_s": result["alarmd_lossless_per_s"],
