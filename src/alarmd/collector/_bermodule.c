@@ -521,30 +521,15 @@ error:
     return NULL;
 }
 
-static int
-get_buf(PyObject *arg, Py_buffer *view, Buf *b)
-{
-    if (PyObject_GetBuffer(arg, view, PyBUF_SIMPLE) < 0)
-        return -1;
-    b->d = view->buf;
-    b->n = view->len;
-    return 0;
-}
-
 static PyObject *
-py_decode_pdu(PyObject *module, PyObject *arg)
+decode_pdu_buf(const Buf *b)
 {
-    Py_buffer view;
-    Buf b;
-    if (get_buf(arg, &view, &b) < 0)
-        return NULL;
     Py_ssize_t stop;
-    PyObject *pdu = decode_pdu_at(&b, 0, b.n, &stop);
-    if (pdu != NULL && stop != b.n) {
+    PyObject *pdu = decode_pdu_at(b, 0, b->n, &stop);
+    if (pdu != NULL && stop != b->n) {
         Py_CLEAR(pdu);
         fail("trailing octets after the PDU at offset %zd", stop);
     }
-    PyBuffer_Release(&view);
     return pdu;
 }
 
@@ -599,16 +584,29 @@ decode_message_buf(const Buf *b)
     return build(&message_shape, fields);
 }
 
+/* Run ``decode`` over the octets of any bytes-like ``arg``. */
+static PyObject *
+with_buffer(PyObject *arg, PyObject *(*decode)(const Buf *))
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    Buf b = {view.buf, view.len};
+    PyObject *result = decode(&b);
+    PyBuffer_Release(&view);
+    return result;
+}
+
 static PyObject *
 py_decode_message(PyObject *module, PyObject *arg)
 {
-    Py_buffer view;
-    Buf b;
-    if (get_buf(arg, &view, &b) < 0)
-        return NULL;
-    PyObject *message = decode_message_buf(&b);
-    PyBuffer_Release(&view);
-    return message;
+    return with_buffer(arg, decode_message_buf);
+}
+
+static PyObject *
+py_decode_pdu(PyObject *module, PyObject *arg)
+{
+    return with_buffer(arg, decode_pdu_buf);
 }
 
 /* ------------------------------------------------------------------------- configuration */
