@@ -18,33 +18,31 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
+from tests.chaos.harness import GOLD_CIRCUIT
+
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 REPO = Path(__file__).resolve().parent.parent
 ESCALATE_AFTER = 8.0
 UPDATE_EVERY = 4.0
 
-CONFIG = """\
+CONFIG = (
+    """\
 rule_files: [rules.yml]
 profile_files: ["{repo}/config/profiles/*.yml"]
 state_dir: state
 polling: {{interval: 1s, timeout: 1s, retries: 0}}
 clocks: {{important_escalation: {escalate}s, status_update_every: {update}s, observation: 5s}}
-customers:
-  - {{id: CUST-0001, name: Harbour Logistics Group, tier: gold}}
-devices:
-  - {{name: cpe-router-01, kind: cpe_router, address: 127.0.0.1, port: {port},
-     snmp: {{community: cpe-router-01}}}}
-circuits:
-  - id: CIR-0001
-    customer: CUST-0001
-    path: [{{device: cpe-router-01, interface: GigabitEthernet0/0/1}}]
+"""
+    + GOLD_CIRCUIT
+    + """\
 kafka:
   topics: {{work_orders: {topic}.workorders, notices: {topic}.notices}}
 ticketing:
   {{enabled: true, topic: {topic}.feedback, group_id: {topic}-ticketing, dead_letter_topic: {topic}.dlq}}
 http: {{listen: "127.0.0.1:0"}}
 """
+)
 RULES = """\
 groups:
   - name: g

@@ -22,12 +22,9 @@ PROFILES = REPO / "config" / "profiles" / "*.yml"
 
 
 CONGESTED = 1_125_000.0  # bytes/s on cpe-router-01's 10 Mbit/s WAN port: 90% occupancy
-ONE_CIRCUIT = """\
-rule_files: [rules.yml]
-profile_files: ["{profiles}"]
-state_dir: {state}
-polling: {{interval: 1s, timeout: 1s, retries: 0}}
-clocks: {{observation: {observation}s}}
+#: The inventory every single-circuit config shares: one gold customer, the simulated CPE router
+#: (``{port}``: the simulated network's port) and the circuit on its GigabitEthernet0/0/1.
+GOLD_CIRCUIT = """\
 customers:
   - {{id: CUST-0001, name: Harbour Logistics Group, tier: gold}}
 devices:
@@ -37,12 +34,24 @@ circuits:
   - id: CIR-0001
     customer: CUST-0001
     path: [{{device: cpe-router-01, interface: GigabitEthernet0/0/1}}]
+"""
+ONE_CIRCUIT = (
+    """\
+rule_files: [rules.yml]
+profile_files: ["{profiles}"]
+state_dir: {state}
+polling: {{interval: 1s, timeout: 1s, retries: 0}}
+clocks: {{observation: {observation}s}}
+"""
+    + GOLD_CIRCUIT
+    + """\
 kafka:
   request_timeout: 3s
   retry_backoff: 500ms
   topics: {{work_orders: {topic}.workorders, notices: {topic}.notices}}
 http: {{listen: "127.0.0.1:{http}"}}
 """
+)
 BANDWIDTH_RULE = """\
 groups:
   - name: g

@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.chaos.harness import PROFILES, REPO, Daemon, free_port
+from tests.chaos.harness import GOLD_CIRCUIT, PROFILES, REPO, Daemon, free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -24,22 +24,17 @@ FLOOD_SECONDS = 30.0
 RSS_BOUND_MB = 200.0
 COMMUNITY = "alarmd-flood"
 
-CONFIG = """\
+CONFIG = (
+    """\
 rule_files: ["{repo}/rules/*.yml"]
 profile_files: ["{profiles}"]
 state_dir: state
 polling: {{interval: 1s, timeout: 1s, retries: 0}}
 credentials:
   flood: {{version: 2c, community: {community}}}
-customers:
-  - {{id: CUST-0001, name: Harbour Logistics Group, tier: gold}}
-devices:
-  - {{name: cpe-router-01, kind: cpe_router, address: 127.0.0.1, port: {port},
-     snmp: {{community: cpe-router-01}}}}
-circuits:
-  - id: CIR-0001
-    customer: CUST-0001
-    path: [{{device: cpe-router-01, interface: GigabitEthernet0/0/1}}]
+"""
+    + GOLD_CIRCUIT
+    + """\
 traps:
   enabled: true
   listen: 127.0.0.1:{trap_port}
@@ -49,6 +44,7 @@ kafka:
   topics: {{work_orders: {topic}.workorders, notices: {topic}.notices}}
 http: {{listen: "127.0.0.1:{http}"}}
 """
+)
 
 
 def lossless_capacity() -> int:
