@@ -14,11 +14,13 @@ from pydantic import ValidationError
 
 from alarmd.alarms.clocks import ClockPolicy, NoticeKind, Timer
 from alarmd.alarms.lifecycle import AlarmBook, Change
+from alarmd.alarms.maintenance import Outage, Outages, Phase, customer_notices
 from alarmd.alarms.store import Store, StoreError
 from alarmd.clock import Clock
 from alarmd.config import KafkaTopics
 from alarmd.dispatch.outbox import Dispatcher
 from alarmd.dispatch.routing import Router
+from alarmd.inventory import Inventory
 from alarmd.metrics import Metrics
 from alarmd.model import Alarm, AlarmClass, DueTimes, Notice, Team, TicketFeedback, Tier, WorkOrder, isotime
 
@@ -49,8 +51,10 @@ class Announcer:
         router: Router,
         clocks: ClockPolicy,
         clock: Clock,
+        outages: Outages | None = None,
     ) -> None:
         self.topics = topics
+        self.outages = outages
         self.store = store
         self.dispatcher = dispatcher
         self.router = router
@@ -72,13 +76,21 @@ class Announcer:
 
     def _tell(self, change: Change) -> None:
         alarm = change.alarm
+        held = "planned_outage" in alarm.extra and not alarm.dispatched and alarm.parent_id is None
         with self.store.transaction():
-            if change.kind == "raised" or (change.kind == "released" and not alarm.dispatched):
-                alarm.dispatched = True
-                self._count_fault(alarm)
-                self.store.add_timers(self.clocks.on_dispatch(alarm))
-                self._order(alarm)
-                self._notice(alarm, "notice")
+            if (
+                change.kind == "raised"
+                or (change.kind == "released" and not alarm.dispatched)
+                or (change.kind in ("reopened", "flapping") and held)
+            ):
+                alarm.extra.pop("closed", None)
+                outage = self.outages.covering(alarm, self.clock.now()) if self.outages is not None else None
+                if outage is not None:
+                    self._hold(alarm, outage)
+                else:
+                    self._dispatch(alarm)
+            elif change.kind == "cleared" and held:
+                alarm.extra["closed"] = "true"  # over within its planned outage: recorded, never dispatched
             elif change.kind == "cleared" and alarm.dispatched:
                 self._count_repair(alarm)
                 self.store.drop_timers(alarm.alarm_id, "escalation", "status_update")
@@ -90,6 +102,24 @@ class Announcer:
                 self._order(alarm, update=change.kind, previous=change.previous_lead_team)
             self.store.save(alarm, change.kind)
 
+    def _dispatch(self, alarm: Alarm) -> None:
+        alarm.dispatched = True
+        self._count_fault(alarm)
+        self.store.add_timers(self.clocks.on_dispatch(alarm))
+        self._order(alarm)
+        self._notice(alarm, "notice")
+
+    def _hold(self, alarm: Alarm, outage: Outage) -> None:
+        """A fault in a planned outage's scope: recorded and shown as planned, no work order yet."""
+        alarm.extra["planned_outage"] = outage.id
+        log.info(
+            "alarm_held",
+            alarm_id=alarm.alarm_id,
+            outage=outage.id,
+            circuit=alarm.circuit,
+            window_ends=isotime(outage.ends_at),
+        )
+
     def _count_fault(self, alarm: Alarm) -> None:
         if self.metrics is not None:
             self.metrics.faults.labels(
@@ -98,7 +128,7 @@ class Announcer:
 
     def _count_repair(self, alarm: Alarm) -> None:
         if self.metrics is not None and alarm.cleared_at is not None:
-            on_time = alarm.cleared_at <= alarm.raised_at + self.clocks.escalation_after(alarm)
+            on_time = alarm.cleared_at <= self.clocks.start(alarm) + self.clocks.escalation_after(alarm)
             tier = alarm.tier.value if alarm.tier else "unknown"
             self.metrics.repairs.labels(tier, "true" if on_time else "false").inc()
 
@@ -155,6 +185,77 @@ class Announcer:
                 tier=alarm.tier.value if alarm.tier else None,
             )
         return acted
+
+    # ------------------------------------------------------------------ planned outages
+
+    def on_outages(self, book: AlarmBook, inventory: Inventory, now: float) -> int:
+        """Send the customer notices due and dispatch held faults that outlived their window plus grace."""
+        if self.outages is None:
+            return 0
+        acted = 0
+        for outage, phase in self.outages.due_notices(now):
+            self._outage_notice(outage, phase, inventory, now)
+            acted += 1
+        held = 0
+        for alarm in list(book.active.values()):
+            if alarm.dispatched or alarm.parent_id is not None or "planned_outage" not in alarm.extra:
+                continue
+            release = self.outages.release_at(alarm)
+            if release is not None and now < release:
+                alarm.extra["held_until"] = isotime(release)
+                held += 1
+                continue
+            self._release(alarm, now)
+            if alarm.dispatched:
+                acted += 1
+            else:
+                held += 1  # another window holds it on
+        self.outages.export(now, held)
+        return acted
+
+    def _outage_notice(self, outage: Outage, phase: Phase, inventory: Inventory, now: float) -> None:
+        assert self.outages is not None
+        short = self.outages.short_notice(outage)
+        notices = customer_notices(outage, phase, inventory, short=short, now=now)
+        with self.store.transaction():
+            for notice in notices:
+                self.dispatcher.submit(
+                    self.topics.notices,
+                    notice.customer.id.encode(),
+                    notice.model_dump_json().encode(),
+                    notice.type,
+                )
+            self.outages.notified(outage, phase)
+        log.info(
+            "planned_outage_notice",
+            outage=outage.id,
+            phase=phase,
+            customers=len(notices),
+            circuits=len(outage.affected_circuits),
+            short_notice=short,
+        )
+
+    def _release(self, alarm: Alarm, now: float) -> None:
+        """The window (plus grace) is over and the fault is still there: its work order goes out now."""
+        assert self.outages is not None
+        before, previous = dict(alarm.extra), alarm.extra["planned_outage"]
+        try:
+            with self.store.transaction():
+                other = self.outages.covering(alarm, now)
+                if other is not None:
+                    self._hold(alarm, other)  # another window open on it holds it on
+                    self.store.save(alarm, "held", f"by planned outage {other.id}")
+                    return
+                alarm.extra.pop("held_until", None)
+                alarm.extra["released_at"] = isotime(now)
+                self._dispatch(alarm)
+                self.store.save(alarm, "outlived_outage", f"planned outage {previous}")
+        except StoreError:
+            alarm.extra, alarm.dispatched = before, False
+            raise
+        if self.metrics is not None:
+            self.metrics.maintenance_released.inc()
+        log.info("alarm_outlived_outage", alarm_id=alarm.alarm_id, outage=previous, circuit=alarm.circuit)
 
     # ------------------------------------------------------------------ ticketing
 

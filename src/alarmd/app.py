@@ -15,6 +15,7 @@ from alarmd import heap, systemd
 from alarmd.alarms.clocks import ClockPolicy
 from alarmd.alarms.inhibit import Correlator
 from alarmd.alarms.lifecycle import AlarmBook, Change
+from alarmd.alarms.maintenance import FileOutage, Outages, load_outage_files
 from alarmd.alarms.preprocess import verdict
 from alarmd.alarms.store import Store, StoreError
 from alarmd.announce import Announcer, FeedbackRejectedError
@@ -114,6 +115,10 @@ class Daemon:
         )
         self.store = Store(loaded.state_dir / "alarmd.sqlite")
         self.outbox = Outbox(self.store.connection)
+        self.outages = Outages(
+            self.store, self.config.maintenance, self.config.clocks.utc_offset_hours, self.metrics
+        )
+        self._sync_outages(load_outage_files(loaded))
         self.dispatcher = Dispatcher(
             self.outbox, self.sink, self.metrics, backoff=self.config.kafka.retry_backoff
         )
@@ -125,6 +130,7 @@ class Daemon:
             clocks=ClockPolicy(self.config.clocks),
             clock=self.clock,
             metrics=self.metrics,
+            outages=self.outages,
         )
         self.samples: asyncio.Queue[Sample | None] = asyncio.Queue(self.config.queue_size)
         self.events: asyncio.Queue[Event] = asyncio.Queue(self.config.queue_size)
@@ -164,6 +170,7 @@ class Daemon:
             store=self.store,
             inventory=lambda: self.inventory,
             clocks=lambda: self.announcer.clocks,
+            outages=self.outages,
         )
         self.http = HttpServer(
             self.config.http.host,
@@ -325,6 +332,9 @@ class Daemon:
             for change in self.book.tick(now):
                 self._tell(change)
             self._stored("timers", functools.partial(self.announcer.on_timers, self.book, now))
+            self._stored(
+                "maintenance", functools.partial(self.announcer.on_outages, self.book, self.inventory, now)
+            )
             self.dispatcher.refresh_metrics(now)
             self._export_outages()
             stages = Counter(a.lifecycle for a in (*self.book.active.values(), *self.book.recent.values()))
@@ -448,6 +458,8 @@ class Daemon:
             loaded = load(self.loaded.path)
             rules = load_rules(loaded)
             load_profiles_for(loaded)
+            outages = load_outage_files(loaded)
+            self.outages.check_files(outages)
         except ConfigError as exc:
             self.metrics.reload_ok.set(0)
             log.error(  # noqa: TRY400 - the reason is the message; a traceback would only hide it
@@ -466,6 +478,8 @@ class Daemon:
         self.book.correlator = Correlator(self.inventory, new.routing)
         self.announcer.router = self.router
         self.announcer.clocks = ClockPolicy(new.clocks)
+        self.outages.configure(new.maintenance, new.clocks.utc_offset_hours)
+        self._sync_outages(outages)
         restart = [
             key
             for key in (
@@ -488,6 +502,17 @@ class Daemon:
         log.info("config_reloaded", rules=len(rules), state_carried=carried, restart_required=restart)
         systemd.notify("READY=1", f"STATUS=reloaded: {len(rules)} rules")
         return True
+
+    def _sync_outages(self, found: list[FileOutage]) -> None:
+        """Make the file outages those of the files now; if that fails, the log says why."""
+        try:
+            added, changed, removed = self.outages.sync_files(found, self.inventory, self.clock.now())
+        except (StoreError, ConfigError) as exc:
+            log.error("maintenance_files_not_applied", error=str(exc))  # noqa: TRY400 - the message is the reason
+            return
+        log.info(
+            "maintenance_files_applied", outages=len(found), added=added, changed=changed, removed=removed
+        )
 
     def _sources(self) -> list[KafkaSource]:
         sources = []

@@ -22,6 +22,7 @@ from alarmd import logging as alarmd_logging
 from alarmd.alarms.clocks import ClockPolicy
 from alarmd.alarms.inhibit import Correlator
 from alarmd.alarms.lifecycle import AlarmBook
+from alarmd.alarms.maintenance import PlannedOutageNotice
 from alarmd.alarms.quality import quality
 from alarmd.alarms.store import Store, StoreError
 from alarmd.collector.trapdefs import TrapDefinitions
@@ -211,6 +212,7 @@ def message_schemas() -> dict[str, str]:
         "work-order.schema.json": dump(WorkOrder.model_json_schema()),
         "notice.schema.json": dump(Notice.model_json_schema()),
         "ticket-feedback.schema.json": dump(TicketFeedback.model_json_schema()),
+        "planned-outage.schema.json": dump(PlannedOutageNotice.model_json_schema()),
         "upstream-alarm.schema.json": schema_json(),
     }
 

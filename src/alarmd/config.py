@@ -753,6 +753,20 @@ class ApiConfig(Strict):
     audit_log: str = Field("audit.log", description="JSON lines of who did what; relative to state_dir")
 
 
+class MaintenanceConfig(Strict):
+    """Planned outages (割接, SPEC §9): where they are kept, how long a fault may outlive one, notice lead."""
+
+    files: list[str] = Field(
+        ["maintenance/*.yml"], description="planned-outage files, relative to the config; none found is fine"
+    )
+    grace: Duration = Field(
+        900.0, description="a fault still there this long after its window ends is dispatched then"
+    )
+    notice_lead: Duration = Field(
+        86400.0, description="customers are reminded this long before the start; less notice is flagged"
+    )
+
+
 class SecurityConfig(Strict):
     """Operator-wide security switches (SPEC §8)."""
 
@@ -781,6 +795,7 @@ class Config(Strict):
     http: HttpConfig = HttpConfig()
     api: ApiConfig = ApiConfig()
     security: SecurityConfig = SecurityConfig()
+    maintenance: MaintenanceConfig = MaintenanceConfig()
     queue_size: int = Field(10_000, ge=1, description="capacity of each queue between stages")
     state_dir: str = Field("/var/lib/alarmd", description="outbox and state; relative to the config file")
     shutdown_timeout: Duration = Field(10.0, description="how long SIGTERM waits to flush the outbox")

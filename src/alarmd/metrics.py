@@ -224,6 +224,7 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self._planned_outages(r)
         for kind in ("cpe_router", "optical_transceiver", "protocol_converter"):
             self.poll_requests.labels(kind)
             for reason in POLL_ERROR_REASONS:
@@ -232,3 +233,24 @@ class Metrics:
             self.kafka_errors.labels(reason)
         for transition in ("raised", "cleared"):
             self.alarm_transitions.labels(transition)
+
+    def _planned_outages(self, r: CollectorRegistry) -> None:
+        """The metrics of planned outages (SPEC §9)."""
+        self.maintenance_windows = Gauge(
+            "alarmd_maintenance_windows",
+            "Planned outages by state: scheduled (not yet started) and active (window open).",
+            ["state"],
+            registry=r,
+        )
+        self.maintenance_held = Gauge(
+            "alarmd_maintenance_alarms_held",
+            "Faults in a planned outage's scope, recorded without a work order while it lasts (plus grace).",
+            registry=r,
+        )
+        self.maintenance_released = Counter(
+            "alarmd_maintenance_alarms_released_total",
+            "Faults that outlived their planned outage plus grace, so their work order went out then.",
+            registry=r,
+        )
+        for state in ("scheduled", "active"):
+            self.maintenance_windows.labels(state)

@@ -330,6 +330,9 @@ class WorkOrder(FaultMessage):
     relapse_of: str | None = Field(
         None, description="the closed fault this one relapses, within its business watch"
     )
+    planned_outage: str | None = Field(
+        None, description="the planned outage the fault began in and outlived; its clocks run from then"
+    )
     due: DueTimes | None = None
     preprocessing: Preprocessing | None = None
     sent_at: str
@@ -371,6 +374,7 @@ class WorkOrder(FaultMessage):
             occurrences=alarm.occurrences,
             lifecycle=alarm.lifecycle,
             relapse_of=alarm.extra.get("relapse_of"),
+            planned_outage=alarm.extra.get("planned_outage"),
             due=due,
             preprocessing=Preprocessing.model_validate_json(alarm.extra["preprocessing"])
             if "preprocessing" in alarm.extra
