@@ -17,12 +17,12 @@ from pathlib import Path
 
 import structlog
 
-from alarmd import __version__
+from alarmd import __version__, client
 from alarmd import logging as alarmd_logging
 from alarmd.alarms.clocks import ClockPolicy
 from alarmd.alarms.inhibit import Correlator
 from alarmd.alarms.lifecycle import AlarmBook
-from alarmd.alarms.maintenance import PlannedOutageNotice
+from alarmd.alarms.maintenance import PlannedOutageNotice, load_outage_files
 from alarmd.alarms.quality import quality
 from alarmd.alarms.store import Store, StoreError
 from alarmd.collector.trapdefs import TrapDefinitions
@@ -47,9 +47,12 @@ examples:
   alarmd run -c config/                 run the daemon (SIGTERM stops it cleanly)
   alarmd check-rules rules/             validate rule files only (files or directories)
   alarmd test-rules rules/tests/*.yml   run rule unit tests (promtool's test-file shape)
+  alarmd maintenance add --circuit CIR-0001 --start 2026-12-01T01:00+08:00 --for 2h --reason "..."
+                                        plan an outage (割接) on the running daemon; also list, end
 
 environment:
   KAFKA_BOOTSTRAP_SERVERS   overrides kafka.bootstrap_servers in the config
+  ALARMD_API_TOKEN          the API token of `alarmd maintenance` (or --token-file)
   ${VAR} / ${VAR:-default}  in any config value is replaced from the environment
 """
 
@@ -94,6 +97,11 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
     schemas = sub.add_parser("schemas", help="write the JSON Schemas of every Kafka message alarmd speaks")
     schemas.add_argument("--out", type=Path, default=Path("schemas"), help="directory (default: schemas)")
+    maintenance = sub.add_parser(
+        "maintenance", help="planned outages on the running daemon, through its API: add, list, end"
+    )
+    with_config(maintenance)
+    client.add_arguments(maintenance)
     tests = sub.add_parser("test-rules", help="run rule unit tests, then exit (0 = all passed)")
     tests.add_argument("files", nargs="+", type=Path, help="test files, or directories of *.yml")
     return parser
@@ -107,6 +115,7 @@ def _load(path: Path) -> tuple[Loaded, list[Rule]]:
     if loaded.config.traps.enabled:
         # The daemon reads them again when it starts the receiver; a broken file must stop it here.
         TrapDefinitions.load_globs(loaded.config.traps.definitions, loaded.path.parent)
+    load_outage_files(loaded)
     return loaded, load_rules(loaded)
 
 
@@ -331,6 +340,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
         return _run(args.config, args.log_level, args.log_format)
+    if args.command == "maintenance":
+        return client.run(args)
     # The checking commands speak through their output; the stages they exercise stay quiet.
     previous = structlog.get_config()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))
