@@ -13,18 +13,20 @@ import structlog
 from pydantic import ValidationError
 
 from alarmd.alarms.clocks import ClockPolicy, NoticeKind, Timer
+from alarmd.alarms.grouping import is_major
 from alarmd.alarms.lifecycle import AlarmBook, Change
 from alarmd.alarms.store import Store, StoreError
 from alarmd.clock import Clock
-from alarmd.config import KafkaTopics
+from alarmd.config import KafkaTopics, MajorFaultsConfig
 from alarmd.dispatch.outbox import Dispatcher
 from alarmd.dispatch.routing import Router
+from alarmd.locale import Locale
 from alarmd.metrics import Metrics
 from alarmd.model import Alarm, AlarmClass, DueTimes, Notice, Team, TicketFeedback, Tier, WorkOrder, isotime
 
 log = structlog.get_logger("alarmd.announce")
 
-Update = Literal["reparented", "released", "reopened", "flapping"]
+Update = Literal["reparented", "released", "reopened", "flapping", "circuit_added"]
 
 
 class FeedbackRejectedError(Exception):
@@ -49,8 +51,12 @@ class Announcer:
         router: Router,
         clocks: ClockPolicy,
         clock: Clock,
+        major_faults: MajorFaultsConfig | None = None,
+        locale: Locale = "en",
     ) -> None:
         self.topics = topics
+        self.major_faults = major_faults or MajorFaultsConfig()
+        self.locale = locale
         self.store = store
         self.dispatcher = dispatcher
         self.router = router
@@ -73,12 +79,20 @@ class Announcer:
     def _tell(self, change: Change) -> None:
         alarm = change.alarm
         with self.store.transaction():
-            if change.kind == "raised" or (change.kind == "released" and not alarm.dispatched):
+            if change.kind == "raised" and alarm.parent_id is not None:
+                pass  # folded under a major fault before its turn came: no work order of its own
+            elif change.kind == "raised" and is_major(alarm):
+                alarm.dispatched = True
+                self._count_fault(alarm)
+                self._dispatch_major(alarm)
+            elif change.kind == "raised" or (change.kind == "released" and not alarm.dispatched):
                 alarm.dispatched = True
                 self._count_fault(alarm)
                 self.store.add_timers(self.clocks.on_dispatch(alarm))
                 self._order(alarm)
                 self._notice(alarm, "notice")
+            elif change.kind == "joined" and alarm.dispatched:
+                self._order(alarm, update="circuit_added")
             elif change.kind == "cleared" and alarm.dispatched:
                 self._count_repair(alarm)
                 self.store.drop_timers(alarm.alarm_id, "escalation", "status_update")
@@ -89,6 +103,15 @@ class Announcer:
                     self._rearm(alarm)
                 self._order(alarm, update=change.kind, previous=change.previous_lead_team)
             self.store.save(alarm, change.kind)
+
+    def _dispatch_major(self, alarm: Alarm) -> None:
+        """A major fault is escalated at once: joint handling, the escalation team told, hourly updates."""
+        now = self.clock.now()
+        alarm.extra["escalated_at"] = isotime(now)
+        step = self.clocks.config.status_update_every
+        self.store.add_timers([Timer(alarm.alarm_id, "status_update", now + step, 1)])
+        self._order(alarm)
+        self._notice(alarm, "escalation")
 
     def _count_fault(self, alarm: Alarm) -> None:
         if self.metrics is not None:
@@ -206,6 +229,7 @@ class Announcer:
             previous_lead_team=previous,
             related_teams=self.router.related_teams(alarm.lead_team),
             due=self._due(alarm),
+            locale=self.locale,
         )
         self.dispatcher.submit(
             self.topics.work_orders, self._key(alarm), order.model_dump_json().encode(), order.type
@@ -218,11 +242,13 @@ class Announcer:
             teams = [Team.SERVICE_SUPPORT.value]  # SPEC §4: ordinary faults, service support is notified
         else:
             teams = list(dict.fromkeys([alarm.lead_team.value, *related, Team.SERVICE_SUPPORT.value]))
+        if is_major(alarm):
+            teams.append(self.major_faults.escalation_team)
         on_site = alarm.tier is Tier.DIAMOND or (important and alarm.alarm_class is AlarmClass.TRANSMISSION)
         now = self.clock.now()
         notice = Notice(
             type=kind,
-            **Notice.identity(alarm),
+            **Notice.identity(alarm, self.locale),
             alarm_class=alarm.alarm_class,
             lead_team=alarm.lead_team,
             to_teams=teams,
