@@ -13,20 +13,22 @@ import structlog
 from pydantic import ValidationError
 
 from alarmd.alarms.clocks import ClockPolicy, NoticeKind, Timer
+from alarmd.alarms.grouping import is_major
 from alarmd.alarms.lifecycle import AlarmBook, Change
 from alarmd.alarms.maintenance import Outage, Outages, Phase, customer_notices
 from alarmd.alarms.store import Store, StoreError
 from alarmd.clock import Clock
-from alarmd.config import KafkaTopics
+from alarmd.config import KafkaTopics, MajorFaultsConfig
 from alarmd.dispatch.outbox import Dispatcher
 from alarmd.dispatch.routing import Router
 from alarmd.inventory import Inventory
+from alarmd.locale import Locale
 from alarmd.metrics import Metrics
 from alarmd.model import Alarm, AlarmClass, DueTimes, Notice, Team, TicketFeedback, Tier, WorkOrder, isotime
 
 log = structlog.get_logger("alarmd.announce")
 
-Update = Literal["reparented", "released", "reopened", "flapping"]
+Update = Literal["reparented", "released", "reopened", "flapping", "circuit_added"]
 
 
 class FeedbackRejectedError(Exception):
@@ -52,9 +54,13 @@ class Announcer:
         clocks: ClockPolicy,
         clock: Clock,
         outages: Outages | None = None,
+        major_faults: MajorFaultsConfig | None = None,
+        locale: Locale = "en",
     ) -> None:
         self.topics = topics
         self.outages = outages
+        self.major_faults = major_faults or MajorFaultsConfig()
+        self.locale = locale
         self.store = store
         self.dispatcher = dispatcher
         self.router = router
@@ -78,7 +84,13 @@ class Announcer:
         alarm = change.alarm
         held = "planned_outage" in alarm.extra and not alarm.dispatched and alarm.parent_id is None
         with self.store.transaction():
-            if (
+            if change.kind == "raised" and alarm.parent_id is not None:
+                pass  # folded under a major fault before its turn came: no work order of its own
+            elif change.kind == "raised" and is_major(alarm):
+                alarm.dispatched = True
+                self._count_fault(alarm)
+                self._dispatch_major(alarm)
+            elif (
                 change.kind == "raised"
                 or (change.kind == "released" and not alarm.dispatched)
                 or (change.kind in ("reopened", "flapping") and held)
@@ -91,6 +103,8 @@ class Announcer:
                     self._dispatch(alarm)
             elif change.kind == "cleared" and held:
                 alarm.extra["closed"] = "true"  # over within its planned outage: recorded, never dispatched
+            elif change.kind == "joined" and alarm.dispatched:
+                self._order(alarm, update="circuit_added")
             elif change.kind == "cleared" and alarm.dispatched:
                 self._count_repair(alarm)
                 self.store.drop_timers(alarm.alarm_id, "escalation", "status_update")
@@ -119,6 +133,15 @@ class Announcer:
             circuit=alarm.circuit,
             window_ends=isotime(outage.ends_at),
         )
+
+    def _dispatch_major(self, alarm: Alarm) -> None:
+        """A major fault is escalated at once: joint handling, the escalation team told, hourly updates."""
+        now = self.clock.now()
+        alarm.extra["escalated_at"] = isotime(now)
+        step = self.clocks.config.status_update_every
+        self.store.add_timers([Timer(alarm.alarm_id, "status_update", now + step, 1)])
+        self._order(alarm)
+        self._notice(alarm, "escalation")
 
     def _count_fault(self, alarm: Alarm) -> None:
         if self.metrics is not None:
@@ -307,6 +330,7 @@ class Announcer:
             previous_lead_team=previous,
             related_teams=self.router.related_teams(alarm.lead_team),
             due=self._due(alarm),
+            locale=self.locale,
         )
         self.dispatcher.submit(
             self.topics.work_orders, self._key(alarm), order.model_dump_json().encode(), order.type
@@ -319,11 +343,13 @@ class Announcer:
             teams = [Team.SERVICE_SUPPORT.value]  # SPEC §4: ordinary faults, service support is notified
         else:
             teams = list(dict.fromkeys([alarm.lead_team.value, *related, Team.SERVICE_SUPPORT.value]))
+        if is_major(alarm):
+            teams.append(self.major_faults.escalation_team)
         on_site = alarm.tier is Tier.DIAMOND or (important and alarm.alarm_class is AlarmClass.TRANSMISSION)
         now = self.clock.now()
         notice = Notice(
             type=kind,
-            **Notice.identity(alarm),
+            **Notice.identity(alarm, self.locale),
             alarm_class=alarm.alarm_class,
             lead_team=alarm.lead_team,
             to_teams=teams,

@@ -13,10 +13,12 @@ import structlog
 
 from alarmd import heap, systemd
 from alarmd.alarms.clocks import ClockPolicy
+from alarmd.alarms.grouping import Grouper
 from alarmd.alarms.inhibit import Correlator
 from alarmd.alarms.lifecycle import AlarmBook, Change
 from alarmd.alarms.maintenance import FileOutage, Outages, load_outage_files
 from alarmd.alarms.preprocess import verdict
+from alarmd.alarms.repeats import Repeats
 from alarmd.alarms.store import Store, StoreError
 from alarmd.announce import Announcer, FeedbackRejectedError
 from alarmd.api import Api
@@ -113,6 +115,10 @@ class Daemon:
             reopen_window=self.config.clocks.observation,
             watch_window=self.config.clocks.business_watch,
         )
+        self.grouper = Grouper(
+            self.inventory, self.book, self.config.major_faults, self.metrics, self.router.lead_team
+        )
+        self.repeats = Repeats(self.config.major_faults.repeat_window, self.metrics)
         self.store = Store(loaded.state_dir / "alarmd.sqlite")
         self.outbox = Outbox(self.store.connection)
         self.outages = Outages(
@@ -131,6 +137,8 @@ class Daemon:
             clock=self.clock,
             metrics=self.metrics,
             outages=self.outages,
+            major_faults=self.config.major_faults,
+            locale=self.config.locale,
         )
         self.samples: asyncio.Queue[Sample | None] = asyncio.Queue(self.config.queue_size)
         self.events: asyncio.Queue[Event] = asyncio.Queue(self.config.queue_size)
@@ -222,8 +230,13 @@ class Daemon:
 
     def _judge(self, transitions: list[AlarmTransition]) -> None:
         for transition in transitions:
-            for change in self.book.apply(transition):
-                self._tell(change)
+            self._tell_all(self.grouper.feed(self.book.apply(transition), transition.at))
+
+    def _tell_all(self, changes: list[Change]) -> None:
+        """Mark repeats, then queue the changes for the announcer, in order."""
+        self.repeats.mark(changes)
+        for change in changes:
+            self._tell(change)
 
     def _tell(self, change: Change) -> None:
         self.changes.put_nowait(change)
@@ -231,7 +244,11 @@ class Daemon:
     async def _announce(self) -> None:
         """Announce changes in order; the first work order of a fault waits for its pre-processing."""
         while (change := await self.changes.get()) is not None:
-            if change.kind in ("raised", "released") and not change.alarm.dispatched:
+            if (
+                change.kind in ("raised", "released")
+                and not change.alarm.dispatched
+                and not change.alarm.parent_id
+            ):
                 await self._preprocess(change.alarm)
             delay = 1.0
             while not self._stored("announce", lambda: self.announcer.tell(change)):
@@ -317,6 +334,8 @@ class Daemon:
             self.book.restore(alarm)
             if alarm.state == "firing":
                 self.engine.restore(alarm.rule, alarm.fingerprint, alarm.labels, alarm.raised_at, now)
+        self.grouper.restore()
+        self.repeats.load(self.store.all_alarms())
         return len(restored)
 
     async def _tick(self, stop: asyncio.Event) -> None:
@@ -329,8 +348,10 @@ class Daemon:
                 last_ping = self.clock.monotonic()
             now = self.clock.now()
             self._judge(self.engine.tick(now))
-            for change in self.book.tick(now):
-                self._tell(change)
+            self._tell_all(self.grouper.feed(self.book.tick(now), now) + self.grouper.tick(now))
+            majors = self.grouper.open_majors()
+            self.metrics.major_faults_open.set(len(majors))
+            self.metrics.major_fault_circuits.set(sum(self.grouper.circuits_down(m) for m in majors))
             self._stored("timers", functools.partial(self.announcer.on_timers, self.book, now))
             self._stored(
                 "maintenance", functools.partial(self.announcer.on_outages, self.book, self.inventory, now)
@@ -476,6 +497,9 @@ class Daemon:
         self.book.inventory = self.inventory
         self.book.route = self.router.lead_team
         self.book.correlator = Correlator(self.inventory, new.routing)
+        self.grouper.inventory, self.grouper.config = self.inventory, new.major_faults
+        self.grouper.route = self.router.lead_team
+        self.repeats.window = new.major_faults.repeat_window
         self.announcer.router = self.router
         self.announcer.clocks = ClockPolicy(new.clocks)
         self.outages.configure(new.maintenance, new.clocks.utc_offset_hours)

@@ -423,6 +423,9 @@ class CircuitConfig(Strict):
     service: Literal["data_line", "transmission_lease", "ip_voice", "sms_gprs"] = "data_line"
     path: list[HopConfig] = Field(min_length=1)
     dial_targets: dict[str, str] = Field({}, description="dial-test targets by name, e.g. cpe_wan: 10.1.2.3")
+    shared: list[str] = Field(
+        [], description="shared elements upstream of the polled devices (names from elements:), e.g. SEG-A"
+    )
 
     @field_validator("dial_targets")
     @classmethod
@@ -433,6 +436,36 @@ class CircuitConfig(Strict):
             except ValueError:
                 raise ValueError(f"dial target {name}: '{address}' is not an IP address") from None
         return value
+
+
+ElementKind = Literal["pe", "aggregation_ring", "transmission_segment"]
+
+
+class ElementConfig(Strict):
+    """Something many circuits share upstream of the polled devices: a PE, an aggregation ring, a segment."""
+
+    name: str = Field(min_length=1)
+    kind: ElementKind
+    lead_team: Team | None = Field(
+        None, description="who leads its major faults; default: by the routing tree"
+    )
+
+
+class MajorFaultsConfig(Strict):
+    """Major faults (重大故障, SPEC §9): many circuits of one shared element down at once, handled as one."""
+
+    enabled: bool = True
+    min_circuits: int = Field(3, ge=2, description="circuits of one element raising one class of alarm ...")
+    window: Duration = Field(120.0, description="... within this window open a major fault")
+    escalation_team: str = Field(
+        "maintenance_management", min_length=1, description="told at once of every major fault"
+    )
+    straggler_wait: Duration = Field(
+        60.0, description="once most circuits recovered, those still down after this get their own work order"
+    )
+    repeat_window: Duration = Field(
+        7 * 86400.0, description="the same circuit and alert again within this after a clear is a repeat"
+    )
 
 
 class KafkaTopics(Strict):
@@ -791,6 +824,11 @@ class Config(Strict):
     customers: list[CustomerConfig] = []
     devices: list[DeviceConfig] = []
     circuits: list[CircuitConfig] = []
+    elements: list[ElementConfig] = Field([], description="shared elements that circuits name in shared:")
+    major_faults: MajorFaultsConfig = MajorFaultsConfig()
+    locale: Literal["en", "zh-CN"] = Field(
+        "en", description="language of the NOC board and message summaries"
+    )
     kafka: KafkaConfig = KafkaConfig()
     http: HttpConfig = HttpConfig()
     api: ApiConfig = ApiConfig()
@@ -861,6 +899,19 @@ def _check_references(doc: YamlDoc, cfg: Config) -> None:
                 raise ConfigError(
                     f"{doc.where(('circuits', i, 'path', j, 'device'))}: "
                     f"circuits[{i}].path[{j}].device: unknown device '{hop.device}'"
+                )
+    _check_shared(doc, cfg)
+
+
+def _check_shared(doc: YamlDoc, cfg: Config) -> None:
+    """Every element a circuit names in ``shared`` is defined once under ``elements``."""
+    elements = _unique(doc, cfg.elements, "name", "elements")
+    for i, circuit in enumerate(cfg.circuits):
+        for j, name in enumerate(circuit.shared):
+            if name not in elements:
+                raise ConfigError(
+                    f"{doc.where(('circuits', i, 'shared', j))}: circuits[{i}].shared[{j}]: "
+                    f"unknown element '{name}' (known: {', '.join(sorted(elements)) or 'none'})"
                 )
 
 

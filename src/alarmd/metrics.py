@@ -111,6 +111,7 @@ class Metrics:
             ["alarm_class", "tier"],
             registry=r,
         )
+        self._major_faults(r)
         self.repairs = Counter(
             "alarmd_faults_repaired_total",
             "Faults cleared, by tier and whether within their limit "
@@ -254,3 +255,34 @@ class Metrics:
         )
         for state in ("scheduled", "active"):
             self.maintenance_windows.labels(state)
+
+    def _major_faults(self, r: CollectorRegistry) -> None:
+        """Major faults and repeat faults (SPEC §9)."""
+        self.major_faults = Counter(
+            "alarmd_major_faults_total",
+            "Major faults opened (重大故障: circuits of one shared element down at once), by class.",
+            ["alarm_class"],
+            registry=r,
+        )
+        self.major_fault_seconds = Counter(
+            "alarmd_major_fault_seconds_total",
+            "Summed duration of cleared major faults, by class (SPEC §9 quality figure).",
+            ["alarm_class"],
+            registry=r,
+        )
+        self.major_faults_open = Gauge("alarmd_major_faults_open", "Major faults open now.", registry=r)
+        self.major_fault_circuits = Gauge(
+            "alarmd_major_fault_circuits",
+            "Circuits folded under the open major faults.",
+            registry=r,
+        )
+        self.repeat_faults = Counter(
+            "alarmd_repeat_faults_total",
+            "Faults raised again on the same circuit and alert within the repeat window after a "
+            "clear (同一问题重复修理), by class and tier.",
+            ["alarm_class", "tier"],
+            registry=r,
+        )
+        for cls in ("transmission", "data_anomaly"):
+            self.major_faults.labels(cls)
+            self.major_fault_seconds.labels(cls)
