@@ -152,6 +152,7 @@ class Daemon:
                 client=self.snmp,
                 clock=self.clock,
                 metrics=self.metrics,
+                extensions=[p for p in self.profiles.values() if p.spec.sys_object_ids],
             )
             for d in self.config.devices
         }
