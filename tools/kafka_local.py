@@ -36,6 +36,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -499,9 +500,31 @@ class Cluster:
         return ",".join(b.bootstrap for b in self.brokers)
 
     def stop(self) -> None:
-        """Stop every broker."""
-        for broker in self.brokers:
-            broker.stop()
+        """Stop every broker, all at once (one by one, each would wait for the others' quorum)."""
+        with ThreadPoolExecutor(len(self.brokers)) as pool:
+            list(pool.map(Broker.stop, self.brokers))
+
+
+def _until_registered(cluster: Cluster, timeout: float) -> None:
+    """Wait until every broker's metadata lists every broker (a topic created sooner gets fewer replicas)."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def seen_by(bootstrap: str) -> int:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        await admin.start()
+        try:
+            return len((await admin.describe_cluster())["brokers"])
+        finally:
+            await admin.close()
+
+    size = len(cluster.brokers)
+    wait_until(
+        lambda: all(asyncio.run(seen_by(b.bootstrap)) == size for b in cluster.brokers),
+        timeout,
+        f"all {size} brokers registered in the cluster's metadata",
+    )
 
 
 def start_cluster(
@@ -529,7 +552,9 @@ def start_cluster(
             props = _properties(node, brokers[i], controllers[i], node_id=i + 1, voters=voters, size=size)
             _format(base, props, cluster_id)
             procs.append((node, _spawn(node, base, with_parent=with_parent), brokers[i]))
-        return Cluster(tuple(_await(node, proc, port, timeout) for node, proc, port in procs))
+        cluster = Cluster(tuple(_await(node, proc, port, timeout) for node, proc, port in procs))
+        _until_registered(cluster, timeout)
+        return cluster
     except BaseException:
         for node, _, _ in procs:
             stop(node)

@@ -309,6 +309,18 @@ class KafkaSink:
 
 # --------------------------------------------------------------------------- upstream alarms in
 
+
+async def _partition_counts(admin: Any, names: list[str], within: float) -> dict[str, int]:
+    """Each topic's partition count, waiting (up to ``within`` s) for a just-created topic to show them."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        found = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(names)}
+        if all(found.get(n) for n in names) or loop.time() > deadline:
+            return found
+        await asyncio.sleep(0.2)
+
+
 Assignment = Callable[[set[int]], None]
 """Told the partition numbers of a topic that this member now owns."""
 
@@ -643,9 +655,7 @@ async def ensure_topics(
                 raise KafkaStartError(
                     "rejected", f"{config.bootstrap_servers}: creating topic {name}: {message}"
                 )
-        found = {
-            t["topic"]: len(t["partitions"]) for t in await admin.describe_topics([n for n, _ in topics])
-        }
+        found = await _partition_counts(admin, [n for n, _ in topics], config.request_timeout)
     finally:
         await admin.close()
     for name, partitions in topics:
