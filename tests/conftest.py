@@ -33,6 +33,17 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @pytest.fixture(scope="session")
+def kafka_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kafka_local.Cluster]:
+    """A real three-node KRaft cluster on 127.0.0.1 (each node broker and controller), for the session."""
+    os.environ.setdefault("ALARMD_KAFKA_HEAP", "384m")
+    cluster = kafka_local.start_cluster(tmp_path_factory.mktemp("kafka-cluster"), 3)
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
 def sim_network() -> Iterator[simnet.SimNet]:
     """snmpsim serving sim/devices on a free UDP port of 127.0.0.1."""
     sim = simnet.start()

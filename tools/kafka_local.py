@@ -5,6 +5,7 @@
     python tools/kafka_local.py start --secure --state-dir DIR   # also SASL_SSL and SSL listeners
     python tools/kafka_local.py scram-user --state-dir DIR --user NAME   # password on stdin
     python tools/kafka_local.py stop --state-dir DIR    # stop the broker started there
+    python tools/kafka_local.py cluster --brokers 3 --state-dir DIR   # N-node KRaft cluster until Ctrl-C
 
 The broker (``org.apache.kafka:kafka_2.13`` with its runtime dependencies and the
 reload4j logging backend) is resolved once with the machine's Maven into
@@ -24,6 +25,8 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import secrets
 import shutil
@@ -33,14 +36,25 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from devenv import PeerError, cache_dir, free_port, log_tail, stop_pid, track, wait_until
+from devenv import (
+    PeerError,
+    cache_dir,
+    free_port,
+    log_tail,
+    serve_until_interrupted,
+    stop_pid,
+    track,
+    wait_until,
+)
 
 KAFKA_VERSION = os.environ.get("ALARMD_KAFKA_VERSION", "3.9.1")
 SLF4J_VERSION = "1.7.36"
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -64,8 +78,8 @@ log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
 """
 
 SERVER = """process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:{controller}
+node.id={node_id}
+controller.quorum.voters={voters}
 listeners=PLAINTEXT://127.0.0.1:{broker},CONTROLLER://127.0.0.1:{controller}{more_listeners}
 advertised.listeners=PLAINTEXT://127.0.0.1:{broker}{more_listeners}
 controller.listener.names=CONTROLLER
@@ -73,10 +87,12 @@ inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT{more_protocols}
 log.dirs={logs}
 num.partitions=3
-offsets.topic.replication.factor=1
+default.replication.factor={replicas}
+min.insync.replicas={min_isr}
+offsets.topic.replication.factor={replicas}
 offsets.topic.num.partitions=3
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
+transaction.state.log.replication.factor={replicas}
+transaction.state.log.min.isr={min_isr}
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
 """
@@ -223,13 +239,31 @@ def start(state_dir: Path, timeout: float = 120.0) -> Broker:
 
 
 def _properties(
-    state_dir: Path, broker: int, controller: int, listeners: str = "", protocols: str = "", extra: str = ""
+    state_dir: Path,
+    broker: int,
+    controller: int,
+    listeners: str = "",
+    protocols: str = "",
+    extra: str = "",
+    *,
+    node_id: int = 1,
+    voters: str = "",
+    size: int = 1,
 ) -> Path:
     """Write ``server.properties``: the PLAINTEXT broker and controller, more ``listeners`` with
-    their ``protocols`` map entries, and ``extra`` settings."""
+    their ``protocols`` map entries, and ``extra`` settings.
+
+    In a cluster of ``size`` nodes (``node_id`` among the controller ``voters``) internal
+    topics get replication factor min(3, size) and min.insync.replicas 2 from three nodes on.
+    """
     props = state_dir / "server.properties"
+    replicas = min(3, size)
     props.write_text(
         SERVER.format(
+            node_id=node_id,
+            voters=voters or f"{node_id}@127.0.0.1:{controller}",
+            replicas=replicas,
+            min_isr=2 if replicas >= 3 else 1,
             broker=broker,
             controller=controller,
             logs=state_dir / "data",
@@ -392,10 +426,15 @@ def add_scram_user(
             )
 
 
-def _format(base: list[str], props: Path) -> None:
+def _cluster_id() -> str:
     cluster_id = "-"
     while cluster_id.startswith("-"):  # as Kafka's own Uuid.randomUuid: a leading '-' reads as an option
         cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    return cluster_id
+
+
+def _format(base: list[str], props: Path, cluster_id: str | None = None) -> None:
+    cluster_id = cluster_id or _cluster_id()
     fmt = subprocess.run(
         [*base, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)],
         capture_output=True,
@@ -406,7 +445,14 @@ def _format(base: list[str], props: Path) -> None:
         raise PeerError(f"formatting KRaft storage failed: {fmt.stdout}{fmt.stderr}")
 
 
-def _launch(state_dir: Path, base: list[str], broker_port: int, timeout: float) -> Broker:
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the process that started it dies (Linux prctl)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def _spawn(state_dir: Path, base: list[str], *, with_parent: bool = False) -> subprocess.Popen[bytes]:
+    """Start the broker of ``state_dir`` (its own process group); ``with_parent``: it dies with us."""
     props, log = state_dir / "server.properties", state_dir / "server.log"
     log.unlink(missing_ok=True)
     heap = os.environ.get("ALARMD_KAFKA_HEAP", "512m")
@@ -417,10 +463,17 @@ def _launch(state_dir: Path, base: list[str], broker_port: int, timeout: float) 
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
+        preexec_fn=_die_with_parent if with_parent else None,  # noqa: PLW1509 - prctl only, no locks taken
     )
     out.close()
     track(proc)
     (state_dir / "kafka.pid").write_text(f"{proc.pid}\n")
+    return proc
+
+
+def _await(state_dir: Path, proc: subprocess.Popen[bytes], broker_port: int, timeout: float) -> Broker:
+    """Wait until the broker answers; stop it and say why if it does not."""
+    log = state_dir / "server.log"
     bootstrap = f"127.0.0.1:{broker_port}"
     try:
         wait_until(lambda: _answers(broker_port, log), timeout, f"Kafka broker at {bootstrap}", proc, log)
@@ -429,6 +482,83 @@ def _launch(state_dir: Path, base: list[str], broker_port: int, timeout: float) 
         raise PeerError(f"{exc}{log_tail(state_dir / 'stdout.log')}") from None
     (state_dir / "bootstrap").write_text(bootstrap + "\n")
     return Broker(bootstrap, proc.pid, state_dir)
+
+
+def _launch(state_dir: Path, base: list[str], broker_port: int, timeout: float) -> Broker:
+    return _await(state_dir, _spawn(state_dir, base), broker_port, timeout)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """A running local KRaft cluster: every node is a broker and a controller."""
+
+    brokers: tuple[Broker, ...]
+
+    @property
+    def bootstrap(self) -> str:
+        """Every broker's ``host:port``, comma-separated, as clients take it."""
+        return ",".join(b.bootstrap for b in self.brokers)
+
+    def stop(self) -> None:
+        """Stop every broker, all at once (one by one, each would wait for the others' quorum)."""
+        with ThreadPoolExecutor(len(self.brokers)) as pool:
+            list(pool.map(Broker.stop, self.brokers))
+
+
+def _until_registered(cluster: Cluster, timeout: float) -> None:
+    """Wait until every broker's metadata lists every broker (a topic created sooner gets fewer replicas)."""
+    import asyncio
+
+    from aiokafka.admin import AIOKafkaAdminClient
+
+    async def seen_by(bootstrap: str) -> int:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        await admin.start()
+        try:
+            return len((await admin.describe_cluster())["brokers"])
+        finally:
+            await admin.close()
+
+    size = len(cluster.brokers)
+    wait_until(
+        lambda: all(asyncio.run(seen_by(b.bootstrap)) == size for b in cluster.brokers),
+        timeout,
+        f"all {size} brokers registered in the cluster's metadata",
+    )
+
+
+def start_cluster(
+    state_dir: Path, size: int = 3, timeout: float = 180.0, *, with_parent: bool = True
+) -> Cluster:
+    """Format and start ``size`` KRaft nodes (broker+controller each) in ``state_dir/node-<id>``.
+
+    Ports are picked at run time.  Internal topics (consumer offsets, transaction state) get
+    replication factor min(3, size) and, from three nodes on, ``min.insync.replicas=2``; so do
+    topics created without an explicit setting.  With ``with_parent`` (the default) every
+    broker gets SIGTERM when the process that started it dies, so a killed test run leaves no
+    JVM behind.
+    """
+    if size < 1:
+        raise PeerError("a cluster has at least one node")
+    ports = _ports(2 * size)
+    brokers, controllers = ports[:size], ports[size:]
+    voters = ",".join(f"{i + 1}@127.0.0.1:{port}" for i, port in enumerate(controllers))
+    cluster_id = _cluster_id()
+    procs: list[tuple[Path, subprocess.Popen[bytes], int]] = []
+    try:
+        for i in range(size):
+            node = state_dir / f"node-{i + 1}"
+            base = _fresh(node)
+            props = _properties(node, brokers[i], controllers[i], node_id=i + 1, voters=voters, size=size)
+            _format(base, props, cluster_id)
+            procs.append((node, _spawn(node, base, with_parent=with_parent), brokers[i]))
+        cluster = Cluster(tuple(_await(node, proc, port, timeout) for node, proc, port in procs))
+        _until_registered(cluster, timeout)
+        return cluster
+    except BaseException:
+        for node, _, _ in procs:
+            stop(node)
+        raise
 
 
 def restart(state_dir: Path, timeout: float = 120.0) -> Broker:
@@ -462,6 +592,9 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("start", "stop", "scram-user"):
         p = sub.add_parser(name, help=f"{name} a broker whose files live in --state-dir")
         p.add_argument("--state-dir", type=Path, required=True)
+    cluster_cmd = sub.add_parser("cluster", help="run an N-node cluster in --state-dir until Ctrl-C")
+    cluster_cmd.add_argument("--state-dir", type=Path, required=True)
+    cluster_cmd.add_argument("--brokers", type=int, default=3, help="nodes, each broker+controller")
     start_cmd, scram_cmd = sub.choices["start"], sub.choices["scram-user"]
     start_cmd.add_argument("--secure", action="store_true", help="also SASL_SSL and SSL listeners")
     scram_cmd.add_argument(
@@ -478,6 +611,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"key_password_file {broker.client_key.parent / 'client.key.password'}")
         elif args.cmd == "start":
             print(start(args.state_dir).bootstrap)
+        elif args.cmd == "cluster":
+            cluster = start_cluster(args.state_dir, args.brokers)
+            print(cluster.bootstrap, flush=True)
+            signal.signal(signal.SIGTERM, signal.default_int_handler)
+            return serve_until_interrupted(cluster.stop)
         elif args.cmd == "scram-user":
             bootstrap = (args.state_dir / "bootstrap").read_text().strip()
             password = sys.stdin.readline().rstrip("\n")

@@ -7,7 +7,8 @@ import contextlib
 import dataclasses
 import functools
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Literal
 
 import structlog
 
@@ -24,6 +25,10 @@ from alarmd.announce import Announcer, FeedbackRejectedError
 from alarmd.api import Api
 from alarmd.board import BOARD_HTML
 from alarmd.clock import Clock, SystemClock
+from alarmd.cluster.codec import EventDecodeError, Keys, decode, encode_event, encode_sample
+from alarmd.cluster.dedup import SeenIds
+from alarmd.cluster.membership import DeviceShare
+from alarmd.cluster.spool import Message, Spool
 from alarmd.collector.fastsnmp import FastSnmpClient
 from alarmd.collector.poller import DevicePoller
 from alarmd.collector.probe import IcmpProber
@@ -32,8 +37,8 @@ from alarmd.collector.snmp import PysnmpClient, SnmpClient
 from alarmd.collector.trapdefs import TrapDefinitions
 from alarmd.collector.traps import TrapReceiver
 from alarmd.collector.upstream import UpstreamError, parse_upstream
-from alarmd.config import ConfigError, Loaded, load, read_yaml
-from alarmd.dispatch.kafka import KafkaSink, KafkaSource
+from alarmd.config import ConfigError, ConsumedTopic, Loaded, load, read_yaml
+from alarmd.dispatch.kafka import KafkaMembership, KafkaSink, KafkaSource, KafkaStartError, ensure_topics
 from alarmd.dispatch.outbox import Dispatcher, Outbox, WorkOrderSink
 from alarmd.dispatch.routing import Router
 from alarmd.http import HttpServer
@@ -48,10 +53,13 @@ log = structlog.get_logger("alarmd")
 #: Samples or events a stage handles before it lets the other tasks of the loop run.
 YIELD_EVERY = 100
 
+Role = Literal["all", "collector", "correlator"]
+"""What one process does: everything (one machine), or one side of distributed mode."""
+
 
 def _rejection(exc: Exception) -> tuple[str, str] | None:
     """A consumed message that is bad in itself goes to the dead-letter topic; anything else is ours."""
-    if isinstance(exc, UpstreamError | FeedbackRejectedError):
+    if isinstance(exc, UpstreamError | FeedbackRejectedError | EventDecodeError):
         return exc.reason, exc.detail
     return None
 
@@ -94,8 +102,10 @@ class Daemon:
         clock: Clock | None = None,
         metrics: Metrics | None = None,
         settle_heap: bool = False,
+        role: Role = "all",
     ) -> None:
         self.loaded = loaded
+        self.role: Role = role
         self._settle_heap = settle_heap
         self.config = loaded.config
         self.metrics = metrics or Metrics()
@@ -155,9 +165,10 @@ class Daemon:
                 extensions=[p for p in self.profiles.values() if p.spec.sys_object_ids],
             )
             for d in self.config.devices
+            if role == "all" or (role == "collector" and d.location == self.config.cluster.location)
         }
         self.traps: TrapReceiver | None = None
-        if self.config.traps.enabled:
+        if self.config.traps.enabled and role != "correlator":
             credentials = {name: self.config.credentials[name] for name in self.config.traps.credentials}
             definitions = TrapDefinitions.load_globs(self.config.traps.definitions, loaded.path.parent)
             self.traps = TrapReceiver(
@@ -171,6 +182,7 @@ class Daemon:
             )
         self.prober = IcmpProber(metrics=self.metrics)
         self.ready = False
+        self._cluster_roles()
         self.api = Api.from_config(
             self.config.api,
             loaded.path.parent,
@@ -185,7 +197,7 @@ class Daemon:
             self.config.http.host,
             self.config.http.port,
             self.metrics,
-            lambda: self.ready,
+            lambda: self.ready and self.assigned,
             reload=self.reload,
             guarded=self.api.guard(self.reload) if self.api.tokens else None,
             pages={"/board": ("text/html; charset=utf-8", BOARD_HTML)},
@@ -226,8 +238,11 @@ class Daemon:
 
     async def _forward_traps(self, receiver: TrapReceiver) -> None:
         while True:
-            event = await receiver.queue.get()
-            await self.events.put(self.enrich(event))
+            event = self.enrich(await receiver.queue.get())
+            if self.role == "collector":
+                self.spool.put(self.keys.of(event.labels), encode_event(event)[1])
+            else:
+                await self.events.put(event)
 
     def _judge(self, transitions: list[AlarmTransition]) -> None:
         for transition in transitions:
@@ -256,6 +271,7 @@ class Daemon:
                 # Held in memory, in order, until the store takes it: stored first, then sent.
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
+            self.changes.task_done()
 
     def _stored(self, operation: str, write: Callable[[], object]) -> bool:
         """Run a store write; on failure say so loudly, count it and fail the health check."""
@@ -374,17 +390,20 @@ class Daemon:
             done += 1
             if done % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # in a trap storm, let polls, timers and dispatch run too
-            self.metrics.events.labels(event.source).inc()
-            self._judge(self.engine.evaluate_event(event))
-            log.debug(  # one line per event is too many in a trap storm; alarm transitions are logged
-                "event_received",
-                source=event.source,
-                kind=event.kind,
-                trap=event.labels.get("trap"),
-                device=event.labels.get("device"),
-                interface=event.labels.get("interface"),
-                circuit=event.labels.get("circuit"),
-            )
+            self._judge_event(event)
+
+    def _judge_event(self, event: Event) -> None:
+        self.metrics.events.labels(event.source).inc()
+        self._judge(self.engine.evaluate_event(event))
+        log.debug(  # one line per event is too many in a trap storm; alarm transitions are logged
+            "event_received",
+            source=event.source,
+            kind=event.kind,
+            trap=event.labels.get("trap"),
+            device=event.labels.get("device"),
+            interface=event.labels.get("interface"),
+            circuit=event.labels.get("circuit"),
+        )
 
     async def _dial_tests(self, stop: asyncio.Event) -> None:
         """Test every circuit's dial targets on schedule; loss and RTT become samples for the rules."""
@@ -413,15 +432,18 @@ class Daemon:
             done += 1
             if done % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # a poll's burst of samples must not hold traps and timers up
-            self.metrics.rule_evaluations.inc()
-            self._export(sample)
-            labels = sample.labels
-            on_circuit = "interface" in labels and self.inventory.carries_circuit(
-                labels.get("device"), labels["interface"]
-            )
-            with self.metrics.rule_duration.time():
-                transitions = self.engine.evaluate(sample, on_circuit=on_circuit)
-            self._judge(transitions)
+            self._judge_sample(sample)
+
+    def _judge_sample(self, sample: Sample) -> None:
+        self.metrics.rule_evaluations.inc()
+        self._export(sample)
+        labels = sample.labels
+        on_circuit = "interface" in labels and self.inventory.carries_circuit(
+            labels.get("device"), labels["interface"]
+        )
+        with self.metrics.rule_duration.time():
+            transitions = self.engine.evaluate(sample, on_circuit=on_circuit)
+        self._judge(transitions)
 
     def _export_outages(self) -> None:
         """Per circuit, whether a transmission fault is open: availability for dashboards (SPEC §7)."""
@@ -459,8 +481,12 @@ class Daemon:
         self, tg: asyncio.TaskGroup, intake_stop: asyncio.Event, sources: list[KafkaSource]
     ) -> tuple[list[asyncio.Task[None]], list[asyncio.Task[None]]]:
         """Start what brings data in: pollers, dial tests, consumed topics, trap forwarding."""
-        intake = [tg.create_task(p.run(self.samples.put, intake_stop)) for p in self.pollers.values()]
-        intake.append(tg.create_task(self._dial_tests(intake_stop)))
+        intake: list[asyncio.Task[None]] = []
+        if self.role == "all":
+            intake.extend(tg.create_task(p.run(self.samples.put, intake_stop)) for p in self.pollers.values())
+            intake.append(tg.create_task(self._dial_tests(intake_stop)))
+        else:
+            intake.extend(self._start_cluster(tg, intake_stop))
         intake.append(tg.create_task(self._tick(intake_stop)))
         intake.extend(tg.create_task(source.run(intake_stop)) for source in sources)
         side = [tg.create_task(self._consume_events())]
@@ -540,7 +566,9 @@ class Daemon:
         )
 
     def _sources(self) -> list[KafkaSource]:
-        sources = []
+        sources: list[KafkaSource] = []
+        if self.role == "collector":
+            return sources
         for topic, handle in (
             (self.config.upstream, self._on_upstream),
             (self.config.ticketing, self._on_feedback),
@@ -548,6 +576,142 @@ class Daemon:
             if topic.enabled:
                 sources.append(KafkaSource(self.config.kafka, topic, handle, _rejection, self.metrics))
         return sources
+
+    # ------------------------------------------------------------------ distributed mode (roles)
+
+    def _cluster_roles(self) -> None:
+        """What a collector or a correlator needs besides the stages: keys, spool, share, dedup set."""
+        cluster = self.config.cluster
+        self.assigned = self.role == "all"  # /-/ready waits for the first assignment in the other roles
+        self.keys = Keys(self.inventory)
+        self.spool = Spool(cluster.spool_size, self.metrics)
+        self.events_sink = KafkaSink(self.config.kafka)
+        self.seen = SeenIds(cluster.dedup_window, cluster.dedup_size)
+        self._device_stops: dict[str, tuple[asyncio.Event, asyncio.Task[None]]] = {}
+        self._spool_task: asyncio.Task[None] | None = None
+        self._tg: asyncio.TaskGroup | None = None
+        self.share = DeviceShare(
+            self.pollers, cluster.inventory_partitions, self._poll_device, self._drop_device
+        )
+
+    def _start_cluster(self, tg: asyncio.TaskGroup, stop: asyncio.Event) -> list[asyncio.Task[None]]:
+        """Collector: join the location's group and publish; correlator: consume the events topic."""
+        cluster = self.config.cluster
+        self._tg = tg
+        if self.role == "correlator":
+            return [tg.create_task(self._consume_cluster_events(stop))]
+        self._spool_task = tg.create_task(self.spool.run(self._publish, asyncio.Event()))
+        membership = KafkaMembership(
+            self.config.kafka,
+            cluster.location_topic,
+            cluster.location_group,
+            cluster.inventory_partitions,
+            self._assigned_devices,
+            session_timeout=cluster.session_timeout,
+        )
+        return [tg.create_task(membership.run(stop))]
+
+    def _assigned_devices(self, partitions: set[int]) -> None:
+        self.share.assign(partitions)
+        self._took("inventory", partitions)
+        self.metrics.devices_owned.set(len(self.share.owned))
+
+    def _took(self, group: Literal["inventory", "events"], partitions: set[int]) -> None:
+        self.assigned = True
+        self.metrics.partitions_owned.labels(group).set(len(partitions))
+        self.metrics.rebalances.labels(group).inc()
+        log.info("partitions_assigned", group=group, partitions=sorted(partitions))
+
+    def _poll_device(self, name: str) -> None:
+        if self._tg is None or name in self._device_stops:
+            return
+        stop = asyncio.Event()
+        self._device_stops[name] = (
+            stop,
+            self._tg.create_task(self.pollers[name].run(self._publish_sample, stop)),
+        )
+
+    def _drop_device(self, name: str) -> None:
+        entry = self._device_stops.pop(name, None)
+        if entry is not None:
+            entry[0].set()
+
+    async def _publish_sample(self, sample: Sample) -> None:
+        self.spool.put(self.keys.of(sample.labels), encode_sample(sample)[1])
+
+    async def _events_topic(self) -> None:
+        cluster = self.config.cluster
+        await ensure_topics(self.config.kafka, [(cluster.events_topic, cluster.events_partitions)])
+
+    async def _publish(self, batch: Sequence[Message]) -> None:
+        if not self._events_ready:
+            await self._events_topic()
+            self._events_ready = True
+        await self.events_sink.send_many(self.config.cluster.events_topic, batch)
+
+    _events_ready = False
+
+    async def _stop_collecting(self) -> None:
+        """Stop the device pollers, then send what the spool holds within the shutdown deadline."""
+        stops = list(self._device_stops.values())
+        self._device_stops.clear()
+        for stop, _ in stops:
+            stop.set()
+        await asyncio.gather(*(task for _, task in stops))
+        if self._spool_task is not None:
+            self._spool_task.cancel()
+            await asyncio.gather(self._spool_task, return_exceptions=True)
+            left = await self.spool.drain(self._publish, self.config.shutdown_timeout)
+            if left:
+                log.warning("spool_not_drained", left=left, detail="lost: the spool lives in memory")
+
+    async def _consume_cluster_events(self, stop: asyncio.Event) -> None:
+        """Correlator: make sure the events topic exists, then consume it in the correlators' group."""
+        cluster = self.config.cluster
+        delay = max(self.config.kafka.retry_backoff, 0.05)
+        while not stop.is_set():
+            try:
+                await self._events_topic()
+                break
+            except KafkaStartError as exc:
+                log.warning("events_topic_unavailable", error=str(exc), retry_in=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 30.0)
+        topic = ConsumedTopic(
+            enabled=True,
+            topic=cluster.events_topic,
+            group_id=cluster.correlator_group,
+            dead_letter_topic=f"{cluster.events_topic}.dead-letter",
+        )
+        source = KafkaSource(
+            self.config.kafka,
+            topic,
+            self._on_cluster_event,
+            _rejection,
+            self.metrics,
+            on_assign=lambda partitions: self._took("events", partitions),
+            session_timeout=cluster.session_timeout,
+        )
+        try:
+            await source.run(stop)
+        finally:
+            await source.close()
+
+    async def _on_cluster_event(self, payload: bytes, key: bytes | None) -> None:
+        """Judge a sample or event; return once the alarm changes it caused are stored (then it commits)."""
+        envelope = decode(payload)
+        item = envelope.item
+        kind = "sample" if isinstance(item, Sample) else "event"
+        if self.seen.check(envelope.id, self.clock.now()):
+            self.metrics.events_consumed.labels(kind, "duplicate").inc()
+            return
+        self.metrics.events_consumed.labels(kind, "judged").inc()
+        if isinstance(item, Sample):
+            self._judge_sample(item)
+        else:
+            self._judge_event(self.enrich(item))
+        await self.changes.join()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then stop intake, drain, flush the outbox within the deadline."""
@@ -596,6 +760,8 @@ class Daemon:
         finally:
             with contextlib.suppress(Exception):
                 await self.sink.stop()
+            with contextlib.suppress(Exception):
+                await self.events_sink.stop()
             self.snmp.close()
             self.prober.close()
             for source in sources:
@@ -620,6 +786,7 @@ class Daemon:
         intake_stop.set()
         await self._stop_traps()
         await asyncio.gather(*intake)
+        await self._stop_collecting()
         for task in side:
             task.cancel()
         await self.samples.put(None)

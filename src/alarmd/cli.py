@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -34,6 +35,9 @@ from alarmd.metrics import Metrics
 from alarmd.model import AlarmTransition, Notice, Team, TicketFeedback, WorkOrder
 from alarmd.rules.compile import Rule, compile_docs
 from alarmd.rules.replay import RuleTestFile, run_test
+
+if TYPE_CHECKING:
+    from alarmd.app import Role
 
 EX_CONFIG = 78  # sysexits.h: configuration error; systemd units keep it from restart loops
 
@@ -57,6 +61,27 @@ environment:
 """
 
 
+RUN_DESCRIPTION = """\
+Run the daemon until SIGTERM or Ctrl-C.
+
+roles (--role):
+  all          one process does everything: polls, receives traps, judges, dispatches.
+               The default, and all one machine needs.
+  collector    distributed mode: polls and receives traps for the devices whose location is
+               cluster.location, and publishes samples and trap events to cluster.events_topic
+               (keyed by circuit). The collectors of one location share its devices through a
+               Kafka consumer group: when one dies, the others take its devices within
+               cluster.session_timeout plus one polling interval. While Kafka cannot be
+               reached, messages wait in a bounded spool (cluster.spool_size); drops are counted.
+  correlator   distributed mode: consumes cluster.events_topic in a consumer group and runs
+               rules -> alarms -> work orders for the partitions it owns. A trap that two
+               collectors received is judged once. Input offsets are committed after the alarm
+               changes are stored.
+  /-/ready stays 503 in the distributed roles until the group has assigned partitions.
+  See docs/scaleout.md.
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="alarmd", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -73,8 +98,19 @@ def _parser() -> argparse.ArgumentParser:
             help="config directory holding alarmd.yml, or the file itself (default: config)",
         )
 
-    run = sub.add_parser("run", help="run the daemon")
+    run = sub.add_parser(
+        "run",
+        help="run the daemon",
+        description=RUN_DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     with_config(run)
+    run.add_argument(
+        "--role",
+        default="all",
+        choices=["all", "collector", "correlator"],
+        help="what this process does (default: all; see above)",
+    )
     run.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     run.add_argument(
         "--log-format",
@@ -307,7 +343,7 @@ def _test_rules(files: list[Path]) -> int:
     return 1 if failed or not passed else 0
 
 
-async def _serve(loaded: Loaded, rules: list[Rule]) -> None:
+async def _serve(loaded: Loaded, rules: list[Rule], role: Role = "all") -> None:
     from alarmd.app import Daemon  # noqa: PLC0415 - keeps pysnmp/aiokafka imports lazy
 
     stop = asyncio.Event()
@@ -321,14 +357,14 @@ async def _serve(loaded: Loaded, rules: list[Rule]) -> None:
             os._exit(130)
         stop.set()
 
-    daemon = Daemon(loaded, rules, settle_heap=True)
+    daemon = Daemon(loaded, rules, settle_heap=True, role=role)
     loop.add_signal_handler(signal.SIGTERM, stop.set)
     loop.add_signal_handler(signal.SIGINT, on_interrupt)
     loop.add_signal_handler(signal.SIGHUP, daemon.reload)
     await daemon.run(stop)
 
 
-def _run(path: Path, level: str, fmt: str) -> int:
+def _run(path: Path, level: str, fmt: str, role: Role = "all") -> int:
 
     alarmd_logging.setup(level, fmt)  # type: ignore[arg-type]
     try:
@@ -339,7 +375,7 @@ def _run(path: Path, level: str, fmt: str) -> int:
     import uvloop  # noqa: PLC0415 - only the daemon needs the event loop
 
     try:
-        uvloop.run(_serve(loaded, rules))
+        uvloop.run(_serve(loaded, rules, role))
     except (OSError, StoreError) as exc:
         print(f"alarmd: cannot start: {exc}", file=sys.stderr)
         return 1
@@ -350,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``alarmd`` command."""
     args = _parser().parse_args(argv)
     if args.command == "run":
-        return _run(args.config, args.log_level, args.log_format)
+        return _run(args.config, args.log_level, args.log_format, args.role)
     if args.command == "maintenance":
         return client.run(args)
     # The checking commands speak through their output; the stages they exercise stay quiet.

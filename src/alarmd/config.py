@@ -397,6 +397,11 @@ class DeviceConfig(Strict):
     interval: Duration | None = None
     timeout: Duration | None = None
     retries: int | None = Field(None, ge=0, le=10)
+    location: str = Field(
+        "default",
+        min_length=1,
+        description="where the device is reached from: the collectors of this location poll it",
+    )
 
     @field_validator("address")
     @classmethod
@@ -820,6 +825,51 @@ class SecurityConfig(Strict):
     v3_only: bool = Field(False, description="refuse SNMP v1/v2c for polling and traps; only USM (v3)")
 
 
+class ClusterConfig(Strict):
+    """Distributed mode (``alarmd run --role collector|correlator``): the topics and groups of the roles."""
+
+    location: str = Field(
+        "default", min_length=1, description="the location this instance collects for (devices[].location)"
+    )
+    events_topic: str = Field("alarmd.events", description="samples and trap events, keyed by circuit")
+    events_partitions: int = Field(
+        12, ge=1, le=10_000, description="fixed when the topic is created; changing it is a migration"
+    )
+    inventory_topic: str = Field(
+        "alarmd.inventory", description="membership topic of collectors; '.<location>' is appended"
+    )
+    inventory_partitions: int = Field(
+        12, ge=1, le=10_000, description="devices of a location are shared out in this many parts"
+    )
+    collector_group: str = Field("alarmd-collectors", description="'.<location>' is appended")
+    correlator_group: str = "alarmd-correlators"
+    session_timeout: Duration = Field(
+        10.0, description="a silent member is dropped after this (broker bounds: 6s-30min by default)"
+    )
+    spool_size: int = Field(100_000, ge=1, description="messages kept while Kafka cannot be reached")
+    dedup_window: Duration = Field(
+        600.0, description="how long an event id is remembered: a copy within it is a duplicate"
+    )
+    dedup_size: int = Field(1_000_000, ge=1, description="event ids remembered at most")
+
+    @field_validator("session_timeout")
+    @classmethod
+    def _session_floor(cls, value: float) -> float:
+        if not 1 <= value <= 1800:
+            raise ValueError("session_timeout must be between 1s and 30m")
+        return value
+
+    @property
+    def location_topic(self) -> str:
+        """The inventory (membership) topic of this location."""
+        return f"{self.inventory_topic}.{self.location}"
+
+    @property
+    def location_group(self) -> str:
+        """The consumer group of this location's collectors."""
+        return f"{self.collector_group}.{self.location}"
+
+
 class Config(Strict):
     """The whole daemon configuration (``alarmd.yml``)."""
 
@@ -853,6 +903,7 @@ class Config(Strict):
     api: ApiConfig = ApiConfig()
     security: SecurityConfig = SecurityConfig()
     maintenance: MaintenanceConfig = MaintenanceConfig()
+    cluster: ClusterConfig = ClusterConfig()
     queue_size: int = Field(10_000, ge=1, description="capacity of each queue between stages")
     state_dir: str = Field("/var/lib/alarmd", description="outbox and state; relative to the config file")
     shutdown_timeout: Duration = Field(10.0, description="how long SIGTERM waits to flush the outbox")

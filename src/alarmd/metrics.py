@@ -226,6 +226,7 @@ class Metrics:
             registry=r,
         )
         self._planned_outages(r)
+        self._cluster(r)
         for kind in ("cpe_router", "optical_transceiver", "protocol_converter"):
             self.poll_requests.labels(kind)
             for reason in POLL_ERROR_REASONS:
@@ -286,3 +287,48 @@ class Metrics:
         for cls in ("transmission", "data_anomaly"):
             self.major_faults.labels(cls)
             self.major_fault_seconds.labels(cls)
+
+    def _cluster(self, r: CollectorRegistry) -> None:
+        """Distributed mode: what this instance owns, rebalances, the spool, and duplicates seen."""
+        self.partitions_owned = Gauge(
+            "alarmd_cluster_partitions_owned",
+            "Partitions assigned to this instance, by group (collectors: inventory, correlators: events).",
+            ["group"],
+            registry=r,
+        )
+        self.devices_owned = Gauge(
+            "alarmd_cluster_devices_owned",
+            "Devices this collector polls (its share of its location).",
+            registry=r,
+        )
+        self.rebalances = Counter(
+            "alarmd_cluster_rebalances_total",
+            "Assignments taken after a group rebalance, by group.",
+            ["group"],
+            registry=r,
+        )
+        self.spool_depth = Gauge(
+            "alarmd_cluster_spool_depth", "Messages waiting in the local spool for Kafka.", registry=r
+        )
+        self.spool_dropped = Counter(
+            "alarmd_cluster_spool_dropped_total",
+            "Messages dropped from the full spool (oldest first) while Kafka could not be reached.",
+            registry=r,
+        )
+        self.events_published = Counter(
+            "alarmd_cluster_events_published_total",
+            "Samples and events the brokers acknowledged.",
+            registry=r,
+        )
+        self.events_consumed = Counter(
+            "alarmd_cluster_events_consumed_total",
+            "Messages read from the events topic, by type (sample, event) and outcome (judged, duplicate).",
+            ["type", "outcome"],
+            registry=r,
+        )
+        for group in ("inventory", "events"):
+            self.partitions_owned.labels(group)
+            self.rebalances.labels(group)
+        for kind in ("sample", "event"):
+            for outcome in ("judged", "duplicate"):
+                self.events_consumed.labels(kind, outcome)

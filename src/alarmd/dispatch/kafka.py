@@ -19,7 +19,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
     KafkaConnectionError,
@@ -28,7 +29,9 @@ from aiokafka.errors import (
     NodeNotReadyError,
     RequestTimedOutError,
     SaslAuthenticationFailed,
+    TopicAlreadyExistsError,
     UnsupportedSaslMechanismError,
+    for_code,
 )
 from aiokafka.helpers import create_ssl_context
 from aiokafka.protocol.metadata import MetadataRequest
@@ -283,6 +286,20 @@ class KafkaSink:
             detail = _redact(self.config, f"{topic}: {str(exc) or type(exc).__name__}")
             raise SinkError(_reason(exc), detail) from None
 
+    async def send_many(self, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> None:
+        """Deliver ``(key, value)`` messages in one go; returns once all are acknowledged, else raises."""
+        if self._producer is None:
+            await self.start()
+        producer = self._producer
+        if producer is None:
+            raise SinkError("internal", "producer did not start")
+        try:
+            futures = [await producer.send(topic, value=value, key=key) for key, value in messages]
+            await asyncio.wait_for(asyncio.gather(*futures), self.config.request_timeout * 2)
+        except Exception as exc:
+            detail = _redact(self.config, f"{topic}: {str(exc) or type(exc).__name__}")
+            raise SinkError(_reason(exc), detail) from None
+
     async def stop(self) -> None:
         """Flush what is in flight and disconnect."""
         if self._producer is not None:
@@ -291,6 +308,36 @@ class KafkaSink:
 
 
 # --------------------------------------------------------------------------- upstream alarms in
+
+
+async def _partition_counts(admin: Any, names: list[str], within: float) -> dict[str, int]:
+    """Each topic's partition count, waiting (up to ``within`` s) for a just-created topic to show them."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within
+    while True:
+        found = {t["topic"]: len(t["partitions"]) for t in await admin.describe_topics(names)}
+        if all(found.get(n) for n in names) or loop.time() > deadline:
+            return found
+        await asyncio.sleep(0.2)
+
+
+Assignment = Callable[[set[int]], None]
+"""Told the partition numbers of a topic that this member now owns."""
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Tells the owner each new assignment of one topic's partitions."""
+
+    def __init__(self, on_assign: Assignment) -> None:
+        self._on_assign = on_assign
+
+    def on_partitions_revoked(self, revoked: Any) -> None:
+        """The next ``on_partitions_assigned`` says what stays; nothing is given up in between."""
+
+    def on_partitions_assigned(self, assigned: Any) -> None:
+        """Hand the new assignment over as partition numbers."""
+        self._on_assign({tp.partition for tp in assigned})
+
 
 MessageHandler = Callable[[bytes, bytes | None], Awaitable[None]]
 """``handle(payload, key)``: returns once the message is accepted, raises if it is not."""
@@ -341,8 +388,12 @@ class KafkaSource:
         max_batch: int = 100,
         poll_interval: float = 0.5,
         max_backoff: float = 30.0,
+        on_assign: Assignment | None = None,
+        session_timeout: float | None = None,
     ) -> None:
         self.kafka = kafka
+        self._on_assign = on_assign
+        self._session_ms = int(session_timeout * 1000) if session_timeout else None
         self.upstream = upstream
         self._handle = handle
         self._rejection_of = rejection_of
@@ -391,15 +442,20 @@ class KafkaSource:
 
     async def _connect(self) -> None:
         options = client_options(self.kafka)
+        group: dict[str, Any] = {}
+        if self._session_ms is not None:
+            group = {"session_timeout_ms": self._session_ms, "heartbeat_interval_ms": self._session_ms // 3}
         consumer = AIOKafkaConsumer(
-            self.upstream.topic,
             **options,
+            **group,
             client_id=f"{self.kafka.client_id}-upstream",
             group_id=self.upstream.group_id,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             isolation_level="read_committed",
         )
+        listener = _Listener(self._on_assign) if self._on_assign is not None else None
+        consumer.subscribe([self.upstream.topic], **({"listener": listener} if listener else {}))
         producer = AIOKafkaProducer(
             **options,
             client_id=f"{self.kafka.client_id}-upstream-dead-letter",
@@ -565,3 +621,116 @@ async def _stopped_within(stop: asyncio.Event, seconds: float) -> bool:
     except TimeoutError:
         return False
     return True
+
+
+# --------------------------------------------------------------------------- distributed mode
+
+
+async def ensure_topics(
+    config: KafkaConfig, topics: Sequence[tuple[str, int]], *, compacted: Sequence[str] = ()
+) -> dict[str, int]:
+    """Create the topics that do not exist; the partition count of every topic, as the cluster has it.
+
+    Replication factor is min(3, brokers), with ``min.insync.replicas=2`` from three brokers
+    on; the topics in ``compacted`` get ``cleanup.policy=compact``.  A topic that exists with
+    another partition count is left as it is and logged (the count is fixed at creation;
+    changing it moves keys between partitions and is a migration).
+    """
+    admin = AIOKafkaAdminClient(**client_options(config), client_id=f"{config.client_id}-admin")
+    await _start_client(admin, config, "admin")
+    try:
+        brokers = len((await admin.describe_cluster())["brokers"])
+        replicas = min(3, brokers)
+        wanted = []
+        for name, partitions in topics:
+            settings = {"min.insync.replicas": "2"} if replicas >= 3 else {}
+            if name in compacted:
+                settings["cleanup.policy"] = "compact"
+            wanted.append(NewTopic(name, partitions, replicas, topic_configs=settings))
+        response = await admin.create_topics(wanted)
+        for name, code, *rest in response.topic_errors:
+            error = for_code(code)
+            if code and error is not TopicAlreadyExistsError:
+                message = rest[0] if rest and rest[0] else error.__name__
+                raise KafkaStartError(
+                    "rejected", f"{config.bootstrap_servers}: creating topic {name}: {message}"
+                )
+        found = await _partition_counts(admin, [n for n, _ in topics], config.request_timeout)
+    finally:
+        await admin.close()
+    for name, partitions in topics:
+        if found.get(name, partitions) != partitions:
+            log.warning(
+                "topic_partitions_differ",
+                topic=name,
+                configured=partitions,
+                actual=found[name],
+                detail="the partition count is fixed at creation; the topic is used as it is",
+            )
+    return found
+
+
+class KafkaMembership:
+    """Membership in a consumer group over a topic, only to learn which of its partitions are ours.
+
+    The topic is created if missing (``partitions`` fixed at creation).  Every rebalance
+    calls ``on_assign`` with the partitions now owned.  A member that is silent for
+    ``session_timeout`` seconds (killed, stopped, cut off) loses its partitions to the others.
+    While the brokers cannot be reached the last assignment stands and joining is retried
+    with backoff.
+    """
+
+    def __init__(
+        self,
+        kafka: KafkaConfig,
+        topic: str,
+        group_id: str,
+        partitions: int,
+        on_assign: Assignment,
+        *,
+        session_timeout: float = 10.0,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.kafka, self.topic, self.group_id, self.partitions = kafka, topic, group_id, partitions
+        self._on_assign = on_assign
+        self._session_ms = int(session_timeout * 1000)
+        self._base_backoff = max(kafka.retry_backoff, 0.05)
+        self._max_backoff = max(max_backoff, self._base_backoff)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Stay in the group until ``stop``; then leave it, so the others take over at once."""
+        delay = self._base_backoff
+        while not stop.is_set():
+            consumer = None
+            try:
+                await ensure_topics(self.kafka, [(self.topic, self.partitions)], compacted=[self.topic])
+                consumer = AIOKafkaConsumer(
+                    **client_options(self.kafka),
+                    client_id=f"{self.kafka.client_id}-membership",
+                    group_id=self.group_id,
+                    enable_auto_commit=False,
+                    session_timeout_ms=self._session_ms,
+                    heartbeat_interval_ms=max(self._session_ms // 3, 100),
+                    metadata_max_age_ms=5000,
+                )
+                consumer.subscribe([self.topic], listener=_Listener(self._on_assign))
+                await _start_client(consumer, self.kafka, "membership consumer")
+                log.info("group_joined", topic=self.topic, group_id=self.group_id)
+                delay = self._base_backoff
+                while not stop.is_set():  # fetching keeps the member alive; the records are not needed here
+                    await consumer.getmany(timeout_ms=500, max_records=100)
+            except (KafkaError, OSError, KafkaStartError) as exc:
+                log.warning(
+                    "group_unavailable",
+                    group_id=self.group_id,
+                    bootstrap_servers=self.kafka.bootstrap_servers,
+                    error=_redact(self.kafka, f"{type(exc).__name__}: {exc}"),
+                    retry_in=round(delay, 3),
+                )
+                if await _stopped_within(stop, delay):
+                    return
+                delay = min(delay * 2, self._max_backoff)
+            finally:
+                if consumer is not None:
+                    with contextlib.suppress(KafkaError, OSError):
+                        await consumer.stop()

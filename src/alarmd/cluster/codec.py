@@ -1,0 +1,177 @@
+"""Samples and trap events as messages on the events topic: JSON, keyed by circuit, with deterministic ids.
+
+A sample's id hashes its metric, labels and time, so a batch sent twice carries the same
+ids.  A trap's id is its fingerprint (:func:`trap_fingerprint`): the device, the trap OID,
+the trap's own sysUpTime and its other varbinds, and nothing about the receiver, so the
+copies that two receivers publish of one trap share one id.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from alarmd.collector.trapdefs import SNMP_TRAP_OID, SYS_UPTIME
+from alarmd.inventory import Inventory
+from alarmd.model import Event, Sample, VarBind
+
+FORMAT = 1
+#: Varbinds the fingerprint reads apart (the trap OID, sysUpTime) or never (the receiver's view).
+_APART = frozenset({SNMP_TRAP_OID, SYS_UPTIME})
+
+
+class EventDecodeError(Exception):
+    """A message on the events topic that is not a sample or event of a known format."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = "malformed"
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """A decoded message: its id and the sample or event it carries."""
+
+    id: str
+    item: Sample | Event
+
+
+def _digest(*parts: object) -> str:
+    text = "\x1f".join(json.dumps(p, sort_keys=True, separators=(",", ":"), default=_plain) for p in parts)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, bytes):
+        return {"hex": value.hex()}
+    raise TypeError(f"{type(value).__name__} is not JSON")
+
+
+def sample_id(sample: Sample) -> str:
+    """The deterministic id of a sample: its metric, labels and time."""
+    return _digest("sample", sample.metric, dict(sample.labels), repr(sample.at))
+
+
+def trap_fingerprint(event: Event) -> str:
+    """One trap's identity whichever receiver took it: device, trap OID, sysUpTime, varbinds.
+
+    The device is the resolved ``device`` label, else ``agent_address`` (the v1 agent
+    address or snmpTrapAddress.0 that relays and NAT keep), never ``source_address``.  A
+    trap without sysUpTime falls back to its receipt second, which two receivers may see
+    differently: such copies are then counted twice.
+    """
+    labels = event.labels
+    device = labels.get("device") or labels.get("agent_address") or labels.get("source_address", "")
+    uptime: object = event.uptime if event.uptime is not None else f"received:{int(event.at)}"
+    varbinds = [(vb.oid, vb.type, vb.value) for vb in event.varbinds if vb.oid not in _APART]
+    return _digest("trap", device, event.kind, uptime, varbinds)
+
+
+class Keys:
+    """The message key of a device's samples and events: its circuit, so one partition sees a circuit whole.
+
+    A device on several circuits is keyed by the first of them (by id); a device on none by
+    its name; an unknown sender by its address.
+    """
+
+    def __init__(self, inventory: Inventory) -> None:
+        self._home: dict[str, str] = {}
+        for circuit_id in sorted(inventory.circuits):
+            for hop in inventory.circuits[circuit_id].path:
+                self._home.setdefault(hop.device, circuit_id)
+
+    def of(self, labels: Mapping[str, str]) -> bytes:
+        """The key for a message with these labels."""
+        device = labels.get("device")
+        if device:
+            return self._home.get(device, device).encode()
+        circuit = labels.get("circuit")
+        if circuit:
+            return circuit.encode()
+        return (labels.get("agent_address") or labels.get("source_address") or "").encode()
+
+
+def encode_sample(sample: Sample, event_id: str | None = None) -> tuple[str, bytes]:
+    """``(id, bytes)`` of a sample."""
+    event_id = event_id or sample_id(sample)
+    body = {
+        "format": FORMAT,
+        "type": "sample",
+        "id": event_id,
+        "metric": sample.metric,
+        "labels": dict(sample.labels),
+        "value": sample.value,
+        "at": sample.at,
+    }
+    return event_id, json.dumps(body, separators=(",", ":")).encode()
+
+
+def encode_event(event: Event, event_id: str | None = None) -> tuple[str, bytes]:
+    """``(id, bytes)`` of a trap, INFORM or upstream event; a trap's id is its fingerprint."""
+    event_id = event_id or trap_fingerprint(event)
+    body = {
+        "format": FORMAT,
+        "type": "event",
+        "id": event_id,
+        "source": event.source,
+        "kind": event.kind,
+        "at": event.at,
+        "labels": dict(event.labels),
+        "varbinds": [
+            [vb.oid, vb.type, _plain(vb.value) if isinstance(vb.value, bytes) else vb.value]
+            for vb in event.varbinds
+        ],
+        "uptime": event.uptime,
+        "attributes": dict(event.attributes),
+    }
+    return event_id, json.dumps(body, separators=(",", ":")).encode()
+
+
+def decode(payload: bytes) -> Envelope:
+    """The sample or event in a message; raises ``EventDecodeError`` saying what is wrong."""
+    try:
+        body = json.loads(payload)
+    except ValueError as exc:
+        raise EventDecodeError(f"not JSON: {exc}") from None
+    if not isinstance(body, dict) or body.get("format") != FORMAT:
+        raise EventDecodeError(f"not an events message of format {FORMAT}")
+    if body.get("type") not in ("sample", "event"):
+        raise EventDecodeError(f"unknown message type {body.get('type')!r}")
+    try:
+        return Envelope(str(body["id"]), _sample(body) if body["type"] == "sample" else _event(body))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise EventDecodeError(f"{type(exc).__name__}: {exc}") from None
+
+
+def _labels(raw: Mapping[str, object]) -> dict[str, str]:
+    return {str(k): str(v) for k, v in raw.items()}
+
+
+def _sample(body: dict[str, Any]) -> Sample:
+    return Sample(str(body["metric"]), _labels(body["labels"]), float(body["value"]), float(body["at"]))
+
+
+def _event(body: dict[str, Any]) -> Event:
+    source = body["source"]
+    if source not in ("trap", "inform", "upstream"):
+        raise ValueError(f"unknown event source {source!r}")
+    return Event(
+        source=cast(Literal["trap", "inform", "upstream"], source),
+        kind=str(body["kind"]),
+        at=float(body["at"]),
+        labels=_labels(body["labels"]),
+        varbinds=tuple(_varbind(vb) for vb in body["varbinds"]),
+        uptime=None if body["uptime"] is None else int(body["uptime"]),
+        attributes=_labels(body["attributes"]),
+    )
+
+
+def _varbind(raw: Any) -> VarBind:
+    oid, kind, value = raw
+    if isinstance(value, dict):
+        value = bytes.fromhex(value["hex"])
+    return VarBind(str(oid), kind, value)

@@ -1,0 +1,22 @@
+"""Ids seen lately: a copy within the window is a duplicate; memory stays bounded."""
+
+from __future__ import annotations
+
+from alarmd.cluster.dedup import SeenIds
+
+
+def test_a_copy_within_the_window_is_a_duplicate_and_after_it_is_not() -> None:
+    seen = SeenIds(window=60, size=100)
+    assert not seen.check("a", 1000.0)
+    assert seen.check("a", 1030.0)
+    assert not seen.check("b", 1070.0)  # "a" is forgotten here
+    assert not seen.check("a", 1070.0)
+
+
+def test_at_most_size_ids_are_kept_the_oldest_forgotten_first() -> None:
+    seen = SeenIds(window=3600, size=3)
+    for i, event_id in enumerate("abcd"):
+        seen.check(event_id, 1000.0 + i)
+    assert len(seen) == 3
+    assert seen.check("d", 1010.0)
+    assert not seen.check("a", 1010.0)

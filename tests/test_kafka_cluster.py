@@ -1,0 +1,90 @@
+"""kafka_local's three-node cluster forms; alarmd's topics on it get RF 3 and min.insync.replicas 2."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+import kafka_local
+from alarmd.config import KafkaConfig
+from alarmd.dispatch.kafka import ensure_topics
+
+pytestmark = pytest.mark.integration
+
+
+async def test_the_cluster_forms_and_topics_get_three_replicas_and_two_in_sync(
+    kafka_cluster: kafka_local.Cluster,
+) -> None:
+    assert len(kafka_cluster.brokers) == 3
+    topic = f"alarmd.events.{uuid.uuid4().hex[:8]}"
+    config = KafkaConfig(bootstrap_servers=kafka_cluster.bootstrap, request_timeout=20)
+    assert await ensure_topics(config, [(topic, 6)]) == {topic: 6}
+    assert await ensure_topics(config, [(topic, 12)]) == {topic: 6}, (
+        "the partition count is fixed at creation"
+    )
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_cluster.bootstrap)
+    await admin.start()
+    try:
+        assert len((await admin.describe_cluster())["brokers"]) == 3
+        (described,) = await admin.describe_topics([topic])
+        assert {len(p["replicas"]) for p in described["partitions"]} == {3}
+        assert {len(p["isr"]) for p in described["partitions"]} == {3}
+        (configs,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        settings = {entry[0]: entry[1] for entry in configs.resources[0][4]}
+        assert settings["min.insync.replicas"] == "2"
+    finally:
+        await admin.close()
+
+
+def test_the_brokers_stop_with_the_process_that_started_them(tmp_path: Path) -> None:
+    starter = subprocess.Popen(
+        [
+            sys.executable,
+            str(kafka_local.__file__),
+            "cluster",
+            "--brokers",
+            "1",
+            "--state-dir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        env={**os.environ, "ALARMD_KAFKA_HEAP": "256m"},
+    )
+    try:
+        assert starter.stdout is not None
+        assert starter.stdout.readline().strip().startswith(b"127.0.0.1:")
+        broker = int((tmp_path / "node-1" / "kafka.pid").read_text())
+        starter.send_signal(signal.SIGKILL)  # no chance to clean up: the kernel tells the broker
+        starter.wait(10)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and _alive(broker):
+            time.sleep(0.2)
+        assert not _alive(broker), "the broker outlived the process that started it"
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+        starter.wait(10)
+        if starter.stdout is not None:
+            starter.stdout.close()
+        kafka_local.stop(tmp_path / "node-1")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
