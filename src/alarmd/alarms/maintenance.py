@@ -401,8 +401,8 @@ class Outages:
     def due_notices(self, now: float) -> list[tuple[Outage, Phase]]:
         """The customer notices due at ``now``, oldest outage first."""
         due: list[tuple[Outage, Phase]] = []
-        for outage in sorted(self.by_id.values(), key=lambda o: o.starts_at):
-            sent = set(outage.notified)
+        for outage in self.by_id.values():
+            sent = outage.notified
             if outage.cancelled:
                 if "scheduled" in sent and "cancelled" not in sent:
                     due.append((outage, "cancelled"))
@@ -418,6 +418,7 @@ class Outages:
                 due.append((outage, "reminder"))
             if "started" not in sent and now >= outage.starts_at:
                 due.append((outage, "started"))
+        due.sort(key=lambda item: item[0].starts_at)  # stable: each outage's phases stay in order
         return due
 
     def notified(self, outage: Outage, phase: Phase) -> None:
