@@ -225,6 +225,14 @@ async def test_a_fault_in_a_planned_outage_waits_for_its_end_and_outages_survive
             ("CHG-HUP", "scheduled", "CUST-0001", ["CIR-0001"]),
         ]
         assert len(orders()) == 1, "no second work order after the restart"
+        audit = [json.loads(line) for line in (tmp_path / "state" / "audit.log").read_text().splitlines()]
+        changes = [(e["token"], e["detail"].split(":")[0]) for e in audit if e["action"] == "maintenance"]
+        assert changes == [
+            (None, "maintenance files"),  # CHG-E2E, at the first start
+            ("change-desk", "POST /api/v1/maintenance -> 201"),
+            ("change-desk", "POST /api/v1/maintenance/CHG-LATER/end -> 200"),
+            (None, "maintenance files"),  # CHG-HUP, on SIGHUP
+        ]
         daemon.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(daemon.wait, 30) == 0
     finally:

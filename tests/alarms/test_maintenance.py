@@ -330,22 +330,15 @@ def test_file_outages_follow_their_files(tmp_path: Path) -> None:
     (folder / "night.yml").write_text("outages:\n" + line.format("2h"))
     night = Night(tmp_path)
     inventory = Inventory(load(tmp_path).config)
-    assert night.outages.sync_files(load_outage_files(load(tmp_path)), inventory, night.clock.now()) == (
-        1,
-        0,
-        0,
-    )
+
+    def sync() -> str:
+        return str(night.outages.sync_files(load_outage_files(load(tmp_path)), inventory, night.clock.now()))
+
+    assert sync() == "added CHG-7"
     assert night.outages.by_id["CHG-7"].affected_circuits == ["CIR-S"]
+    assert sync() == "no change"
     (folder / "night.yml").write_text("outages:\n" + line.format("3h"))
-    assert night.outages.sync_files(load_outage_files(load(tmp_path)), inventory, night.clock.now()) == (
-        0,
-        1,
-        0,
-    )
+    assert sync() == "changed CHG-7"
     (folder / "night.yml").write_text("outages: []\n")
-    assert night.outages.sync_files(load_outage_files(load(tmp_path)), inventory, night.clock.now()) == (
-        0,
-        0,
-        1,
-    )
+    assert sync() == "withdrawn CHG-7"
     assert night.outages.by_id["CHG-7"].cancelled

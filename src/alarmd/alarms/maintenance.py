@@ -15,14 +15,14 @@ import datetime
 import glob
 import os
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from alarmd.alarms.store import Store
+from alarmd.alarms.store import Store, StoreError
 from alarmd.config import (
     ConfigError,
     Duration,
@@ -267,6 +267,24 @@ def load_outage_files(loaded: Loaded) -> list[FileOutage]:
     return found
 
 
+@dataclass(slots=True)
+class FileSync:
+    """What a reading of the maintenance files changed, by outage id."""
+
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    withdrawn: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        """``added CHG-1, CHG-2; withdrawn CHG-0``, or ``no change``."""
+        parts = [
+            f"{k} {', '.join(v)}"
+            for k, v in (("added", self.added), ("changed", self.changed), ("withdrawn", self.withdrawn))
+            if v
+        ]
+        return "; ".join(parts) or "no change"
+
+
 def local_zone(utc_offset_hours: float) -> datetime.timezone:
     """The operator's local time zone."""
     return datetime.timezone(datetime.timedelta(hours=utc_offset_hours))
@@ -285,8 +303,11 @@ class Outages:
         self.config = config
         self.tz = local_zone(utc_offset_hours)
         self.metrics = metrics
-        outages = (Outage.model_validate_json(body) for body in store.outages())
-        self.by_id: dict[str, Outage] = {o.id: o for o in outages}
+        self.by_id: dict[str, Outage] = self._stored()
+
+    def _stored(self) -> dict[str, Outage]:
+        outages = (Outage.model_validate_json(body) for body in self.store.outages())
+        return {o.id: o for o in outages}
 
     def configure(self, config: MaintenanceConfig, utc_offset_hours: float) -> None:
         """Take the settings of a reloaded config."""
@@ -370,24 +391,33 @@ class Outages:
             if taken is not None and taken.source == "api":
                 raise ConfigError(f"{item.where}: id '{taken.id}' is taken by an outage made through the API")
 
-    def sync_files(self, found: list[FileOutage], inventory: Inventory, now: float) -> tuple[int, int, int]:
-        """Make the file outages those found now: added, changed (notices sent again), withdrawn."""
+    def sync_files(self, found: list[FileOutage], inventory: Inventory, now: float) -> FileSync:
+        """Make the file outages those found now, in one transaction: added, changed, withdrawn."""
         self.check_files(found)
-        added = changed = removed = 0
-        current = {f.spec.id: f for f in found}
+        sync = FileSync()
+        try:
+            with self.store.transaction():
+                self._sync(found, inventory, now, sync)
+        except StoreError:
+            self.by_id = self._stored()  # nothing of it was kept
+            raise
+        return sync
+
+    def _sync(self, found: list[FileOutage], inventory: Inventory, now: float, sync: FileSync) -> None:
+        current = {f.spec.id for f in found}
         for item in found:
             new = self._resolve(item.spec, inventory, source=item.source, created_by="file", now=now)
             old = self.by_id.get(new.id)
             if old is None:
                 if new.ends_at > now:
                     self._save(new)
-                    added += 1
+                    sync.added.append(new.id)
                 continue
             keep = {"created_at", "notified", "affected_circuits", "affected_customers", "source"}
             if old.model_dump(exclude=keep) != new.model_dump(exclude=keep) and not old.ended_by:
                 again = [p for p in old.notified if p not in ("scheduled", "reminder")]
                 self._save(new.model_copy(update={"created_at": now, "notified": again}))
-                changed += 1
+                sync.changed.append(new.id)  # customers are told the new plan
         for outage in list(self.by_id.values()):
             if (
                 outage.source != "api"
@@ -395,8 +425,7 @@ class Outages:
                 and outage.state(now) in ("scheduled", "active")
             ):
                 self.end(outage.id, "removed from its maintenance file", now)
-                removed += 1
-        return added, changed, removed
+                sync.withdrawn.append(outage.id)
 
     def due_notices(self, now: float) -> list[tuple[Outage, Phase]]:
         """The customer notices due at ``now``, oldest outage first."""
