@@ -304,6 +304,8 @@ class Outages:
         self.tz = local_zone(utc_offset_hours)
         self.metrics = metrics
         self.by_id: dict[str, Outage] = self._stored()
+        #: Outages not yet settled (open, to come, or with a notice still to send): what each tick looks at.
+        self._pending = dict(self.by_id)
 
     def _stored(self) -> dict[str, Outage]:
         outages = (Outage.model_validate_json(body) for body in self.store.outages())
@@ -317,7 +319,7 @@ class Outages:
     def covering(self, alarm: Alarm, now: float) -> Outage | None:
         """The open window that holds this alarm back (the one ending last, if several do)."""
         labels = alarm_labels(alarm)
-        found = [o for o in self.by_id.values() if o.active(now) and o.covers(labels)]
+        found = [o for o in self._pending.values() if o.active(now) and o.covers(labels)]
         return max(found, key=lambda o: o.ends_at) if found else None
 
     def release_at(self, alarm: Alarm) -> float | None:
@@ -330,7 +332,7 @@ class Outages:
     def _save(self, outage: Outage) -> Outage:
         with self.store.transaction():
             self.store.save_outage(outage.id, outage.model_dump_json(), outage.ends_at)
-        self.by_id[outage.id] = outage
+        self.by_id[outage.id] = self._pending[outage.id] = outage
         return outage
 
     def _resolve(
@@ -400,6 +402,7 @@ class Outages:
                 self._sync(found, inventory, now, sync)
         except StoreError:
             self.by_id = self._stored()  # nothing of it was kept
+            self._pending = dict(self.by_id)
             raise
         return sync
 
@@ -430,7 +433,10 @@ class Outages:
     def due_notices(self, now: float) -> list[tuple[Outage, Phase]]:
         """The customer notices due at ``now``, oldest outage first."""
         due: list[tuple[Outage, Phase]] = []
-        for outage in self.by_id.values():
+        for outage in list(self._pending.values()):
+            if _settled(outage, now):
+                del self._pending[outage.id]
+                continue
             sent = outage.notified
             if outage.cancelled:
                 if "scheduled" in sent and "cancelled" not in sent:
@@ -461,10 +467,18 @@ class Outages:
 
     def export(self, now: float, held: int) -> None:
         """Windows by state and alarms held, as metrics."""
-        states = [o.state(now) for o in self.by_id.values()]
+        states = [o.state(now) for o in self._pending.values()]
         for state in ("scheduled", "active"):
             self.metrics.maintenance_windows.labels(state).set(states.count(state))
         self.metrics.maintenance_held.set(held)
+
+
+def _settled(outage: Outage, now: float) -> bool:
+    """Over, with every notice it will ever need sent: no tick needs to look at it again."""
+    sent = outage.notified
+    if outage.cancelled:
+        return "cancelled" in sent or "scheduled" not in sent
+    return now >= outage.ends_at and ("ended" in sent or "started" not in sent)
 
 
 def _new_id(now: float, taken: Mapping[str, Outage]) -> str:
