@@ -163,3 +163,20 @@ async def test_without_a_token_or_a_daemon_the_cli_says_so(
     monkeypatch.setenv("ALARMD_API_TOKEN", TOKENS["noc"])
     assert await asyncio.to_thread(main, ["maintenance", "--url", url, "list"]) == 1
     assert f"cannot reach alarmd at {url}" in capsys.readouterr().err
+
+
+async def test_a_request_body_over_64_kib_is_refused_unread(daemon: Daemon) -> None:
+    async def post(length: int, body: bytes = b"") -> bytes:
+        reader, writer = await asyncio.open_connection("127.0.0.1", daemon.server.port)
+        writer.write(
+            f"POST /api/v1/maintenance HTTP/1.1\r\nAuthorization: Bearer {TOKENS['desk']}\r\n"
+            f"Content-Length: {length}\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
+        status = await reader.readline()
+        writer.close()
+        return status
+
+    assert (await post(65_537)).startswith(b"HTTP/1.1 413 ")  # answered before any of it is sent
+    assert (await post(2, b"{}")).startswith(b"HTTP/1.1 400 "), "a body within the limit is read and judged"

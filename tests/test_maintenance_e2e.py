@@ -80,6 +80,17 @@ def events(config: Path, run: int) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
 
 
+async def wait_for(config: Path, event: str, **fields: object) -> dict[str, Any]:
+    """The first line of the second run's log with this event and these fields (within 15 s)."""
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        for line in events(config, 2):
+            if line["event"] == event and all(line.get(k) == v for k, v in fields.items()):
+                return line
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"no {event} {fields} in the log")
+
+
 def ready(port: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -178,6 +189,25 @@ async def test_a_fault_in_a_planned_outage_waits_for_its_end_and_outages_survive
         assert [line.split()[:2] for line in out.splitlines()[1:]] == [["CHG-LATER", "scheduled"]]
         code, out, err = await asyncio.to_thread(maintenance, tmp_path, "end", "CHG-LATER")
         assert (code, out.strip()) == (0, "CHG-LATER: cancelled (by change-desk)"), err
+
+        # maintenance files are read again on SIGHUP; a bad one is refused and changes nothing
+        (tmp_path / "maintenance" / "later.yml").write_text(
+            "outages:\n"
+            f"  - {{id: CHG-HUP, reason: power work, starts_at: '{stamp(began + 7200)}', duration: 1h, "
+            "devices: [cpe-router-01]}\n"
+        )
+        daemon.send_signal(signal.SIGHUP)
+        await wait_for(tmp_path, "maintenance_files_applied", added=1)
+        (tmp_path / "maintenance" / "bad.yml").write_text(
+            "outages:\n"
+            f"  - {{id: CHG-BAD, reason: x, starts_at: '{stamp(began)}', duration: 1h, "
+            "circuits: [CIR-9999]}\n"
+        )
+        daemon.send_signal(signal.SIGHUP)
+        failed = await wait_for(tmp_path, "reload_failed")
+        assert "bad.yml:2: outages[0].circuits[0]: unknown circuit 'CIR-9999'" in failed["reason"]
+        code, out, err = await asyncio.to_thread(maintenance, tmp_path, "list")
+        assert [line.split()[:2] for line in out.splitlines()[1:]] == [["CHG-HUP", "scheduled"]], err
         await collect(time.time() + 3)
 
         validator = Draft202012Validator(
@@ -192,8 +222,17 @@ async def test_a_fault_in_a_planned_outage_waits_for_its_end_and_outages_survive
             ("CHG-LATER", "scheduled", "CUST-0001", ["CIR-0001"]),
             ("CHG-E2E", "ended", "CUST-0001", ["CIR-0001"]),
             ("CHG-LATER", "cancelled", "CUST-0001", ["CIR-0001"]),
+            ("CHG-HUP", "scheduled", "CUST-0001", ["CIR-0001"]),
         ]
         assert len(orders()) == 1, "no second work order after the restart"
+        audit = [json.loads(line) for line in (tmp_path / "state" / "audit.log").read_text().splitlines()]
+        changes = [(e["token"], e["detail"].split(":")[0]) for e in audit if e["action"] == "maintenance"]
+        assert changes == [
+            (None, "maintenance files"),  # CHG-E2E, at the first start
+            ("change-desk", "POST /api/v1/maintenance -> 201"),
+            ("change-desk", "POST /api/v1/maintenance/CHG-LATER/end -> 200"),
+            (None, "maintenance files"),  # CHG-HUP, on SIGHUP
+        ]
         daemon.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(daemon.wait, 30) == 0
     finally:

@@ -195,6 +195,7 @@ class Api:
     def _maintenance(self, method: str, path: str, body: bytes, token: TokenSpec, peer: str) -> Reply:
         """Planned outages: list them (GET), add one (POST a JSON outage), end one (POST .../{id}/end)."""
         parts = path.strip("/").split("/")[3:]
+        ending = len(parts) == 2 and parts[1] == "end"
         reply: Reply
         if self.outages is None:
             reply = 404, "text/plain", b"planned outages are not kept by this daemon\n"
@@ -202,7 +203,7 @@ class Api:
             now = self.now()
             seen = [self._outage(o, now, token) for o in self.outages.by_id.values()]
             reply = _json(sorted((o for o in seen if o is not None), key=lambda o: str(o["starts_at"])))
-        elif method != "POST" or not (not parts or (len(parts) == 2 and parts[1] == "end")):
+        elif method != "POST" or (parts and not ending):
             reply = 405, "text/plain", b"GET or POST /api/v1/maintenance, POST /api/v1/maintenance/{id}/end\n"
         elif not token.can_maintain or token.scope != "all":
             reply = 403, "text/plain", b"this token may not change planned outages\n"
@@ -234,7 +235,6 @@ class Api:
             return exc.status, "text/plain", f"{exc}\n".encode()
         except (ValueError, AttributeError):
             return 400, "text/plain", b'the body is a JSON object: {"by": "who"}\n'
-
         except StoreError as exc:
             return 503, "text/plain", f"{exc}\n".encode()
         return 201, "application/json", _json(outage.view(now))[2]

@@ -134,7 +134,6 @@ class Daemon:
         self.outages = Outages(
             self.store, self.config.maintenance, self.config.clocks.utc_offset_hours, self.metrics
         )
-        self._sync_outages(load_outage_files(loaded))
         self.dispatcher = Dispatcher(
             self.outbox, self.sink, self.metrics, backoff=self.config.kafka.retry_backoff
         )
@@ -555,14 +554,20 @@ class Daemon:
         return True
 
     def _sync_outages(self, found: list[FileOutage]) -> None:
-        """Make the file outages those of the files now; if that fails, the log says why."""
+        """Make the file outages those of the files now, audited; if that fails, the log says why."""
         try:
-            added, changed, removed = self.outages.sync_files(found, self.inventory, self.clock.now())
+            sync = self.outages.sync_files(found, self.inventory, self.clock.now())
         except (StoreError, ConfigError) as exc:
             log.error("maintenance_files_not_applied", error=str(exc))  # noqa: TRY400 - the message is the reason
             return
+        if sync.added or sync.changed or sync.withdrawn:
+            self.api.audit("maintenance", None, "", f"maintenance files: {sync}")
         log.info(
-            "maintenance_files_applied", outages=len(found), added=added, changed=changed, removed=removed
+            "maintenance_files_applied",
+            outages=len(found),
+            added=len(sync.added),
+            changed=len(sync.changed),
+            removed=len(sync.withdrawn),
         )
 
     def _sources(self) -> list[KafkaSource]:
@@ -715,6 +720,7 @@ class Daemon:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then stop intake, drain, flush the outbox within the deadline."""
+        self._sync_outages(load_outage_files(self.loaded))
         restored = self._restore()
         if restored:
             log.info(

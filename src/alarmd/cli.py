@@ -169,7 +169,7 @@ def _check_config(path: Path) -> int:
     print(
         f"{loaded.path}: OK: {len(cfg.customers)} customers, {len(cfg.circuits)} circuits, "
         f"{len(cfg.devices)} devices, {len(rules)} rules from {len(loaded.rule_paths)} file(s), "
-        f"{len(loaded.profile_paths)} device profiles"
+        f"{len(loaded.profile_paths)} device profiles, {len(load_outage_files(loaded))} planned outages"
     )
     return 0
 

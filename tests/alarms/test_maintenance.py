@@ -69,6 +69,8 @@ class Night:
             metrics=self.metrics,
             outages=self.outages,
         )
+        for alarm in self.store.open_alarms():
+            self.book.restore(alarm)
 
     def plan(self, start: float, hours: float, **scope: list[str]) -> str:
         spec = OutageSpec.model_validate(
@@ -233,6 +235,23 @@ def test_outages_and_their_notices_survive_a_restart(tmp_path: Path) -> None:
     assert [n["phase"] for n in again.messages()] == ["scheduled", "started"]  # not scheduled twice
 
 
+def test_a_held_fault_stays_held_across_a_restart_and_is_dispatched_once(tmp_path: Path) -> None:
+    night = Night(tmp_path)
+    night.plan(0, 1, devices=["cpe-2"])
+    night.run_until(60)
+    night.fire("cpe-2")
+    night.run_until(30 * 60)
+    night.store.close()
+    again = Night(tmp_path)
+    again.clock.advance(30 * 60)
+    again.run_until(HOUR + 14 * 60)
+    assert again.orders() == []
+    assert again.metrics.maintenance_held._value.get() == 1
+    again.run_until(2 * HOUR)
+    (order,) = again.orders()
+    assert epoch(order["raised_at"]) == START + 60
+
+
 def test_the_api_refuses_unknown_names_and_taken_ids(tmp_path: Path) -> None:
     night = Night(tmp_path)
     with pytest.raises(OutageError, match=r"circuits\[0\]: unknown circuit 'CIR-X'") as unknown:
@@ -311,22 +330,15 @@ def test_file_outages_follow_their_files(tmp_path: Path) -> None:
     (folder / "night.yml").write_text("outages:\n" + line.format("2h"))
     night = Night(tmp_path)
     inventory = Inventory(load(tmp_path).config)
-    assert night.outages.sync_files(load_outage_files(load(tmp_path)), inventory, night.clock.now()) == (
-        1,
-        0,
-        0,
-    )
+
+    def sync() -> str:
+        return str(night.outages.sync_files(load_outage_files(load(tmp_path)), inventory, night.clock.now()))
+
+    assert sync() == "added CHG-7"
     assert night.outages.by_id["CHG-7"].affected_circuits == ["CIR-S"]
+    assert sync() == "no change"
     (folder / "night.yml").write_text("outages:\n" + line.format("3h"))
-    assert night.outages.sync_files(load_outage_files(load(tmp_path)), inventory, night.clock.now()) == (
-        0,
-        1,
-        0,
-    )
+    assert sync() == "changed CHG-7"
     (folder / "night.yml").write_text("outages: []\n")
-    assert night.outages.sync_files(load_outage_files(load(tmp_path)), inventory, night.clock.now()) == (
-        0,
-        0,
-        1,
-    )
+    assert sync() == "withdrawn CHG-7"
     assert night.outages.by_id["CHG-7"].cancelled

@@ -15,14 +15,14 @@ import datetime
 import glob
 import os
 from collections.abc import Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from alarmd.alarms.store import Store
+from alarmd.alarms.store import Store, StoreError
 from alarmd.config import (
     ConfigError,
     Duration,
@@ -267,6 +267,24 @@ def load_outage_files(loaded: Loaded) -> list[FileOutage]:
     return found
 
 
+@dataclass(slots=True)
+class FileSync:
+    """What a reading of the maintenance files changed, by outage id."""
+
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    withdrawn: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        """``added CHG-1, CHG-2; withdrawn CHG-0``, or ``no change``."""
+        parts = [
+            f"{k} {', '.join(v)}"
+            for k, v in (("added", self.added), ("changed", self.changed), ("withdrawn", self.withdrawn))
+            if v
+        ]
+        return "; ".join(parts) or "no change"
+
+
 def local_zone(utc_offset_hours: float) -> datetime.timezone:
     """The operator's local time zone."""
     return datetime.timezone(datetime.timedelta(hours=utc_offset_hours))
@@ -285,8 +303,13 @@ class Outages:
         self.config = config
         self.tz = local_zone(utc_offset_hours)
         self.metrics = metrics
-        outages = (Outage.model_validate_json(body) for body in store.outages())
-        self.by_id: dict[str, Outage] = {o.id: o for o in outages}
+        self.by_id: dict[str, Outage] = self._stored()
+        #: Outages not yet settled (open, to come, or with a notice still to send): what each tick looks at.
+        self._pending = dict(self.by_id)
+
+    def _stored(self) -> dict[str, Outage]:
+        outages = (Outage.model_validate_json(body) for body in self.store.outages())
+        return {o.id: o for o in outages}
 
     def configure(self, config: MaintenanceConfig, utc_offset_hours: float) -> None:
         """Take the settings of a reloaded config."""
@@ -296,7 +319,7 @@ class Outages:
     def covering(self, alarm: Alarm, now: float) -> Outage | None:
         """The open window that holds this alarm back (the one ending last, if several do)."""
         labels = alarm_labels(alarm)
-        found = [o for o in self.by_id.values() if o.active(now) and o.covers(labels)]
+        found = [o for o in self._pending.values() if o.active(now) and o.covers(labels)]
         return max(found, key=lambda o: o.ends_at) if found else None
 
     def release_at(self, alarm: Alarm) -> float | None:
@@ -309,7 +332,7 @@ class Outages:
     def _save(self, outage: Outage) -> Outage:
         with self.store.transaction():
             self.store.save_outage(outage.id, outage.model_dump_json(), outage.ends_at)
-        self.by_id[outage.id] = outage
+        self.by_id[outage.id] = self._pending[outage.id] = outage
         return outage
 
     def _resolve(
@@ -370,24 +393,34 @@ class Outages:
             if taken is not None and taken.source == "api":
                 raise ConfigError(f"{item.where}: id '{taken.id}' is taken by an outage made through the API")
 
-    def sync_files(self, found: list[FileOutage], inventory: Inventory, now: float) -> tuple[int, int, int]:
-        """Make the file outages those found now: added, changed (notices sent again), withdrawn."""
+    def sync_files(self, found: list[FileOutage], inventory: Inventory, now: float) -> FileSync:
+        """Make the file outages those found now, in one transaction: added, changed, withdrawn."""
         self.check_files(found)
-        added = changed = removed = 0
-        current = {f.spec.id: f for f in found}
+        sync = FileSync()
+        try:
+            with self.store.transaction():
+                self._sync(found, inventory, now, sync)
+        except StoreError:
+            self.by_id = self._stored()  # nothing of it was kept
+            self._pending = dict(self.by_id)
+            raise
+        return sync
+
+    def _sync(self, found: list[FileOutage], inventory: Inventory, now: float, sync: FileSync) -> None:
+        current = {f.spec.id for f in found}
         for item in found:
             new = self._resolve(item.spec, inventory, source=item.source, created_by="file", now=now)
             old = self.by_id.get(new.id)
             if old is None:
                 if new.ends_at > now:
                     self._save(new)
-                    added += 1
+                    sync.added.append(new.id)
                 continue
             keep = {"created_at", "notified", "affected_circuits", "affected_customers", "source"}
             if old.model_dump(exclude=keep) != new.model_dump(exclude=keep) and not old.ended_by:
                 again = [p for p in old.notified if p not in ("scheduled", "reminder")]
                 self._save(new.model_copy(update={"created_at": now, "notified": again}))
-                changed += 1
+                sync.changed.append(new.id)  # customers are told the new plan
         for outage in list(self.by_id.values()):
             if (
                 outage.source != "api"
@@ -395,14 +428,16 @@ class Outages:
                 and outage.state(now) in ("scheduled", "active")
             ):
                 self.end(outage.id, "removed from its maintenance file", now)
-                removed += 1
-        return added, changed, removed
+                sync.withdrawn.append(outage.id)
 
     def due_notices(self, now: float) -> list[tuple[Outage, Phase]]:
         """The customer notices due at ``now``, oldest outage first."""
         due: list[tuple[Outage, Phase]] = []
-        for outage in sorted(self.by_id.values(), key=lambda o: o.starts_at):
-            sent = set(outage.notified)
+        for outage in list(self._pending.values()):
+            if _settled(outage, now):
+                del self._pending[outage.id]
+                continue
+            sent = outage.notified
             if outage.cancelled:
                 if "scheduled" in sent and "cancelled" not in sent:
                     due.append((outage, "cancelled"))
@@ -418,6 +453,7 @@ class Outages:
                 due.append((outage, "reminder"))
             if "started" not in sent and now >= outage.starts_at:
                 due.append((outage, "started"))
+        due.sort(key=lambda item: item[0].starts_at)  # stable: each outage's phases stay in order
         return due
 
     def notified(self, outage: Outage, phase: Phase) -> None:
@@ -431,10 +467,18 @@ class Outages:
 
     def export(self, now: float, held: int) -> None:
         """Windows by state and alarms held, as metrics."""
-        states = [o.state(now) for o in self.by_id.values()]
+        states = [o.state(now) for o in self._pending.values()]
         for state in ("scheduled", "active"):
             self.metrics.maintenance_windows.labels(state).set(states.count(state))
         self.metrics.maintenance_held.set(held)
+
+
+def _settled(outage: Outage, now: float) -> bool:
+    """Over, with every notice it will ever need sent: no tick needs to look at it again."""
+    sent = outage.notified
+    if outage.cancelled:
+        return "cancelled" in sent or "scheduled" not in sent
+    return now >= outage.ends_at and ("ended" in sent or "started" not in sent)
 
 
 def _new_id(now: float, taken: Mapping[str, Outage]) -> str:
