@@ -576,6 +576,8 @@ MRV_PORT = "1.3.6.1.4.1.629.200.8.1.1."
     ("sys_object_id", "expected_rx", "expected_tx"),
     [
         ("1.3.6.1.4.1.2011.2.224.67", {"GigabitEthernet0/0/1": -12.34}, {"GigabitEthernet0/0/1": -4.5}),
+        # an S12700 reports microwatts in the same columns: its model's extension replaces the vendor's
+        ("1.3.6.1.4.1.2011.2.279.3", {"GigabitEthernet0/0/1": -4.80}, {"GigabitEthernet0/0/1": -2.38}),
         ("1.3.6.1.4.1.629.22.1.1", {"1.1.2": -20.5}, {"1.1.2": -5.25}),
         ("1.3.6.1.4.1.9.1.2661", {}, {}),  # neither vendor: their tables are not even walked
     ],
@@ -591,8 +593,8 @@ async def test_vendor_optical_tables_apply_by_sys_object_id(
         ENT + "7": {"67108999": b"GigabitEthernet0/0/1", "67109000": b"SFP 1000BASE-LX"},
         ENT + "4": {"67108999": 1, "67109000": 67108999},
         "1.3.6.1.2.1.47.1.3.2.1.2": {"67108999.0": "1.3.6.1.2.1.2.2.1.1.5"},
-        HUAWEI_OPTICAL + "8": {"67109000": -1234, "67109001": -1},
-        HUAWEI_OPTICAL + "9": {"67109000": -450, "67109001": -1},
+        HUAWEI_OPTICAL + "8": {"67109000": 331 if "2011.2.279" in sys_object_id else -1234, "67109001": -1},
+        HUAWEI_OPTICAL + "9": {"67109000": 578 if "2011.2.279" in sys_object_id else -450, "67109001": -1},
         # MRV: rows by chassis.slot.port, thousandths of a dBm
         MRV_PORT + "31": {"1.1.2": -5250, "1.1.3": -2147483648},
         MRV_PORT + "32": {"1.1.2": -20500, "1.1.3": -2147483648},
@@ -615,8 +617,8 @@ async def test_vendor_optical_tables_apply_by_sys_object_id(
     )
     samples = await poller.poll_once()
     label = "mrv_port" if "629" in sys_object_id else "interface"
-    assert values(samples, "optical_rx_power_dbm", label) == pytest.approx(expected_rx)
-    assert values(samples, "optical_tx_power_dbm", label) == pytest.approx(expected_tx)
+    assert values(samples, "optical_rx_power_dbm", label) == pytest.approx(expected_rx, abs=0.01)
+    assert values(samples, "optical_tx_power_dbm", label) == pytest.approx(expected_tx, abs=0.01)
     if expected_rx and label == "interface":
         rx = next(s for s in samples if s.metric == "optical_rx_power_dbm")
         assert (rx.labels["if_index"], rx.labels["module"]) == ("5", "SFP 1000BASE-LX")
