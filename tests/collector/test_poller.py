@@ -429,7 +429,7 @@ def basic_agent(octets: int, packets: int, errors: int) -> dict[str, dict[str, i
     """An ifTable-only agent (no ifXTable): ifSpeed 10 Mbit/s, 32-bit counters."""
     return {
         "": {"1.3.6.1.2.1.1.3.0": 1000, "1.3.6.1.2.1.1.2.0": "1.3.6.1.4.1.311.1.1.3.1.1"},
-        IF + "2": {"1": b"eth0"},
+        IF + "2": {"1": b"eth0\x00"},  # Windows ends ifDescr with a NUL
         IF + "5": {"1": 10_000_000},
         IF + "7": {"1": 1},
         IF + "8": {"1": 1},

@@ -221,8 +221,9 @@ def error_ratio_percent(errors: float | None, discards: float | None, packets: f
 
 
 def _text(value: SnmpValue, fallback: str) -> str:
+    """A label's text; Windows agents end ifDescr with a NUL byte, which is no part of the name."""
     if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace") or fallback
+        return value.rstrip(b"\x00").decode("utf-8", errors="replace") or fallback
     if isinstance(value, str) and value:
         return value
     return fallback
