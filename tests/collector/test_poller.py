@@ -409,20 +409,21 @@ async def test_a_rate_is_stamped_with_the_time_its_counters_were_read() -> None:
     clock, metrics = FakeClock(), Metrics()
     client = FakeSnmpClient({"cpe-router-01": router(10**12, 10**12)}, clock=clock, walk_seconds=2.0)
     poller = make_poller(client, clock, metrics)
+    tables = len(PROFILES["cpe_router"].spec.tables)
     start = clock.now()
     first = await poller.poll_once()
-    tables = len(PROFILES["cpe_router"].spec.tables)
     assert next(s.at for s in first if s.metric == "device_up") == start + 2.0 * tables
-    assert next(s.at for s in first if s.metric == "interface_link_down") == start + 1.0  # mid-walk
-    # The next poll starts 10 s after the first; the interface walk (the first) again reads mid-walk,
-    # so the rate divides by 10 s, not by the time between the ends of the two polls.
+    assert next(s.at for s in first if s.metric == "interface_link_down") == start + 2.0  # its walk's end
+    # The next poll starts 10 s after the first, on a slower agent: the interface table (walked
+    # first) returns at +13 s, the poll ends at +10 s + 3 s per table.  The rate divides by the
+    # 11 s between the two readings, not by the 10 s + 1 s per table between the polls' ends.
     clock.advance(10 - 2.0 * tables)
-    client.tables["cpe-router-01"] = router(10**12 + 11_250_000, 10**12, uptime=2000)
-    client.walk_seconds = 5.0  # a slower agent this time: its walk ends later, the reading is no later
+    client.tables["cpe-router-01"] = router(10**12 + 11_000_000, 10**12, uptime=2000)
+    client.walk_seconds = 3.0
     second = await poller.poll_once()
     rate = next(s for s in second if s.metric == "if_hc_in_octets_per_second" and s.labels["if_index"] == "2")
-    assert rate.at == start + 10 + 2.5
-    assert rate.value == pytest.approx(11_250_000 / 11.5)
+    assert rate.at == start + 13.0
+    assert rate.value == pytest.approx(1_000_000)
 
 
 def basic_agent(octets: int, packets: int, errors: int) -> dict[str, dict[str, int | bytes | str | None]]:

@@ -360,8 +360,8 @@ class DevicePoller:
         """Poll the device once and return its samples (``device_up`` always among them).
 
         Each table's samples, and the rates of its counters, are stamped with the time its walk
-        read them (the middle of the walk), not the end of the poll: a slow walk of one table
-        does not skew the rates of the next.
+        returned, when the agent had just read them, not the end of the poll: the tables walked
+        after it, however slow, do not stretch its rates' intervals.
         """
         kind = self.device.kind.value
         self.metrics.poll_requests.labels(kind).inc()
@@ -382,9 +382,8 @@ class DevicePoller:
                     scalars.update(await self.client.get(self.target, oids))
             tables: dict[str, tuple[Rows, float]] = {}
             for profile, table in self.tables():
-                began = self.clock.now()
                 walked = await self.client.walk(self.target, profile.columns(table), self.max_repetitions)
-                tables[table.name] = (_rows(table, walked), (began + self.clock.now()) / 2)
+                tables[table.name] = (_rows(table, walked), self.clock.now())
         except SnmpError as exc:
             self.metrics.poll_errors.labels(kind, exc.reason).inc()
             self.metrics.device_up.labels(self.device.name, kind).set(0)
