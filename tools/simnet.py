@@ -33,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from devenv import REPO, PeerError, cache_dir, free_port, serve_until_interrupted, stop_pid, track, wait_until
 
 SNMPSIM = ("snmpsim==1.2.2", "pysmi==2.0.0")
+#: Real devices' SNMP dumps (BSD-2-Clause), read by the device-reading tests and tools/readcheck.py.
+SNMPSIM_DATA = "snmpsim-data==1.0.1"
 DEVICES = REPO / "sim" / "devices"
 VARIATION = REPO / "sim" / "variation"
 
@@ -48,6 +50,7 @@ def setup() -> Path:
     exe = venv / "bin" / "snmpsim-command-responder"
     marker = venv / ".complete"
     if marker.exists() and marker.read_text().strip() == " ".join(SNMPSIM):
+        _install_data(venv)
         return exe
     python = os.environ.get("ALARMD_SIM_PYTHON", "/usr/bin/python3")
     if not Path(python).exists():
@@ -58,7 +61,29 @@ def setup() -> Path:
     if os.geteuid() == 0:
         subprocess.run(["chmod", "-R", "a+rX", str(venv)], check=True)
     marker.write_text(" ".join(SNMPSIM) + "\n")
+    _install_data(venv)
     return exe
+
+
+def _install_data(venv: Path) -> None:
+    """Add the snmpsim-data recordings to the simulator's venv once (beside, not instead of, snmpsim)."""
+    marker = venv / ".data-complete"
+    if marker.exists() and marker.read_text().strip() == SNMPSIM_DATA:
+        return
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", "--no-deps", SNMPSIM_DATA], check=True)
+    if os.geteuid() == 0:
+        subprocess.run(["chmod", "-R", "a+rX", str(venv)], check=True)
+    marker.write_text(SNMPSIM_DATA + "\n")
+
+
+def recorded(package: str = "snmpsim_data") -> Path:
+    """Where a package of the simulator's venv keeps its recordings (snmpsim-data's, or snmpsim's own)."""
+    setup()
+    sub = {"snmpsim_data": "data", "snmpsim": "data/recorded"}[package]
+    found = sorted(venv_dir().glob(f"lib/python3*/site-packages/{package}/{sub}"))
+    if not found:
+        raise PeerError(f"{package} is not installed in {venv_dir()}")
+    return found[0]
 
 
 def _get_request(community: str) -> bytes:

@@ -12,7 +12,7 @@ LogFormat = Literal["auto", "json", "console"]
 
 
 def setup(level: str = "info", fmt: LogFormat = "auto") -> None:
-    """Configure structlog and the stdlib loggers of libraries to write to stderr."""
+    """Configure structlog and the stdlib loggers of libraries (aiokafka's) to write to stderr alike."""
     use_json = fmt == "json" or (fmt == "auto" and not sys.stderr.isatty())
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
@@ -33,9 +33,16 @@ def setup(level: str = "info", fmt: LogFormat = "auto") -> None:
         logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
         cache_logger_on_first_use=False,
     )
-    logging.basicConfig(
-        level=max(numeric, logging.WARNING),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-        force=True,
+    # Libraries' own log lines (aiokafka, asyncio) in the same shape: JSON where ours are JSON.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[
+                structlog.stdlib.add_log_level,
+                structlog.stdlib.add_logger_name,
+                structlog.processors.TimeStamper(fmt="iso", utc=True),
+            ],
+            processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
+        )
     )
+    logging.basicConfig(level=max(numeric, logging.WARNING), handlers=[handler], force=True)

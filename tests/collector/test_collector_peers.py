@@ -175,7 +175,7 @@ async def test_cpe_router_profile_measures_the_congested_wan(sim_network: Any, c
     sim_network.set_rates({"cpe-router-01/2/in": 1_125_000.0})  # 90% of the 10 Mbit/s WAN port
     poller = sim_poller(sim_network, "cpe-router-01", "cpe_router", client, SystemClock())
     await poller.poll_once()
-    # The rate's interval is the two polls' end times: 3 s keeps the jitter of one snmpsim walk
+    # The rate's interval is between the two interface walks' ends: 3 s keeps the jitter of one walk
     # (up to ~0.1 s under load) within the tolerance.
     await asyncio.sleep(3.0)
     samples = await poller.poll_once()

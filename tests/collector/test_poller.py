@@ -409,27 +409,28 @@ async def test_a_rate_is_stamped_with_the_time_its_counters_were_read() -> None:
     clock, metrics = FakeClock(), Metrics()
     client = FakeSnmpClient({"cpe-router-01": router(10**12, 10**12)}, clock=clock, walk_seconds=2.0)
     poller = make_poller(client, clock, metrics)
+    tables = len(PROFILES["cpe_router"].spec.tables)
     start = clock.now()
     first = await poller.poll_once()
-    tables = len(PROFILES["cpe_router"].spec.tables)
     assert next(s.at for s in first if s.metric == "device_up") == start + 2.0 * tables
-    assert next(s.at for s in first if s.metric == "interface_link_down") == start + 1.0  # mid-walk
-    # The next poll starts 10 s after the first; the interface walk (the first) again reads mid-walk,
-    # so the rate divides by 10 s, not by the time between the ends of the two polls.
+    assert next(s.at for s in first if s.metric == "interface_link_down") == start + 2.0  # its walk's end
+    # The next poll starts 10 s after the first, on a slower agent: the interface table (walked
+    # first) returns at +13 s, the poll ends at +10 s + 3 s per table.  The rate divides by the
+    # 11 s between the two readings, not by the 10 s + 1 s per table between the polls' ends.
     clock.advance(10 - 2.0 * tables)
-    client.tables["cpe-router-01"] = router(10**12 + 11_250_000, 10**12, uptime=2000)
-    client.walk_seconds = 5.0  # a slower agent this time: its walk ends later, the reading is no later
+    client.tables["cpe-router-01"] = router(10**12 + 11_000_000, 10**12, uptime=2000)
+    client.walk_seconds = 3.0
     second = await poller.poll_once()
     rate = next(s for s in second if s.metric == "if_hc_in_octets_per_second" and s.labels["if_index"] == "2")
-    assert rate.at == start + 10 + 2.5
-    assert rate.value == pytest.approx(11_250_000 / 11.5)
+    assert rate.at == start + 13.0
+    assert rate.value == pytest.approx(1_000_000)
 
 
 def basic_agent(octets: int, packets: int, errors: int) -> dict[str, dict[str, int | bytes | str | None]]:
     """An ifTable-only agent (no ifXTable): ifSpeed 10 Mbit/s, 32-bit counters."""
     return {
         "": {"1.3.6.1.2.1.1.3.0": 1000, "1.3.6.1.2.1.1.2.0": "1.3.6.1.4.1.311.1.1.3.1.1"},
-        IF + "2": {"1": b"eth0"},
+        IF + "2": {"1": b"eth0\x00"},  # Windows ends ifDescr with a NUL
         IF + "5": {"1": 10_000_000},
         IF + "7": {"1": 1},
         IF + "8": {"1": 1},
@@ -576,6 +577,8 @@ MRV_PORT = "1.3.6.1.4.1.629.200.8.1.1."
     ("sys_object_id", "expected_rx", "expected_tx"),
     [
         ("1.3.6.1.4.1.2011.2.224.67", {"GigabitEthernet0/0/1": -12.34}, {"GigabitEthernet0/0/1": -4.5}),
+        # an S12700 reports microwatts in the same columns: its model's extension replaces the vendor's
+        ("1.3.6.1.4.1.2011.2.279.3", {"GigabitEthernet0/0/1": -4.80}, {"GigabitEthernet0/0/1": -2.38}),
         ("1.3.6.1.4.1.629.22.1.1", {"1.1.2": -20.5}, {"1.1.2": -5.25}),
         ("1.3.6.1.4.1.9.1.2661", {}, {}),  # neither vendor: their tables are not even walked
     ],
@@ -591,8 +594,8 @@ async def test_vendor_optical_tables_apply_by_sys_object_id(
         ENT + "7": {"67108999": b"GigabitEthernet0/0/1", "67109000": b"SFP 1000BASE-LX"},
         ENT + "4": {"67108999": 1, "67109000": 67108999},
         "1.3.6.1.2.1.47.1.3.2.1.2": {"67108999.0": "1.3.6.1.2.1.2.2.1.1.5"},
-        HUAWEI_OPTICAL + "8": {"67109000": -1234, "67109001": -1},
-        HUAWEI_OPTICAL + "9": {"67109000": -450, "67109001": -1},
+        HUAWEI_OPTICAL + "8": {"67109000": 331 if "2011.2.279" in sys_object_id else -1234, "67109001": -1},
+        HUAWEI_OPTICAL + "9": {"67109000": 578 if "2011.2.279" in sys_object_id else -450, "67109001": -1},
         # MRV: rows by chassis.slot.port, thousandths of a dBm
         MRV_PORT + "31": {"1.1.2": -5250, "1.1.3": -2147483648},
         MRV_PORT + "32": {"1.1.2": -20500, "1.1.3": -2147483648},
@@ -615,8 +618,8 @@ async def test_vendor_optical_tables_apply_by_sys_object_id(
     )
     samples = await poller.poll_once()
     label = "mrv_port" if "629" in sys_object_id else "interface"
-    assert values(samples, "optical_rx_power_dbm", label) == pytest.approx(expected_rx)
-    assert values(samples, "optical_tx_power_dbm", label) == pytest.approx(expected_tx)
+    assert values(samples, "optical_rx_power_dbm", label) == pytest.approx(expected_rx, abs=0.01)
+    assert values(samples, "optical_tx_power_dbm", label) == pytest.approx(expected_tx, abs=0.01)
     if expected_rx and label == "interface":
         rx = next(s for s in samples if s.metric == "optical_rx_power_dbm")
         assert (rx.labels["if_index"], rx.labels["module"]) == ("5", "SFP 1000BASE-LX")

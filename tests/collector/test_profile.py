@@ -88,5 +88,5 @@ def test_a_scaled_vendor_column_and_its_missing_values(tmp_path: Path) -> None:
     path.write_text(
         "tables:\n  - name: t\n    columns:\n      - {name: c, oid: 1.2.3, type: counter32, scale: 8}\n"
     )
-    with pytest.raises(ConfigError, match="scale applies to gauge columns only"):
+    with pytest.raises(ConfigError, match="scale and to_dbm apply to gauge columns only"):
         load_profiles([path])

@@ -1,10 +1,10 @@
 """ENTITY-MIB as one device reports it: which port a sensor or a module belongs to.
 
 Devices say it three ways, tried in this order: ``entAliasMappingTable`` maps an entity, or
-one it is contained in, to its ifIndex; else its single mapped sibling (a port and its
-sensors side by side inside a transceiver); else an entity's name names the port ("Te1/1/1 Receive
-Power Sensor", "DOM RX Power Sensor for Ethernet1"), itself or an entity it is contained in
-(``entPhysicalContainedIn``).
+one it is contained in, to its ifIndex; else its single mapped sibling below the chassis (a
+port and its sensors side by side inside a transceiver); else an entity's name names the
+port ("Te1/1/1 Receive Power Sensor", "DOM RX Power Sensor for Ethernet1"), its own name or
+that of an entity it is contained in (``entPhysicalContainedIn``).
 """
 
 from __future__ import annotations
@@ -81,8 +81,8 @@ class EntityTree:
                 return self.aliases[current]
             current = self.parents.get(current)
         parent = self.parents.get(index)
-        if parent is None:
-            return None
+        if parent is None or parent not in self.parents:
+            return None  # siblings in the chassis itself are the whole box, not one port
         mapped = {self.aliases[c] for c in self.children.get(parent, ()) if c in self.aliases}
         return mapped.pop() if len(mapped) == 1 else None
 

@@ -221,8 +221,9 @@ def error_ratio_percent(errors: float | None, discards: float | None, packets: f
 
 
 def _text(value: SnmpValue, fallback: str) -> str:
+    """A label's text; Windows agents end ifDescr with a NUL byte, which is no part of the name."""
     if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace") or fallback
+        return value.rstrip(b"\x00").decode("utf-8", errors="replace") or fallback
     if isinstance(value, str) and value:
         return value
     return fallback
@@ -231,8 +232,10 @@ def _text(value: SnmpValue, fallback: str) -> str:
 Rows = dict[str, dict[str, SnmpValue]]
 
 
-def _scaled(column: ColumnSpec, value: int) -> float:
+def _scaled(column: ColumnSpec, value: int) -> float | None:
     """A gauge's value in its unit (shared floats for the small enumerations of unscaled columns)."""
+    if column.to_dbm:
+        return watts_to_dbm(value * column.scale)
     if column.scale != 1.0:
         return value * column.scale
     return _SMALL_FLOATS[value] if 0 <= value < len(_SMALL_FLOATS) else float(value)
@@ -339,15 +342,26 @@ class DevicePoller:
         return [self.profile] + [p for p in self.extensions if oid and p.applies_to(oid)]
 
     def tables(self) -> list[tuple[Profile, TableSpec]]:
-        """The tables to walk: the profile's, then those of the vendor extensions for this sysObjectID."""
-        return [(p, t) for p in self.applied() for t in p.spec.tables]
+        """The tables to walk: the profile's, then those of the vendor extensions for this sysObjectID.
+
+        Where two extensions have a table of the same name, the more specific one (the longer
+        matching sysObjectID: a model rather than the vendor) replaces the other.
+        """
+        found = [(self.profile, t) for t in self.profile.spec.tables]
+        best: dict[str, tuple[int, Profile, TableSpec]] = {}
+        for extension in self.applied()[1:]:
+            closeness = extension.applies_to(self.sys_object_id or "")
+            for table in extension.spec.tables:
+                if table.name not in best or best[table.name][0] < closeness:
+                    best[table.name] = (closeness, extension, table)
+        return found + [(p, t) for _, p, t in best.values()]
 
     async def poll_once(self) -> list[Sample]:
         """Poll the device once and return its samples (``device_up`` always among them).
 
         Each table's samples, and the rates of its counters, are stamped with the time its walk
-        read them (the middle of the walk), not the end of the poll: a slow walk of one table
-        does not skew the rates of the next.
+        returned, when the agent had just read them, not the end of the poll: the tables walked
+        after it, however slow, do not stretch its rates' intervals.
         """
         kind = self.device.kind.value
         self.metrics.poll_requests.labels(kind).inc()
@@ -368,9 +382,8 @@ class DevicePoller:
                     scalars.update(await self.client.get(self.target, oids))
             tables: dict[str, tuple[Rows, float]] = {}
             for profile, table in self.tables():
-                began = self.clock.now()
                 walked = await self.client.walk(self.target, profile.columns(table), self.max_repetitions)
-                tables[table.name] = (_rows(table, walked), (began + self.clock.now()) / 2)
+                tables[table.name] = (_rows(table, walked), self.clock.now())
         except SnmpError as exc:
             self.metrics.poll_errors.labels(kind, exc.reason).inc()
             self.metrics.device_up.labels(self.device.name, kind).set(0)
@@ -386,9 +399,9 @@ class DevicePoller:
         for column in scalar_specs:
             value = scalars.get(column.oid)
             if isinstance(value, int) and column.type in {"gauge", "timeticks"}:
-                if value in column.missing:
-                    continue
-                samples.append(Sample(column.name, self._labels(), _scaled(column, value), at))
+                number = None if value in column.missing else _scaled(column, value)
+                if number is not None:
+                    samples.append(Sample(column.name, self._labels(), number, at))
         # Interfaces first: the other tables name their ports after them.
         ordered = sorted((t for _, t in self.tables()), key=lambda t: t.kind != "interfaces")
         entities: EntityTree | None = None
@@ -471,6 +484,8 @@ class DevicePoller:
         kind = column.type
         if kind in {"gauge", "timeticks"}:
             number = _scaled(column, value)
+            if number is None:
+                return
             row.values[column.name] = number
             out.append(Sample(column.name, row.labels, number, at))
         elif kind in {"counter32", "counter64"}:

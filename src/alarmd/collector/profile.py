@@ -72,6 +72,9 @@ class ColumnSpec(Strict):
     scale: float = Field(1.0, description="a gauge's raw value times this is its value (0.01: hundredths)")
     unit: str = Field("", description="the unit of the scaled value, for people (dBm, celsius)")
     missing: list[int] = Field([], description="raw values that mean no reading (e.g. -2147483648)")
+    to_dbm: bool = Field(
+        False, description="the scaled value is optical power in watts: the sample is it in dBm (0 W: -40)"
+    )
     help: str = ""
 
     @functools.cached_property
@@ -90,8 +93,8 @@ class ColumnSpec(Strict):
             raise ValueError("type bits needs a bits map, and a bits map needs type bits")
         for bit_name in self.bits:
             _name(bit_name)
-        if self.scale != 1.0 and self.type != "gauge":
-            raise ValueError("scale applies to gauge columns only")
+        if (self.scale != 1.0 or self.to_dbm) and self.type != "gauge":
+            raise ValueError("scale and to_dbm apply to gauge columns only")
         return self
 
 
@@ -179,7 +182,8 @@ class ProfileSpec(Strict):
     sys_object_ids: list[Oid] = Field(
         [],
         description="a vendor extension: its tables are polled on every device whose sysObjectID "
-        "is one of these or under one, beside the device's own profile",
+        "is one of these or under one, beside the device's own profile; where two extensions have "
+        "a table of the same name, the one with the longer matching OID (a model) wins",
     )
     scalars: list[ColumnSpec] = []
     tables: list[TableSpec] = []
@@ -193,10 +197,17 @@ class Profile:
     spec: ProfileSpec
     source: str
 
-    def applies_to(self, sys_object_id: str) -> bool:
-        """Whether this vendor extension applies to a device with this sysObjectID."""
+    def applies_to(self, sys_object_id: str) -> int:
+        """How closely this vendor extension matches a sysObjectID: the matching OID's length, 0 for none."""
         oid = sys_object_id.lstrip(".")
-        return any(oid == base or oid.startswith(base + ".") for base in self.spec.sys_object_ids)
+        return max(
+            (
+                base.count(".") + 1
+                for base in self.spec.sys_object_ids
+                if oid == base or oid.startswith(base + ".")
+            ),
+            default=0,
+        )
 
     def columns(self, table: TableSpec) -> list[str]:
         """Every OID to walk for a table."""
