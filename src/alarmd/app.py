@@ -6,8 +6,10 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Coroutine
+from typing import Any
 
 import structlog
 
@@ -22,6 +24,7 @@ from alarmd.api import Api
 from alarmd.board import BOARD_HTML
 from alarmd.clock import Clock, SystemClock
 from alarmd.collector.fastsnmp import FastSnmpClient
+from alarmd.collector.fleet import PollerFleet
 from alarmd.collector.poller import DevicePoller
 from alarmd.collector.probe import IcmpProber
 from alarmd.collector.profile import Profile, load_profiles
@@ -29,12 +32,13 @@ from alarmd.collector.snmp import PysnmpClient, SnmpClient
 from alarmd.collector.trapdefs import TrapDefinitions
 from alarmd.collector.traps import TrapReceiver
 from alarmd.collector.upstream import UpstreamError, parse_upstream
-from alarmd.config import ConfigError, Loaded, load, read_yaml
+from alarmd.config import ConfigError, DeviceConfig, Loaded, load, read_yaml
 from alarmd.dispatch.kafka import KafkaSink, KafkaSource
 from alarmd.dispatch.outbox import Dispatcher, Outbox, WorkOrderSink
 from alarmd.dispatch.routing import Router
 from alarmd.http import HttpServer
 from alarmd.inventory import Inventory
+from alarmd.inventory.reconcile import diff_configs
 from alarmd.metrics import Metrics
 from alarmd.model import Alarm, AlarmClass, AlarmTransition, Event, Preprocessing, ProbeOutcome, Sample
 from alarmd.rules.compile import Rule, compile_docs
@@ -64,6 +68,10 @@ def load_profiles_for(loaded: Loaded) -> dict[str, Profile]:
                 f"(known: {', '.join(sorted(profiles)) or 'none'})"
             )
     return profiles
+
+
+def _trap_definitions(loaded: Loaded) -> TrapDefinitions:
+    return TrapDefinitions.load_globs(loaded.config.traps.definitions, loaded.path.parent)
 
 
 def load_rules(loaded: Loaded) -> list[Rule]:
@@ -129,31 +137,15 @@ class Daemon:
         self.samples: asyncio.Queue[Sample | None] = asyncio.Queue(self.config.queue_size)
         self.events: asyncio.Queue[Event] = asyncio.Queue(self.config.queue_size)
         self.changes: asyncio.Queue[Change | None] = asyncio.Queue()
-        self.pollers = {
-            d.name: DevicePoller(
-                d,
-                credentials=loaded.device_credentials(d),
-                profile=self.profiles[d.profile or d.kind.value],
-                polling=self.config.polling,
-                client=self.snmp,
-                clock=self.clock,
-                metrics=self.metrics,
-            )
-            for d in self.config.devices
-        }
+        self.fleet = PollerFleet(self._poller, self.config.devices)
+        #: Devices that left the inventory: samples still queued from their last poll are dropped.
+        self._retired: set[str] = set()
+        self._group: asyncio.TaskGroup | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._source_runs: list[tuple[KafkaSource, asyncio.Event, asyncio.Task[None]]] = []
         self.traps: TrapReceiver | None = None
         if self.config.traps.enabled:
-            credentials = {name: self.config.credentials[name] for name in self.config.traps.credentials}
-            definitions = TrapDefinitions.load_globs(self.config.traps.definitions, loaded.path.parent)
-            self.traps = TrapReceiver(
-                self.config.traps,
-                credentials,
-                definitions,
-                self.metrics,
-                self.clock,
-                engine_id=self.config.traps.engine_id,
-                v3_only=self.config.security.v3_only,
-            )
+            self.traps = self._trap_receiver(loaded, _trap_definitions(loaded))
         self.prober = IcmpProber(metrics=self.metrics)
         self.ready = False
         self.api = Api.from_config(
@@ -174,6 +166,37 @@ class Daemon:
             guarded=self.api.guard(self.reload) if self.api.tokens else None,
             pages={"/board": ("text/html; charset=utf-8", BOARD_HTML)},
             problem=self.problem,
+        )
+
+    @property
+    def pollers(self) -> dict[str, DevicePoller]:
+        """The poller of every device, by name."""
+        return self.fleet.pollers
+
+    def _poller(self, device: DeviceConfig) -> DevicePoller:
+        return DevicePoller(
+            device,
+            credentials=self.loaded.device_credentials(device),
+            profile=self.profiles[device.profile or device.kind.value],
+            polling=self.config.polling,
+            client=self.snmp,
+            clock=self.clock,
+            metrics=self.metrics,
+        )
+
+    def _trap_receiver(
+        self, loaded: Loaded, definitions: TrapDefinitions, queue: asyncio.Queue[Event] | None = None
+    ) -> TrapReceiver:
+        config = loaded.config
+        return TrapReceiver(
+            config.traps,
+            {name: config.credentials[name] for name in config.traps.credentials},
+            definitions,
+            self.metrics,
+            self.clock,
+            engine_id=config.traps.engine_id,
+            v3_only=config.security.v3_only,
+            queue=queue,
         )
 
     def _emit(self, sample: Sample) -> None:
@@ -356,13 +379,17 @@ class Daemon:
 
     async def _dial_tests(self, stop: asyncio.Event) -> None:
         """Test every circuit's dial targets on schedule; loss and RTT become samples for the rules."""
-        every = self.config.dial_test.every
-        targets = [
-            (c.id, name, address) for c in self.config.circuits for name, address in c.dial_targets.items()
-        ]
-        if every <= 0 or not targets:
-            return
         while not stop.is_set():
+            every = self.config.dial_test.every  # read again each round: a reload may change both
+            targets = [
+                (c.id, name, address)
+                for c in self.config.circuits
+                for name, address in c.dial_targets.items()
+            ]
+            if every <= 0 or not targets:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 60.0)
+                continue
             results = await asyncio.gather(
                 *(self.prober.run(address, self.config.dial_test) for _, _, address in targets)
             )
@@ -381,9 +408,11 @@ class Daemon:
             done += 1
             if done % YIELD_EVERY == 0:
                 await asyncio.sleep(0)  # a poll's burst of samples must not hold traps and timers up
+            labels = sample.labels
+            if self._retired and labels.get("device") in self._retired:
+                continue  # polled before its device left the inventory
             self.metrics.rule_evaluations.inc()
             self._export(sample)
-            labels = sample.labels
             on_circuit = "interface" in labels and self.inventory.carries_circuit(
                 labels.get("device"), labels["interface"]
             )
@@ -424,30 +453,49 @@ class Daemon:
             await traps.stop()
 
     def _start_intake(
-        self, tg: asyncio.TaskGroup, intake_stop: asyncio.Event, sources: list[KafkaSource]
+        self, tg: asyncio.TaskGroup, intake_stop: asyncio.Event
     ) -> tuple[list[asyncio.Task[None]], list[asyncio.Task[None]]]:
         """Start what brings data in: pollers, dial tests, consumed topics, trap forwarding."""
-        intake = [tg.create_task(p.run(self.samples.put, intake_stop)) for p in self.pollers.values()]
-        intake.append(tg.create_task(self._dial_tests(intake_stop)))
-        intake.append(tg.create_task(self._tick(intake_stop)))
-        intake.extend(tg.create_task(source.run(intake_stop)) for source in sources)
-        side = [tg.create_task(self._consume_events())]
+        self._group = tg
+        self.fleet.start(tg, self.samples.put)
+        intake = [tg.create_task(self._dial_tests(intake_stop)), tg.create_task(self._tick(intake_stop))]
+        self._run_sources(self._sources())
+        side = self._side = [tg.create_task(self._consume_events())]
         if self.traps is not None:
             side.append(tg.create_task(self._forward_traps(self.traps)))
         return intake, side
 
-    def reload(self) -> bool:
-        """Build the new config, rules, profiles and routing first; swap them in only if all are valid.
+    def _run_sources(self, sources: list[KafkaSource]) -> None:
+        """Start consuming the topics, each with its own stop (a reload may replace them)."""
+        if self._group is None:
+            return
+        for source in sources:
+            stop = asyncio.Event()
+            self._source_runs.append((source, stop, self._group.create_task(source.run(stop))))
 
-        Rules, routing, inhibition, inventory (customers, circuits) and clocks apply at once, with
-        the state of kept rules carried over; devices, listeners, Kafka and credentials need a
-        restart, and the log names which of them changed.
+    async def _stop_sources(self, runs: list[tuple[KafkaSource, asyncio.Event, asyncio.Task[None]]]) -> None:
+        for _, stop, _ in runs:
+            stop.set()
+        await asyncio.gather(*(task for _, _, task in runs))
+        for source, _, _ in runs:
+            await source.close()
+
+    def reload(self) -> bool:
+        """Build the new config, rules, profiles and routing first; apply them only if all are valid.
+
+        Everything applies without a restart except ``state_dir``, ``queue_size`` and ``api``
+        (:mod:`alarmd.inventory.reconcile` says what changed): rules keep their state, unchanged
+        devices keep their pollers, changed ones get new pollers, removed devices and circuits
+        have their open faults cleared as ``decommissioned``, and the trap listener, the Kafka
+        clients and the HTTP listener take their new settings in the background.
         """
+        started = time.perf_counter()
         systemd.notify("RELOADING=1")
         try:
             loaded = load(self.loaded.path)
             rules = load_rules(loaded)
-            load_profiles_for(loaded)
+            profiles = load_profiles_for(loaded)
+            definitions = _trap_definitions(loaded) if loaded.config.traps.enabled else None
         except ConfigError as exc:
             self.metrics.reload_ok.set(0)
             log.error(  # noqa: TRY400 - the reason is the message; a traceback would only hide it
@@ -455,9 +503,16 @@ class Daemon:
             )
             systemd.notify("READY=1", "STATUS=reload failed; running on the previous configuration")
             return False
+        old, new = self.config, loaded.config
+        old_profiles: dict[str, Profile] = self.profiles
+        diff = diff_configs(
+            old,
+            new,
+            old_profile=old_profiles.get,
+            new_profile=profiles.get,
+        )
         engine = RuleEngine(rules)
         carried = engine.adopt(self.engine)
-        old, new = self.config, loaded.config
         self.engine = engine
         self.router = Router(new.routing)
         self.inventory = Inventory(new)
@@ -466,28 +521,105 @@ class Daemon:
         self.book.correlator = Correlator(self.inventory, new.routing)
         self.announcer.router = self.router
         self.announcer.clocks = ClockPolicy(new.clocks)
-        restart = [
-            key
-            for key in (
-                "devices",
-                "credentials",
-                "polling",
-                "traps",
-                "http",
-                "kafka",
-                "upstream",
-                "ticketing",
-                "state_dir",
-                "profile_files",
+        self.config, self.loaded, self.profiles = new, loaded, profiles
+        self._retired = (self._retired | set(diff.devices.removed)) - {d.name for d in new.devices}
+        retiring = self.fleet.apply(
+            new.devices, added=diff.devices.added, changed=diff.devices.changed, removed=diff.devices.removed
+        )
+        cleared = self._decommission(diff.devices.removed, diff.circuits.removed)
+        if retiring and diff.devices.removed:
+            self._in_background(self._forget_series(retiring, diff.devices.removed))
+        if diff.traps_rebind:
+            self._in_background(self._rebind_traps(loaded, definitions))
+        elif diff.traps_accept and self.traps is not None and definitions is not None:
+            self.traps.update(
+                new.traps,
+                {name: new.credentials[name] for name in new.traps.credentials},
+                definitions,
+                v3_only=new.security.v3_only,
             )
-            if getattr(old, key) != getattr(new, key)
-        ]
-        self.config, self.loaded = new, loaded
+        if diff.kafka:
+            self._in_background(self._reconnect_kafka())
+        if diff.http:
+            self._in_background(self.http.rebind(new.http.host, new.http.port))
         self.metrics.reload_ok.set(1)
         self.metrics.reload_time.set(self.clock.now())
-        log.info("config_reloaded", rules=len(rules), state_carried=carried, restart_required=restart)
-        systemd.notify("READY=1", f"STATUS=reloaded: {len(rules)} rules")
+        log.info(
+            "config_reloaded",
+            rules=len(rules),
+            state_carried=carried,
+            decommissioned=cleared,
+            seconds=round(time.perf_counter() - started, 3),
+            **diff.summary(),
+        )
+        systemd.notify("READY=1", f"STATUS=reloaded: {len(rules)} rules, {len(self.fleet)} devices")
         return True
+
+    def _decommission(self, devices: Collection[str], circuits: Collection[str]) -> int:
+        """Clear the open faults of devices and circuits that left the inventory, and drop their series."""
+        if not devices and not circuits:
+            return 0
+        gone_devices, gone_circuits = set(devices), set(circuits)
+
+        def gone(alarm: Alarm) -> bool:
+            return alarm.labels.get("device") in gone_devices or alarm.circuit in gone_circuits
+
+        changes = self.book.decommission(gone, self.clock.now())
+        cleared = {(c.alarm.rule, c.alarm.fingerprint) for c in changes if c.kind == "cleared"}
+        self.engine.forget(
+            lambda rule, fp, labels: labels.get("device") in gone_devices or (rule, fp) in cleared
+        )
+        for change in changes:
+            self._tell(change)
+        self.metrics.forget(gone_devices, gone_circuits)
+        for alarm in (c.alarm for c in changes if c.kind == "cleared"):
+            log.info("alarm_decommissioned", alarm_id=alarm.alarm_id, circuit=alarm.circuit)
+        return len(cleared)
+
+    async def _forget_series(self, retiring: list[asyncio.Task[None]], devices: Collection[str]) -> None:
+        """Once the retired pollers' last polls have ended, drop the series those polls set again."""
+        await asyncio.gather(*retiring, return_exceptions=True)
+        self.metrics.forget(devices)
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a reload's slow part (binding, reconnecting) without holding the reload up."""
+        task = self._group.create_task(work) if self._group is not None else asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _rebind_traps(self, loaded: Loaded, definitions: TrapDefinitions | None) -> None:
+        """Bind the trap listener anew; the old one's queued traps go on to the rule stage."""
+        old = self.traps
+        new = None
+        if loaded.config.traps.enabled and definitions is not None:
+            new = self._trap_receiver(loaded, definitions, old.queue if old is not None else None)
+            same_address = old is not None and old.listens_like(new)
+            if same_address and old is not None:
+                await old.stop()  # the same port: the old socket must go first
+            try:
+                await new.start()
+            except OSError as exc:
+                log.error(  # noqa: TRY400 - the reason is the message
+                    "trap_listener_rebind_failed", listen=loaded.config.traps.listen, error=str(exc)
+                )
+                if not same_address:
+                    return  # the old listener stays
+                new = None
+        self.traps = new
+        if old is not None:
+            await old.stop()
+        if new is not None and (old is None or new.queue is not old.queue) and self._group is not None:
+            self._side.append(self._group.create_task(self._forward_traps(new)))
+
+    async def _reconnect_kafka(self) -> None:
+        """Send and consume with the new Kafka settings; the outbox (and what it holds) stays."""
+        old_sink = self.dispatcher.replace_sink(KafkaSink(self.config.kafka))
+        runs, self._source_runs = self._source_runs, []
+        await self._stop_sources(runs)
+        self._run_sources(self._sources())
+        with contextlib.suppress(Exception):
+            await old_sink.stop()
+        log.info("kafka_reconnected", bootstrap_servers=self.config.kafka.bootstrap_servers)
 
     def _sources(self) -> list[KafkaSource]:
         sources = []
@@ -508,12 +640,11 @@ class Daemon:
             )
         await self.http.start()
         intake_stop, dispatch_stop = asyncio.Event(), asyncio.Event()
-        sources = self._sources()
         if self.traps is not None:
             await self.traps.start()
         try:
             async with asyncio.TaskGroup() as tg:
-                intake, side = self._start_intake(tg, intake_stop, sources)
+                intake, side = self._start_intake(tg, intake_stop)
                 stages = (tg.create_task(self._evaluate()), tg.create_task(self._announce()))
                 send_task = tg.create_task(self.dispatcher.run(dispatch_stop))
                 frozen = heap.settle() if self._settle_heap else 0
@@ -548,7 +679,7 @@ class Daemon:
                 await self.sink.stop()
             self.snmp.close()
             self.prober.close()
-            for source in sources:
+            for source, _, _ in self._source_runs:
                 await source.close()
             await self._stop_traps()
             self.outbox.close()
@@ -568,8 +699,12 @@ class Daemon:
         systemd.notify("STOPPING=1", "STATUS=stopping: draining and flushing the outbox")
         log.info("shutdown_started")
         intake_stop.set()
+        for task in list(self._background):
+            task.cancel()
         await self._stop_traps()
-        await asyncio.gather(*intake)
+        await asyncio.gather(*intake, self.fleet.stop())
+        runs, self._source_runs = self._source_runs, []
+        await self._stop_sources(runs)
         for task in side:
             task.cancel()
         await self.samples.put(None)
