@@ -20,11 +20,13 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaConsumer
+from bench.sender import encode_traps
 
 import snmpd
 
@@ -34,6 +36,7 @@ REPO = Path(__file__).resolve().parents[2]
 ALARMD = Path(sys.executable).parent / "alarmd"
 SENDER_ENGINE = "8000000001020305"
 LINK_DOWN = ["1.3.6.1.6.3.1.1.5.3", "1.3.6.1.2.1.2.2.1.1.2", "i", "2"]
+BURST = 300
 HEADER = "circuit,customer,customer_name,tier,device,kind,address,port,credentials,interface"
 
 CONFIG = """\
@@ -47,7 +50,7 @@ traps:
   listen: 127.0.0.1:{trap_port}
   credentials: [trap-v2, trap-v3]
   definitions: ["{repo}/config/traps/*.yml"]
-kafka: {{topics: {{work_orders: {topic}, notices: {topic}.notices}}}}
+kafka: {{bootstrap_servers: "{bootstrap}", topics: {{work_orders: {topic}, notices: {topic}.notices}}}}
 http: {{listen: "127.0.0.1:{http_port}"}}
 """
 RULES = """\
@@ -129,7 +132,9 @@ async def test_inventory_edits_apply_to_the_running_daemon(
         v3.name, v3.auth_protocol, "not-the-auth-key", v3.priv_protocol, "not-the-priv-key"
     )
     (tmp_path / "alarmd.yml").write_text(
-        CONFIG.format(repo=REPO, trap_port=trap_port, http_port=http_port, topic=topic)
+        CONFIG.format(
+            repo=REPO, trap_port=trap_port, http_port=http_port, topic=topic, bootstrap=kafka_bootstrap
+        )
     )
     (tmp_path / "rules.yml").write_text(RULES)
     inventory = tmp_path / "inventory"
@@ -148,7 +153,7 @@ async def test_inventory_edits_apply_to_the_running_daemon(
     sim_network.set_rates({"cpe-router-01/2/in": 1_125_000.0})  # the demo's WAN port at 90%
 
     log = tmp_path / "alarmd.log"
-    env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap}
+    env = {k: v for k, v in os.environ.items() if k != "KAFKA_BOOTSTRAP_SERVERS"}  # alarmd.yml says
     with log.open("wb") as out:
         daemon = subprocess.Popen(
             [str(ALARMD), "run", "-c", str(tmp_path), "--log-format", "json"],
@@ -292,6 +297,45 @@ async def test_inventory_edits_apply_to_the_running_daemon(
         assert (
             metric(http_port, "alarmd_collection_periods_total", device="cpe-router-01") or 0
         ) >= periods + 2
+
+        export.write_text("\n".join(rows) + "\n")
+
+        # 5. the trap listener moves while a burst is queued: every trap received reaches the rules
+        new_trap_port = free_port(socket.SOCK_DGRAM)
+        config = tmp_path / "alarmd.yml"
+        config.write_text(config.read_text().replace(f"127.0.0.1:{trap_port}", f"127.0.0.1:{new_trap_port}"))
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+            for datagram in encode_traps(b"trap-new", BURST, first_id=1000):
+                sender.sendto(datagram, ("127.0.0.1", trap_port))
+        reload_and_wait()
+        await until(lambda: received() == 2 + BURST, 10, "the whole burst, though the old socket closed")
+        trap_port = new_trap_port
+        trap("-v2c", "-c", "trap-new")
+        trap_events = partial(metric, http_port, "alarmd_events_total", source="trap")
+        await until(lambda: trap_events() == received(), 20, "every received trap handed on")
+        assert received() == 3 + BURST, "the trap to the new port arrived"
+        assert metric(http_port, "alarmd_traps_dropped_total") == 0
+
+        # 6. Kafka settings change (a broker nobody runs, then the real one): the outbox is kept
+        dead = f"127.0.0.1:{free_port(socket.SOCK_STREAM)}"
+        config.write_text(config.read_text().replace(kafka_bootstrap, dead))
+        reload_and_wait()
+        rows.append(f",,,,ghost-02,cpe_router,127.0.0.1,{sim},ghost-creds,")
+        export.write_text("\n".join(rows) + "\n")
+        reload_and_wait()
+        await until(
+            lambda: (metric(http_port, "alarmd_dispatch_outbox_depth") or 0) >= 1,
+            15,
+            "the ghost-02 order waiting in the outbox",
+        )
+        config.write_text(config.read_text().replace(dead, kafka_bootstrap))
+        reload_and_wait()
+        await order(
+            lambda o: o["device"] == "ghost-02" and o["type"] == "work_order",
+            30,
+            "the order kept in the outbox, sent once Kafka is back",
+        )
+        assert len(log_events("kafka_reconnected")) == 2
 
         assert daemon.poll() is None and daemon.pid == pid, "the same process throughout"
         daemon.send_signal(signal.SIGTERM)

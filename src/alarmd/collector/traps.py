@@ -241,6 +241,7 @@ class TrapReceiver:
         self._levels: dict[tuple[bytes, bytes], int] = {}
         self._v3: _V3Context | None = None
         self._unknown_pdus = 0
+        self._sock: socket.socket | None = None
 
     def _take(self, config: TrapsConfig, credentials: Mapping[str, SnmpV1 | SnmpV2c | SnmpV3]) -> None:
         communities: dict[bytes, set[int]] = {}
@@ -333,6 +334,7 @@ class TrapReceiver:
             self._close_engine()
             raise
         self.port = sock.getsockname()[1]
+        self._sock = sock
         inode, ipv6 = os.fstat(sock.fileno()).st_ino, sock.family == socket.AF_INET6
         self._metrics.traps_socket_drops.set_function(lambda: socket_drops(inode, ipv6))
         log.info(
@@ -348,13 +350,28 @@ class TrapReceiver:
         )
 
     async def stop(self) -> None:
-        """Close the socket; events already queued stay in ``queue``."""
+        """Close the socket; datagrams it still holds are handled first, events queued stay in ``queue``."""
+        drained = self._drain()
         self._close_engine()
         await asyncio.sleep(0)  # let the transport's close and pysnmp's timer cancellation run
         for key, count in self._throttle.pending().items():
             event, _, reason = key.partition(":")
             log.warning(event, reason=reason or None, count=count, final=True)
-        log.info("trap_receiver_stopped", queued=self.queue.qsize())
+        log.info("trap_receiver_stopped", queued=self.queue.qsize(), drained=drained)
+
+    def _drain(self) -> int:
+        """Handle what the kernel holds for the socket still unread: a re-bind must not lose it."""
+        sock, drained = self._sock, 0
+        if sock is None or self._engine is None:
+            return 0
+        while drained < self._config.queue_size:
+            try:
+                data, address = sock.recvfrom(65535)
+            except OSError:  # BlockingIOError: nothing left
+                break
+            self._on_datagram(data, address)
+            drained += 1
+        return drained
 
     def _close_engine(self) -> None:
         if self._engine is None:
@@ -366,6 +383,7 @@ class TrapReceiver:
         elif self._transport is not None and self._transport.transport is not None:
             self._transport.transport.close()
         self._engine = None
+        self._sock = None
 
     def _open_socket(self) -> tuple[socket.socket, int, bool]:
         host, port = self._config.host, self._config.port
