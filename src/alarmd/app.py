@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Collection, Coroutine
@@ -38,7 +39,8 @@ from alarmd.dispatch.outbox import Dispatcher, Outbox, WorkOrderSink
 from alarmd.dispatch.routing import Router
 from alarmd.http import HttpServer
 from alarmd.inventory import Inventory
-from alarmd.inventory.reconcile import diff_configs
+from alarmd.inventory.reconcile import diff_snapshots, snapshot
+from alarmd.inventory.running import Running, write_running
 from alarmd.metrics import Metrics
 from alarmd.model import Alarm, AlarmClass, AlarmTransition, Event, Preprocessing, ProbeOutcome, Sample
 from alarmd.rules.compile import Rule, compile_docs
@@ -72,6 +74,12 @@ def load_profiles_for(loaded: Loaded) -> dict[str, Profile]:
 
 def _trap_definitions(loaded: Loaded) -> TrapDefinitions:
     return TrapDefinitions.load_globs(loaded.config.traps.definitions, loaded.path.parent)
+
+
+def profile_text(profiles: dict[str, Profile]) -> Callable[[str], str]:
+    """A device profile's content by name, as the inventory snapshot compares it."""
+    texts = {name: profile.spec.model_dump_json() for name, profile in profiles.items()}
+    return lambda name: texts.get(name, "")
 
 
 def load_rules(loaded: Loaded) -> list[Rule]:
@@ -138,6 +146,9 @@ class Daemon:
         self.events: asyncio.Queue[Event] = asyncio.Queue(self.config.queue_size)
         self.changes: asyncio.Queue[Change | None] = asyncio.Queue()
         self.fleet = PollerFleet(self._poller, self.config.devices)
+        #: Digests of the inventory applied, which the next reload compares against (salted: on disk too).
+        self._salt = os.urandom(16)
+        self._snapshot = snapshot(self.config, profile_text(self.profiles), self._salt)
         #: Devices that left the inventory: samples still queued from their last poll are dropped.
         self._retired: set[str] = set()
         self._group: asyncio.TaskGroup | None = None
@@ -503,14 +514,9 @@ class Daemon:
             )
             systemd.notify("READY=1", "STATUS=reload failed; running on the previous configuration")
             return False
-        old, new = self.config, loaded.config
-        old_profiles: dict[str, Profile] = self.profiles
-        diff = diff_configs(
-            old,
-            new,
-            old_profile=old_profiles.get,
-            new_profile=profiles.get,
-        )
+        new = loaded.config
+        inventory = snapshot(new, profile_text(profiles), self._salt)
+        diff = diff_snapshots(self._snapshot, inventory)
         engine = RuleEngine(rules)
         carried = engine.adopt(self.engine)
         self.engine = engine
@@ -521,7 +527,8 @@ class Daemon:
         self.book.correlator = Correlator(self.inventory, new.routing)
         self.announcer.router = self.router
         self.announcer.clocks = ClockPolicy(new.clocks)
-        self.config, self.loaded, self.profiles = new, loaded, profiles
+        self.config, self.loaded, self.profiles, self._snapshot = new, loaded, profiles, inventory
+        self._write_running()
         self._retired = (self._retired | set(diff.devices.removed)) - {d.name for d in new.devices}
         retiring = self.fleet.apply(
             new.devices, added=diff.devices.added, changed=diff.devices.changed, removed=diff.devices.removed
@@ -554,6 +561,16 @@ class Daemon:
         )
         systemd.notify("READY=1", f"STATUS=reloaded: {len(rules)} rules, {len(self.fleet)} devices")
         return True
+
+    def _write_running(self) -> None:
+        """Leave the applied inventory's digests in state_dir for ``check-config --diff``."""
+        running = Running(os.getpid(), self.clock.now(), str(self.loaded.path), self._salt, self._snapshot)
+        try:
+            write_running(self.loaded.state_dir, running)
+        except OSError as exc:
+            log.warning(
+                "running_inventory_not_written", error=str(exc), detail="check-config --diff cannot compare"
+            )
 
     def _decommission(self, devices: Collection[str], circuits: Collection[str]) -> int:
         """Clear the open faults of devices and circuits that left the inventory, and drop their series."""
@@ -634,6 +651,7 @@ class Daemon:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then stop intake, drain, flush the outbox within the deadline."""
         restored = self._restore()
+        self._write_running()
         if restored:
             log.info(
                 "alarms_restored", count=restored, timers_due=len(self.store.due_timers(self.clock.now()))

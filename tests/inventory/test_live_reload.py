@@ -237,6 +237,16 @@ async def test_inventory_edits_apply_to_the_running_daemon(
         # 1. a device added to the export is polled and alarmed on
         rows.append(f"CIR-1,CUST-1,,,cpe-router-01,cpe_router,127.0.0.1,{sim},sim-cpe,GigabitEthernet0/0/1")
         export.write_text("\n".join(rows) + "\n")
+        preview = subprocess.run(
+            [str(ALARMD), "check-config", "--diff", "-c", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=env,
+            timeout=30,
+        ).stdout.splitlines()
+        assert f"against alarmd PID {pid} (running)" in preview[1]
+        assert preview[2:] == ["+ device cpe-router-01", "+ circuit CIR-1"], preview
         reload_and_wait()
         busy = await order(
             lambda o: o["device"] == "cpe-router-01" and o["alert"] == "Busy",

@@ -7,9 +7,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Mapping
+import hashlib
+import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
+
+from pydantic import BaseModel, SecretStr
 
 from alarmd.config import Config, DeviceConfig, SnmpV1, SnmpV2c, SnmpV3
 
@@ -112,54 +117,14 @@ class ConfigDiff:
         return out
 
 
-#: Device fields whose change re-creates its poller: everything except where it sits on circuits.
-def _poll_settings(
-    config: Config, device: DeviceConfig, credentials: Credentials, profile: Hashable
-) -> tuple[object, ...]:
-    polling = config.polling
-    return (
-        device,
-        credentials,
-        profile,
-        device.interval or polling.interval,
-        device.timeout or polling.timeout,
-        device.retries if device.retries is not None else polling.retries,
-        polling.max_repetitions,
-    )
+Snapshot = dict[str, dict[str, str]]
+"""Section → name → digest: what :func:`diff_snapshots` compares (no secret in it, only digests)."""
 
-
-def _credentials_of(config: Config, device: DeviceConfig) -> Credentials:
-    return device.snmp if device.snmp is not None else config.credentials[device.credentials or ""]
-
-
-def diff_configs(
-    old: Config,
-    new: Config,
-    *,
-    old_profile: Callable[[str], Hashable],
-    new_profile: Callable[[str], Hashable],
-) -> ConfigDiff:
-    """What changes from ``old`` to ``new``; ``*_profile(name)`` gives a device profile's content."""
-
-    def polled(config: Config, profile: Callable[[str], Hashable]) -> dict[str, tuple[object, ...]]:
-        return {
-            d.name: _poll_settings(config, d, _credentials_of(config, d), profile(d.profile or d.kind.value))
-            for d in config.devices
-        }
-
-    trap_keys = ("listen", "receive_buffer", "queue_size", "engine_id", "enabled")
-    traps_rebind = any(getattr(old.traps, k) != getattr(new.traps, k) for k in trap_keys)
-    accepted_old = {n: old.credentials.get(n) for n in old.traps.credentials}
-    accepted_new = {n: new.credentials.get(n) for n in new.traps.credentials}
-    traps_accept = (
-        accepted_old != accepted_new
-        or old.traps.allowed_sources != new.traps.allowed_sources
-        or old.traps.definitions != new.traps.definitions
-        or old.security.v3_only != new.security.v3_only
-    )
-    kafka = any(getattr(old, k) != getattr(new, k) for k in ("kafka", "upstream", "ticketing"))
-    http = old.http != new.http
-    handled = {
+#: Trap settings that need a new socket; the rest are taken on the socket already bound.
+TRAP_BIND_KEYS = ("enabled", "listen", "receive_buffer", "queue_size", "engine_id")
+#: Config sections a reload applies with its own means (pollers, listeners, clients), not as "other".
+_HANDLED = frozenset(
+    {
         "customers",
         "devices",
         "circuits",
@@ -175,20 +140,107 @@ def diff_configs(
         "http",
         *RESTART_ONLY,
     }
-    other = tuple(
-        name
-        for name in type(new).model_fields
-        if name not in handled and getattr(old, name) != getattr(new, name)
-    )
+)
+
+
+def _plain(value: object) -> object:
+    """JSON for what ``json`` does not know: secrets by value (only digests leave), models, enums."""
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    if isinstance(value, Enum):
+        return value.value
+    return str(value)
+
+
+def _digest(salt: bytes, value: object) -> str:
+    text = json.dumps(value, sort_keys=True, default=_plain)
+    return hashlib.sha256(salt + text.encode()).hexdigest()[:32]
+
+
+def _credentials_of(config: Config, device: DeviceConfig) -> Credentials:
+    return device.snmp if device.snmp is not None else config.credentials[device.credentials or ""]
+
+
+def snapshot(config: Config, profile: Callable[[str], str], salt: bytes = b"") -> Snapshot:
+    """Digests of everything a reload compares; ``profile(name)`` is a device profile's content as text.
+
+    A device's digest covers all that its poller is built from (its fields, its credentials,
+    its profile and the polling defaults it takes), so a device whose digest is unchanged keeps
+    its poller.  ``salt`` makes a snapshot written to disk useless for guessing a community.
+    """
+    polling = config.polling
+    devices = {
+        d.name: _digest(
+            salt,
+            [
+                d,
+                _credentials_of(config, d),
+                profile(d.profile or d.kind.value),
+                d.interval or polling.interval,
+                d.timeout or polling.timeout,
+                d.retries if d.retries is not None else polling.retries,
+                polling.max_repetitions,
+            ],
+        )
+        for d in config.devices
+    }
+    traps = config.traps
+    sections = {
+        "traps_bind": _digest(salt, [getattr(traps, k) for k in TRAP_BIND_KEYS]),
+        "traps_enabled": str(traps.enabled),
+        "traps_accept": _digest(
+            salt,
+            [
+                {n: config.credentials.get(n) for n in traps.credentials},
+                traps.allowed_sources,
+                traps.definitions,
+                config.security.v3_only,
+            ],
+        ),
+        "kafka": _digest(salt, [config.kafka, config.upstream, config.ticketing]),
+        "http": _digest(salt, config.http),
+    }
+    for name in type(config).model_fields:
+        if name not in _HANDLED or name in RESTART_ONLY:
+            sections[name] = _digest(salt, getattr(config, name))
+    return {
+        "devices": devices,
+        "circuits": {c.id: _digest(salt, c) for c in config.circuits},
+        "customers": {c.id: _digest(salt, c) for c in config.customers},
+        "credentials": {n: _digest(salt, c) for n, c in config.credentials.items()},
+        "sections": sections,
+    }
+
+
+def diff_snapshots(old: Snapshot, new: Snapshot) -> ConfigDiff:
+    """What changes from the ``old`` snapshot to the ``new`` one (taken with the same salt)."""
+    was, now = old["sections"], new["sections"]
+
+    def changed(name: str) -> bool:
+        return was.get(name) != now.get(name)
+
+    both_enabled = was.get("traps_enabled") == now.get("traps_enabled") == "True"
     return ConfigDiff(
-        devices=Changes.between(polled(old, old_profile), polled(new, new_profile)),
-        circuits=Changes.between({c.id: c for c in old.circuits}, {c.id: c for c in new.circuits}),
-        customers=Changes.between({c.id: c for c in old.customers}, {c.id: c for c in new.customers}),
-        credentials=Changes.between(dict(old.credentials), dict(new.credentials)),
-        traps_rebind=traps_rebind,
-        traps_accept=traps_accept and old.traps.enabled and new.traps.enabled,
-        kafka=kafka,
-        http=http,
-        other=other,
-        restart_required=tuple(k for k in RESTART_ONLY if getattr(old, k) != getattr(new, k)),
+        devices=Changes.between(old["devices"], new["devices"]),
+        circuits=Changes.between(old["circuits"], new["circuits"]),
+        customers=Changes.between(old["customers"], new["customers"]),
+        credentials=Changes.between(old["credentials"], new["credentials"]),
+        traps_rebind=changed("traps_bind"),
+        traps_accept=changed("traps_accept") and both_enabled,
+        kafka=changed("kafka"),
+        http=changed("http"),
+        other=tuple(n for n in now if n not in _HANDLED and n not in _DERIVED and changed(n)),
+        restart_required=tuple(n for n in RESTART_ONLY if changed(n)),
     )
+
+
+_DERIVED = frozenset({"traps_bind", "traps_enabled", "traps_accept"})
+
+
+def diff_configs(
+    old: Config, new: Config, *, old_profile: Callable[[str], str], new_profile: Callable[[str], str]
+) -> ConfigDiff:
+    """What changes from ``old`` to ``new``; ``*_profile(name)`` gives a device profile's content."""
+    return diff_snapshots(snapshot(old, old_profile), snapshot(new, new_profile))
