@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
+import os
+import time
 from collections import Counter
-from collections.abc import Callable, Sequence
-from typing import Literal
+from collections.abc import Callable, Collection, Coroutine, Sequence
+from typing import Any, Literal
 
 import structlog
 
@@ -30,6 +32,7 @@ from alarmd.cluster.dedup import SeenIds
 from alarmd.cluster.membership import DeviceShare
 from alarmd.cluster.spool import Message, Spool
 from alarmd.collector.fastsnmp import FastSnmpClient
+from alarmd.collector.fleet import PollerFleet
 from alarmd.collector.poller import DevicePoller
 from alarmd.collector.probe import IcmpProber
 from alarmd.collector.profile import Profile, load_profiles
@@ -37,12 +40,14 @@ from alarmd.collector.snmp import PysnmpClient, SnmpClient
 from alarmd.collector.trapdefs import TrapDefinitions
 from alarmd.collector.traps import TrapReceiver
 from alarmd.collector.upstream import UpstreamError, parse_upstream
-from alarmd.config import ConfigError, ConsumedTopic, Loaded, load, read_yaml
+from alarmd.config import Config, ConfigError, ConsumedTopic, DeviceConfig, Loaded, load, read_yaml
 from alarmd.dispatch.kafka import KafkaMembership, KafkaSink, KafkaSource, KafkaStartError, ensure_topics
 from alarmd.dispatch.outbox import Dispatcher, Outbox, WorkOrderSink
 from alarmd.dispatch.routing import Router
 from alarmd.http import HttpServer
 from alarmd.inventory import Inventory
+from alarmd.inventory.reconcile import diff_snapshots, snapshot
+from alarmd.inventory.running import Running, write_running
 from alarmd.metrics import Metrics
 from alarmd.model import Alarm, AlarmClass, AlarmTransition, Event, Preprocessing, ProbeOutcome, Sample
 from alarmd.rules.compile import Rule, compile_docs
@@ -75,6 +80,16 @@ def load_profiles_for(loaded: Loaded) -> dict[str, Profile]:
                 f"(known: {', '.join(sorted(profiles)) or 'none'})"
             )
     return profiles
+
+
+def _trap_definitions(loaded: Loaded) -> TrapDefinitions:
+    return TrapDefinitions.load_globs(loaded.config.traps.definitions, loaded.path.parent)
+
+
+def profile_text(profiles: dict[str, Profile]) -> Callable[[str], str]:
+    """A device profile's content by name, as the inventory snapshot compares it."""
+    texts = {name: profile.spec.model_dump_json() for name, profile in profiles.items()}
+    return lambda name: texts.get(name, "")
 
 
 def load_rules(loaded: Loaded) -> list[Rule]:
@@ -152,33 +167,22 @@ class Daemon:
         self.samples: asyncio.Queue[Sample | None] = asyncio.Queue(self.config.queue_size)
         self.events: asyncio.Queue[Event] = asyncio.Queue(self.config.queue_size)
         self.changes: asyncio.Queue[Change | None] = asyncio.Queue()
-        self.pollers = {
-            d.name: DevicePoller(
-                d,
-                credentials=loaded.device_credentials(d),
-                profile=self.profiles[d.profile or d.kind.value],
-                polling=self.config.polling,
-                client=self.snmp,
-                clock=self.clock,
-                metrics=self.metrics,
-                extensions=[p for p in self.profiles.values() if p.spec.sys_object_ids],
-            )
-            for d in self.config.devices
-            if role == "all" or (role == "collector" and d.location == self.config.cluster.location)
-        }
+        self.fleet = PollerFleet(
+            self._poller,
+            self._own_devices(self.config),
+            owns=(lambda name: name in self.share.owned) if role == "collector" else None,
+        )
+        #: Digests of the inventory applied, which the next reload compares against (salted: on disk too).
+        self._salt = os.urandom(16)
+        self._snapshot = snapshot(self.config, profile_text(self.profiles), self._salt)
+        #: Devices that left the inventory: samples still queued from their last poll are dropped.
+        self._retired: set[str] = set()
+        self._group: asyncio.TaskGroup | None = None
+        self._background: set[asyncio.Task[None]] = set()
+        self._source_runs: list[tuple[KafkaSource, asyncio.Event, asyncio.Task[None]]] = []
         self.traps: TrapReceiver | None = None
         if self.config.traps.enabled and role != "correlator":
-            credentials = {name: self.config.credentials[name] for name in self.config.traps.credentials}
-            definitions = TrapDefinitions.load_globs(self.config.traps.definitions, loaded.path.parent)
-            self.traps = TrapReceiver(
-                self.config.traps,
-                credentials,
-                definitions,
-                self.metrics,
-                self.clock,
-                engine_id=self.config.traps.engine_id,
-                v3_only=self.config.security.v3_only,
-            )
+            self.traps = self._trap_receiver(loaded, _trap_definitions(loaded))
         self.prober = IcmpProber(metrics=self.metrics)
         self.ready = False
         self._cluster_roles()
@@ -201,6 +205,46 @@ class Daemon:
             guarded=self.api.guard(self.reload) if self.api.tokens else None,
             pages={"/board": ("text/html; charset=utf-8", BOARD_HTML)},
             problem=self.problem,
+        )
+
+    @property
+    def pollers(self) -> dict[str, DevicePoller]:
+        """The poller of every device, by name."""
+        return self.fleet.pollers
+
+    def _poller(self, device: DeviceConfig) -> DevicePoller:
+        return DevicePoller(
+            device,
+            credentials=self.loaded.device_credentials(device),
+            profile=self.profiles[device.profile or device.kind.value],
+            polling=self.config.polling,
+            client=self.snmp,
+            clock=self.clock,
+            metrics=self.metrics,
+            extensions=[p for p in self.profiles.values() if p.spec.sys_object_ids],
+        )
+
+    def _own_devices(self, config: Config) -> list[DeviceConfig]:
+        """The devices this instance may poll: all in one process, a collector its location's."""
+        if self.role == "all":
+            return list(config.devices)
+        if self.role == "collector":
+            return [d for d in config.devices if d.location == config.cluster.location]
+        return []
+
+    def _trap_receiver(
+        self, loaded: Loaded, definitions: TrapDefinitions, queue: asyncio.Queue[Event] | None = None
+    ) -> TrapReceiver:
+        config = loaded.config
+        return TrapReceiver(
+            config.traps,
+            {name: config.credentials[name] for name in config.traps.credentials},
+            definitions,
+            self.metrics,
+            self.clock,
+            engine_id=config.traps.engine_id,
+            v3_only=config.security.v3_only,
+            queue=queue,
         )
 
     def _emit(self, sample: Sample) -> None:
@@ -406,13 +450,17 @@ class Daemon:
 
     async def _dial_tests(self, stop: asyncio.Event) -> None:
         """Test every circuit's dial targets on schedule; loss and RTT become samples for the rules."""
-        every = self.config.dial_test.every
-        targets = [
-            (c.id, name, address) for c in self.config.circuits for name, address in c.dial_targets.items()
-        ]
-        if every <= 0 or not targets:
-            return
         while not stop.is_set():
+            every = self.config.dial_test.every  # read again each round: a reload may change both
+            targets = [
+                (c.id, name, address)
+                for c in self.config.circuits
+                for name, address in c.dial_targets.items()
+            ]
+            if every <= 0 or not targets:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 60.0)
+                continue
             results = await asyncio.gather(
                 *(self.prober.run(address, self.config.dial_test) for _, _, address in targets)
             )
@@ -434,9 +482,11 @@ class Daemon:
             self._judge_sample(sample)
 
     def _judge_sample(self, sample: Sample) -> None:
+        labels = sample.labels
+        if self._retired and labels.get("device") in self._retired:
+            return  # polled before its device left the inventory
         self.metrics.rule_evaluations.inc()
         self._export(sample)
-        labels = sample.labels
         on_circuit = "interface" in labels and self.inventory.carries_circuit(
             labels.get("device"), labels["interface"]
         )
@@ -477,34 +527,58 @@ class Daemon:
             await traps.stop()
 
     def _start_intake(
-        self, tg: asyncio.TaskGroup, intake_stop: asyncio.Event, sources: list[KafkaSource]
+        self, tg: asyncio.TaskGroup, intake_stop: asyncio.Event
     ) -> tuple[list[asyncio.Task[None]], list[asyncio.Task[None]]]:
         """Start what brings data in: pollers, dial tests, consumed topics, trap forwarding."""
+        self._group = tg
         intake: list[asyncio.Task[None]] = []
         if self.role == "all":
-            intake.extend(tg.create_task(p.run(self.samples.put, intake_stop)) for p in self.pollers.values())
+            self.fleet.start(tg, self.samples.put)
             intake.append(tg.create_task(self._dial_tests(intake_stop)))
         else:
             intake.extend(self._start_cluster(tg, intake_stop))
         intake.append(tg.create_task(self._tick(intake_stop)))
-        intake.extend(tg.create_task(source.run(intake_stop)) for source in sources)
-        side = [tg.create_task(self._consume_events())]
+        self._run_sources(self._sources())
+        side = self._side = [tg.create_task(self._consume_events())]
         if self.traps is not None:
             side.append(tg.create_task(self._forward_traps(self.traps)))
         return intake, side
 
-    def reload(self) -> bool:
-        """Build the new config, rules, profiles and routing first; swap them in only if all are valid.
+    def _run_sources(self, sources: list[KafkaSource]) -> None:
+        """Start consuming the topics, each with its own stop (a reload may replace them)."""
+        if self._group is None:
+            return
+        for source in sources:
+            stop = asyncio.Event()
+            self._source_runs.append((source, stop, self._group.create_task(source.run(stop))))
 
-        Rules, routing, inhibition, inventory (customers, circuits) and clocks apply at once, with
-        the state of kept rules carried over; devices, listeners, Kafka and credentials need a
-        restart, and the log names which of them changed.
+    async def _stop_sources(self, runs: list[tuple[KafkaSource, asyncio.Event, asyncio.Task[None]]]) -> None:
+        for _, stop, _ in runs:
+            stop.set()
+        await asyncio.gather(*(task for _, _, task in runs))
+        for source, _, _ in runs:
+            await source.close()
+
+    def reload(self) -> bool:
+        """Build the new config, rules, profiles and routing first; apply them only if all are valid.
+
+        Everything applies without a restart except ``state_dir``, ``queue_size`` and ``api``
+        (:mod:`alarmd.inventory.reconcile` says what changed): rules keep their state, unchanged
+        devices keep their pollers, changed ones get new pollers, removed devices and circuits
+        have their open faults cleared as ``decommissioned``, and the trap listener, the Kafka
+        clients and the HTTP listener take their new settings in the background.
         """
+        started = time.perf_counter()
         systemd.notify("RELOADING=1")
         try:
             loaded = load(self.loaded.path)
             rules = load_rules(loaded)
-            load_profiles_for(loaded)
+            profiles = load_profiles_for(loaded)
+            definitions = (
+                _trap_definitions(loaded)
+                if loaded.config.traps.enabled and self.role != "correlator"
+                else None
+            )
             outages = load_outage_files(loaded)
             self.outages.check_files(outages)
         except ConfigError as exc:
@@ -514,9 +588,11 @@ class Daemon:
             )
             systemd.notify("READY=1", "STATUS=reload failed; running on the previous configuration")
             return False
+        new = loaded.config
+        inventory = snapshot(new, profile_text(profiles), self._salt)
+        diff = diff_snapshots(self._snapshot, inventory)
         engine = RuleEngine(rules)
         carried = engine.adopt(self.engine)
-        old, new = self.config, loaded.config
         self.engine = engine
         self.router = Router(new.routing)
         self.inventory = Inventory(new)
@@ -530,28 +606,51 @@ class Daemon:
         self.announcer.clocks = ClockPolicy(new.clocks)
         self.outages.configure(new.maintenance, new.clocks.utc_offset_hours)
         self._sync_outages(outages)
-        restart = [
-            key
-            for key in (
-                "devices",
-                "credentials",
-                "polling",
-                "traps",
-                "http",
-                "kafka",
-                "upstream",
-                "ticketing",
-                "state_dir",
-                "profile_files",
+        self.config, self.loaded, self.profiles, self._snapshot = new, loaded, profiles, inventory
+        self._write_running()
+        self._apply_devices(new, diff.devices.changed, diff.devices.removed)
+        cleared = self._decommission(diff.devices.removed, diff.circuits.removed)
+        if diff.traps_rebind:
+            self._in_background(self._rebind_traps(loaded, definitions))
+        elif diff.traps_accept and self.traps is not None and definitions is not None:
+            self.traps.update(
+                new.traps,
+                {name: new.credentials[name] for name in new.traps.credentials},
+                definitions,
+                v3_only=new.security.v3_only,
             )
-            if getattr(old, key) != getattr(new, key)
-        ]
-        self.config, self.loaded = new, loaded
+        if diff.kafka:
+            self._in_background(self._reconnect_kafka())
+        if diff.http:
+            self._in_background(self.http.rebind(new.http.host, new.http.port))
         self.metrics.reload_ok.set(1)
         self.metrics.reload_time.set(self.clock.now())
-        log.info("config_reloaded", rules=len(rules), state_carried=carried, restart_required=restart)
-        systemd.notify("READY=1", f"STATUS=reloaded: {len(rules)} rules")
+        log.info(
+            "config_reloaded",
+            rules=len(rules),
+            state_carried=carried,
+            decommissioned=cleared,
+            seconds=round(time.perf_counter() - started, 3),
+            **diff.summary(),
+        )
+        systemd.notify("READY=1", f"STATUS=reloaded: {len(rules)} rules, {len(self.fleet)} devices")
         return True
+
+    def _apply_devices(self, config: Config, changed: Collection[str], removed: Collection[str]) -> None:
+        """Start, re-create and retire the pollers of the devices this instance polls, as ``config`` says."""
+        self._retired = (self._retired | set(removed)) - {d.name for d in config.devices}
+        own = self._own_devices(config)
+        if self.role == "collector":
+            self.share.reindex(d.name for d in own)
+        names = {d.name for d in own}
+        retiring = self.fleet.apply(
+            own,
+            added=[n for n in names if n not in self.fleet.pollers],
+            changed=[n for n in changed if n in names and n in self.fleet.pollers],
+            removed=[n for n in self.fleet.pollers if n not in names],
+        )
+        if retiring and removed:
+            self._in_background(self._forget_series(retiring, removed))
 
     def _sync_outages(self, found: list[FileOutage]) -> None:
         """Make the file outages those of the files now, audited; if that fails, the log says why."""
@@ -569,6 +668,82 @@ class Daemon:
             changed=len(sync.changed),
             removed=len(sync.withdrawn),
         )
+
+    def _write_running(self) -> None:
+        """Leave the applied inventory's digests in state_dir for ``check-config --diff``."""
+        running = Running(os.getpid(), self.clock.now(), str(self.loaded.path), self._salt, self._snapshot)
+        try:
+            write_running(self.loaded.state_dir, running)
+        except OSError as exc:
+            log.warning(
+                "running_inventory_not_written", error=str(exc), detail="check-config --diff cannot compare"
+            )
+
+    def _decommission(self, devices: Collection[str], circuits: Collection[str]) -> int:
+        """Clear the open faults of devices and circuits that left the inventory, and drop their series."""
+        if not devices and not circuits:
+            return 0
+        gone_devices, gone_circuits = set(devices), set(circuits)
+
+        def gone(alarm: Alarm) -> bool:
+            return alarm.labels.get("device") in gone_devices or alarm.circuit in gone_circuits
+
+        changes = self.book.decommission(gone, self.clock.now())
+        cleared = {(c.alarm.rule, c.alarm.fingerprint) for c in changes if c.kind == "cleared"}
+        self.engine.forget(
+            lambda rule, fp, labels: labels.get("device") in gone_devices or (rule, fp) in cleared
+        )
+        for change in changes:
+            self._tell(change)
+        self.metrics.forget(gone_devices, gone_circuits)
+        for alarm in (c.alarm for c in changes if c.kind == "cleared"):
+            log.info("alarm_decommissioned", alarm_id=alarm.alarm_id, circuit=alarm.circuit)
+        return len(cleared)
+
+    async def _forget_series(self, retiring: list[asyncio.Task[None]], devices: Collection[str]) -> None:
+        """Once the retired pollers' last polls have ended, drop the series those polls set again."""
+        await asyncio.gather(*retiring, return_exceptions=True)
+        self.metrics.forget(devices)
+
+    def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a reload's slow part (binding, reconnecting) without holding the reload up."""
+        task = self._group.create_task(work) if self._group is not None else asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _rebind_traps(self, loaded: Loaded, definitions: TrapDefinitions | None) -> None:
+        """Bind the trap listener anew; the old one's queued traps go on to the rule stage."""
+        old = self.traps
+        new = None
+        if loaded.config.traps.enabled and definitions is not None:
+            new = self._trap_receiver(loaded, definitions, old.queue if old is not None else None)
+            same_address = old is not None and old.listens_like(new)
+            if same_address and old is not None:
+                await old.stop()  # the same port: the old socket must go first
+            try:
+                await new.start()
+            except OSError as exc:
+                log.error(  # noqa: TRY400 - the reason is the message
+                    "trap_listener_rebind_failed", listen=loaded.config.traps.listen, error=str(exc)
+                )
+                if not same_address:
+                    return  # the old listener stays
+                new = None
+        self.traps = new
+        if old is not None:
+            await old.stop()
+        if new is not None and (old is None or new.queue is not old.queue) and self._group is not None:
+            self._side.append(self._group.create_task(self._forward_traps(new)))
+
+    async def _reconnect_kafka(self) -> None:
+        """Send and consume with the new Kafka settings; the outbox (and what it holds) stays."""
+        old_sink = self.dispatcher.replace_sink(KafkaSink(self.config.kafka))
+        runs, self._source_runs = self._source_runs, []
+        await self._stop_sources(runs)
+        self._run_sources(self._sources())
+        with contextlib.suppress(Exception):
+            await old_sink.stop()
+        log.info("kafka_reconnected", bootstrap_servers=self.config.kafka.bootstrap_servers)
 
     def _sources(self) -> list[KafkaSource]:
         sources: list[KafkaSource] = []
@@ -592,19 +767,17 @@ class Daemon:
         self.spool = Spool(cluster.spool_size, self.metrics)
         self.events_sink = KafkaSink(self.config.kafka)
         self.seen = SeenIds(cluster.dedup_window, cluster.dedup_size)
-        self._device_stops: dict[str, tuple[asyncio.Event, asyncio.Task[None]]] = {}
         self._spool_task: asyncio.Task[None] | None = None
-        self._tg: asyncio.TaskGroup | None = None
         self.share = DeviceShare(
-            self.pollers, cluster.inventory_partitions, self._poll_device, self._drop_device
+            self.pollers, cluster.inventory_partitions, self.fleet.resume, self.fleet.pause
         )
 
     def _start_cluster(self, tg: asyncio.TaskGroup, stop: asyncio.Event) -> list[asyncio.Task[None]]:
         """Collector: join the location's group and publish; correlator: consume the events topic."""
         cluster = self.config.cluster
-        self._tg = tg
         if self.role == "correlator":
             return [tg.create_task(self._consume_cluster_events(stop))]
+        self.fleet.start(tg, self._publish_sample)  # each device once this collector is assigned it
         self._spool_task = tg.create_task(self.spool.run(self._publish, asyncio.Event()))
         membership = KafkaMembership(
             self.config.kafka,
@@ -627,20 +800,6 @@ class Daemon:
         self.metrics.rebalances.labels(group).inc()
         log.info("partitions_assigned", group=group, partitions=sorted(partitions))
 
-    def _poll_device(self, name: str) -> None:
-        if self._tg is None or name in self._device_stops:
-            return
-        stop = asyncio.Event()
-        self._device_stops[name] = (
-            stop,
-            self._tg.create_task(self.pollers[name].run(self._publish_sample, stop)),
-        )
-
-    def _drop_device(self, name: str) -> None:
-        entry = self._device_stops.pop(name, None)
-        if entry is not None:
-            entry[0].set()
-
     async def _publish_sample(self, sample: Sample) -> None:
         self.spool.put(self.keys.of(sample.labels), encode_sample(sample)[1])
 
@@ -656,13 +815,8 @@ class Daemon:
 
     _events_ready = False
 
-    async def _stop_collecting(self) -> None:
-        """Stop the device pollers, then send what the spool holds within the shutdown deadline."""
-        stops = list(self._device_stops.values())
-        self._device_stops.clear()
-        for stop, _ in stops:
-            stop.set()
-        await asyncio.gather(*(task for _, task in stops))
+    async def _drain_spool(self) -> None:
+        """Once the pollers have stopped, send what the spool holds within the shutdown deadline."""
         if self._spool_task is not None:
             self._spool_task.cancel()
             await asyncio.gather(self._spool_task, return_exceptions=True)
@@ -722,18 +876,18 @@ class Daemon:
         """Run until ``stop`` is set; then stop intake, drain, flush the outbox within the deadline."""
         self._sync_outages(load_outage_files(self.loaded))
         restored = self._restore()
+        self._write_running()
         if restored:
             log.info(
                 "alarms_restored", count=restored, timers_due=len(self.store.due_timers(self.clock.now()))
             )
         await self.http.start()
         intake_stop, dispatch_stop = asyncio.Event(), asyncio.Event()
-        sources = self._sources()
         if self.traps is not None:
             await self.traps.start()
         try:
             async with asyncio.TaskGroup() as tg:
-                intake, side = self._start_intake(tg, intake_stop, sources)
+                intake, side = self._start_intake(tg, intake_stop)
                 stages = (tg.create_task(self._evaluate()), tg.create_task(self._announce()))
                 send_task = tg.create_task(self.dispatcher.run(dispatch_stop))
                 frozen = heap.settle() if self._settle_heap else 0
@@ -770,7 +924,7 @@ class Daemon:
                 await self.events_sink.stop()
             self.snmp.close()
             self.prober.close()
-            for source in sources:
+            for source, _, _ in self._source_runs:
                 await source.close()
             await self._stop_traps()
             self.outbox.close()
@@ -790,9 +944,13 @@ class Daemon:
         systemd.notify("STOPPING=1", "STATUS=stopping: draining and flushing the outbox")
         log.info("shutdown_started")
         intake_stop.set()
+        for task in list(self._background):
+            task.cancel()
         await self._stop_traps()
-        await asyncio.gather(*intake)
-        await self._stop_collecting()
+        await asyncio.gather(*intake, self.fleet.stop())
+        await self._drain_spool()
+        runs, self._source_runs = self._source_runs, []
+        await self._stop_sources(runs)
         for task in side:
             task.cancel()
         await self.samples.put(None)

@@ -31,6 +31,8 @@ from alarmd.collector.upstream import schema_json
 from alarmd.config import Config, ConfigError, Loaded, load, read_yaml, validate
 from alarmd.dispatch.routing import Router
 from alarmd.inventory import Inventory
+from alarmd.inventory.reconcile import diff_snapshots, snapshot
+from alarmd.inventory.running import describe, read_running
 from alarmd.metrics import Metrics
 from alarmd.model import AlarmTransition, Notice, Team, TicketFeedback, WorkOrder
 from alarmd.rules.compile import Rule, compile_docs
@@ -120,6 +122,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     check = sub.add_parser("check-config", help="validate the config and its rules, then exit (0 = valid)")
     with_config(check)
+    check.add_argument(
+        "--diff",
+        action="store_true",
+        help="also show what a reload would add (+), change (~) and remove (-) in the running daemon",
+    )
     rules = sub.add_parser("check-rules", help="validate rule files, then exit (0 = valid)")
     rules.add_argument("files", nargs="+", type=Path, help="rule files, or directories of *.yml")
     report = sub.add_parser(
@@ -159,7 +166,7 @@ def _load(path: Path) -> tuple[Loaded, list[Rule]]:
     return loaded, load_rules(loaded)
 
 
-def _check_config(path: Path) -> int:
+def _check_config(path: Path, *, diff: bool = False) -> int:
     try:
         loaded, rules = _load(path)
     except ConfigError as exc:
@@ -170,6 +177,25 @@ def _check_config(path: Path) -> int:
         f"{loaded.path}: OK: {len(cfg.customers)} customers, {len(cfg.circuits)} circuits, "
         f"{len(cfg.devices)} devices, {len(rules)} rules from {len(loaded.rule_paths)} file(s), "
         f"{len(loaded.profile_paths)} device profiles, {len(load_outage_files(loaded))} planned outages"
+    )
+    return _diff_running(loaded) if diff else 0
+
+
+def _diff_running(loaded: Loaded) -> int:
+    """Print what a reload of ``loaded`` would change in the daemon running on its state_dir."""
+    from alarmd.app import load_profiles_for, profile_text  # noqa: PLC0415 - keeps pysnmp/aiokafka imports lazy
+
+    try:
+        running = read_running(loaded.state_dir)
+    except ConfigError as exc:
+        print(f"alarmd: cannot compare: {exc}", file=sys.stderr)
+        return 1
+    new = snapshot(loaded.config, profile_text(load_profiles_for(loaded)), running.salt)
+    print(describe(running) + (f", from {running.config}" if running.config != str(loaded.path) else ""))
+    print(
+        "\n".join(
+            diff_snapshots(running.snapshot, new).lines() or ["no change: a reload would apply nothing new"]
+        )
     )
     return 0
 
@@ -400,7 +426,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _command(args: argparse.Namespace) -> int:
     if args.command == "check-config":
-        return _check_config(args.config)
+        return _check_config(args.config, diff=args.diff)
     if args.command == "check-rules":
         return _check_rules(args.files)
     if args.command == "test-rules":

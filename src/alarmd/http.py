@@ -64,6 +64,14 @@ class HttpServer:
         self.port = int(sock[1])
         log.info("http_listening", address=f"{self.host}:{self.port}")
 
+    async def rebind(self, host: str, port: int) -> None:
+        """Listen on a new address: bind it first, then stop accepting on the old one."""
+        old = self._server
+        self.host, self.port = host, port
+        await self.start()
+        if old is not None:
+            old.close()  # requests being answered on it still finish
+
     async def stop(self) -> None:
         """Stop accepting and close."""
         if self._server is not None:

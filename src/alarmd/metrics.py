@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from alarmd import __version__
@@ -332,3 +334,32 @@ class Metrics:
         for kind in ("sample", "event"):
             for outcome in ("judged", "duplicate"):
                 self.events_consumed.labels(kind, outcome)
+
+    def forget(self, devices: Collection[str] = (), circuits: Collection[str] = ()) -> int:
+        """Remove the series of devices and circuits that left the inventory; return how many went."""
+        by_label: list[tuple[Counter | Gauge, tuple[str, ...], str, Collection[str]]] = [
+            (self.poll_periods, ("device", "device_kind"), "device", devices),
+            (self.poll_failed_periods, ("device", "device_kind"), "device", devices),
+            (self.device_up, ("device", "device_kind"), "device", devices),
+            (self.interface_utilisation, ("device", "interface", "circuit"), "device", devices),
+            (self.interface_error_ratio, ("device", "interface", "circuit"), "device", devices),
+            (self.interface_utilisation, ("device", "interface", "circuit"), "circuit", circuits),
+            (self.interface_error_ratio, ("device", "interface", "circuit"), "circuit", circuits),
+            (self.dial_test_loss, ("circuit", "target"), "circuit", circuits),
+            (self.dial_test_rtt, ("circuit", "target"), "circuit", circuits),
+            (self.circuit_outage, ("circuit", "customer", "tier"), "circuit", circuits),
+        ]
+        removed = 0
+        for metric, names, label, gone in by_label:
+            if not gone:
+                continue
+            series = {
+                tuple(sample.labels[n] for n in names)
+                for family in metric.collect()
+                for sample in family.samples
+                if sample.labels.get(label) in gone
+            }
+            for values in series:
+                metric.remove(*values)
+            removed += len(series)
+        return removed

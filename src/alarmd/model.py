@@ -400,6 +400,11 @@ class WorkOrder(FaultMessage):
     unit: str | None
     raised_at: str
     cleared_at: str | None = None
+    reason: Literal["decommissioned"] | None = Field(
+        None,
+        description="on a work_order_clear sent without the fault clearing: its device or circuit "
+        "left the inventory",
+    )
     occurrences: int = 1
     lifecycle: Lifecycle = "firing"
     relapse_of: str | None = Field(
@@ -447,6 +452,9 @@ class WorkOrder(FaultMessage):
             unit=alarm.labels.get("unit") or alarm.annotations.get("unit"),
             raised_at=isotime(alarm.raised_at),
             cleared_at=isotime(alarm.cleared_at) if alarm.cleared_at is not None else None,
+            reason="decommissioned"
+            if kind == "work_order_clear" and alarm.extra.get("clear_reason")
+            else None,
             occurrences=alarm.occurrences,
             lifecycle=alarm.lifecycle,
             relapse_of=alarm.extra.get("relapse_of"),

@@ -89,6 +89,7 @@ class AlarmBook:
         if previous is not None:
             alarm = previous
             alarm.state, alarm.cleared_at, alarm.value = "firing", None, transition.value
+            alarm.extra.pop("clear_reason", None)
             alarm.occurrences += 1
         else:
             alarm = self._new(transition, labels, fp)
@@ -128,11 +129,29 @@ class AlarmBook:
         return changes
 
     def _clear(self, transition: AlarmTransition, fp: str) -> list[Change]:
+        return self._close(fp, transition.at, transition.value)
+
+    def decommission(self, gone: Callable[[Alarm], bool], at: float) -> list[Change]:
+        """Clear every firing alarm ``gone`` picks (its device or circuit left the inventory).
+
+        Each is cleared with ``clear_reason`` ``decommissioned``, at once even if it was
+        flapping: nothing is left open for equipment nobody watches any more.  Alarms folded
+        under it that stay are released, as after any clear.
+        """
+        changes: list[Change] = []
+        for fp, alarm in list(self.active.items()):
+            if fp in self.active and gone(alarm):
+                alarm.extra["clear_reason"] = "decommissioned"
+                alarm.flapping = False
+                changes.extend(self._close(fp, at, alarm.value))
+        return changes
+
+    def _close(self, fp: str, at: float, value: float) -> list[Change]:
         alarm = self.active.pop(fp, None)
         if alarm is None:
             return []
-        self._flap_count(fp, transition.at)
-        alarm.state, alarm.cleared_at, alarm.value = "cleared", transition.at, transition.value
+        self._flap_count(fp, at)
+        alarm.state, alarm.cleared_at, alarm.value = "cleared", at, value
         self._count(alarm, -1)
         self.metrics.alarm_transitions.labels("cleared").inc()
         self.recent[fp] = alarm
@@ -141,8 +160,9 @@ class AlarmBook:
             alarm_id=alarm.alarm_id,
             alert=alarm.rule,
             circuit=alarm.circuit,
-            value=round(transition.value, 2),
+            value=round(value, 2),
             flapping=alarm.flapping,
+            reason=alarm.extra.get("clear_reason"),
         )
         changes = [] if alarm.flapping else [Change("cleared", alarm)]
         return changes + self._release(alarm)

@@ -34,12 +34,21 @@ class DeviceShare:
     ) -> None:
         self.partitions = partitions
         self._by_partition: dict[int, list[str]] = {}
-        for device in sorted(devices):
-            self._by_partition.setdefault(partition_of(device, partitions), []).append(device)
+        self._index(devices)
         self._start, self._stop = start, stop
         self.owned_partitions: frozenset[int] = frozenset()
         self.owned: set[str] = set()
         self.rebalances = 0
+
+    def _index(self, devices: Iterable[str]) -> None:
+        self._by_partition = {}
+        for device in sorted(devices):
+            self._by_partition.setdefault(partition_of(device, self.partitions), []).append(device)
+
+    def reindex(self, devices: Iterable[str]) -> None:
+        """Take a reloaded inventory: the owned partitions now hold these devices (the caller starts them)."""
+        self._index(devices)
+        self.owned = self.devices_of(self.owned_partitions)
 
     def devices_of(self, partitions: Iterable[int]) -> set[str]:
         """The devices that the given partitions hold."""

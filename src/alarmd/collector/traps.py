@@ -207,6 +207,7 @@ class TrapReceiver:
         *,
         engine_id: str | None = None,
         v3_only: bool = False,
+        queue: asyncio.Queue[Event] | None = None,
     ) -> None:
         self._config = config
         self.v3_only = v3_only
@@ -216,21 +217,17 @@ class TrapReceiver:
         self._definitions = definitions
         self._metrics = metrics
         self._clock = clock
-        self.queue: asyncio.Queue[Event] = asyncio.Queue(maxsize=config.queue_size)
+        self.queue: asyncio.Queue[Event] = (
+            queue
+            if queue is not None and queue.maxsize == config.queue_size
+            else asyncio.Queue(config.queue_size)
+        )
         self.port: int | None = None
         self._communities: dict[bytes, set[int]] = {}
         self._users: list[SnmpV3] = []
-        for name in config.credentials:
-            creds = credentials.get(name)
-            if creds is None:
-                raise ConfigError(f"traps.credentials: unknown credentials '{name}'")
-            if isinstance(creds, SnmpV3):
-                self._users.append(creds)
-            else:
-                version = VERSION_1 if isinstance(creds, SnmpV1) else VERSION_2C
-                self._communities.setdefault(creds.community.get_secret_value().encode(), set()).add(version)
-        self._networks = [ipaddress.ip_network(c, strict=False) for c in config.allowed_sources]
+        self._networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
         self._source_ok: dict[str, bool] = {}
+        self._take(config, credentials)
         self._throttle = _Throttle(clock)
         self._received = {
             (v, p): metrics.traps_received.labels(v, p)
@@ -244,6 +241,56 @@ class TrapReceiver:
         self._levels: dict[tuple[bytes, bytes], int] = {}
         self._v3: _V3Context | None = None
         self._unknown_pdus = 0
+        self._sock: socket.socket | None = None
+
+    def _take(self, config: TrapsConfig, credentials: Mapping[str, SnmpV1 | SnmpV2c | SnmpV3]) -> None:
+        communities: dict[bytes, set[int]] = {}
+        users: list[SnmpV3] = []
+        for name in config.credentials:
+            creds = credentials.get(name)
+            if creds is None:
+                raise ConfigError(f"traps.credentials: unknown credentials '{name}'")
+            if isinstance(creds, SnmpV3):
+                users.append(creds)
+            else:
+                version = VERSION_1 if isinstance(creds, SnmpV1) else VERSION_2C
+                communities.setdefault(creds.community.get_secret_value().encode(), set()).add(version)
+        self._communities, self._users = communities, users
+        self._networks = [ipaddress.ip_network(c, strict=False) for c in config.allowed_sources]
+        self._source_ok = {}
+
+    def update(
+        self,
+        config: TrapsConfig,
+        credentials: Mapping[str, SnmpV1 | SnmpV2c | SnmpV3],
+        definitions: TrapDefinitions,
+        *,
+        v3_only: bool = False,
+    ) -> None:
+        """Take new communities, v3 users, allowed sources and definitions on the socket already bound."""
+        old_users = self._users
+        self._take(config, credentials)
+        self._config, self._definitions, self.v3_only = config, definitions, v3_only
+        if self._engine is not None:
+            for creds in old_users:
+                for engine in self._user_engines(creds):
+                    pysnmp_config.delete_v3_user(
+                        self._engine, creds.user, securityEngineId=OctetString(engine)
+                    )
+            self._levels.clear()
+            self._add_users()
+        log.info(
+            "trap_receiver_updated",
+            communities=len(self._communities),
+            v3_users=len(self._users),
+            allowed_sources=len(self._networks),
+            definitions=len(self._definitions),
+        )
+
+    def listens_like(self, other: TrapReceiver) -> bool:
+        """Whether ``other`` would bind the same address and port (so this one must close first)."""
+        mine, theirs = self._config, other._config
+        return mine.port != 0 and (mine.host, mine.port) == (theirs.host, theirs.port)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -287,6 +334,7 @@ class TrapReceiver:
             self._close_engine()
             raise
         self.port = sock.getsockname()[1]
+        self._sock = sock
         inode, ipv6 = os.fstat(sock.fileno()).st_ino, sock.family == socket.AF_INET6
         self._metrics.traps_socket_drops.set_function(lambda: socket_drops(inode, ipv6))
         log.info(
@@ -302,13 +350,28 @@ class TrapReceiver:
         )
 
     async def stop(self) -> None:
-        """Close the socket; events already queued stay in ``queue``."""
+        """Close the socket; datagrams it still holds are handled first, events queued stay in ``queue``."""
+        drained = self._drain()
         self._close_engine()
         await asyncio.sleep(0)  # let the transport's close and pysnmp's timer cancellation run
         for key, count in self._throttle.pending().items():
             event, _, reason = key.partition(":")
             log.warning(event, reason=reason or None, count=count, final=True)
-        log.info("trap_receiver_stopped", queued=self.queue.qsize())
+        log.info("trap_receiver_stopped", queued=self.queue.qsize(), drained=drained)
+
+    def _drain(self) -> int:
+        """Handle what the kernel holds for the socket still unread: a re-bind must not lose it."""
+        sock, drained = self._sock, 0
+        if sock is None or self._engine is None:
+            return 0
+        while drained < self._config.queue_size:
+            try:
+                data, address = sock.recvfrom(65535)
+            except OSError:  # BlockingIOError: nothing left
+                break
+            self._on_datagram(data, address)
+            drained += 1
+        return drained
 
     def _close_engine(self) -> None:
         if self._engine is None:
@@ -320,6 +383,7 @@ class TrapReceiver:
         elif self._transport is not None and self._transport.transport is not None:
             self._transport.transport.close()
         self._engine = None
+        self._sock = None
 
     def _open_socket(self) -> tuple[socket.socket, int, bool]:
         host, port = self._config.host, self._config.port
@@ -354,8 +418,14 @@ class TrapReceiver:
             raise
         return sock, granted, forced
 
+    def _user_engines(self, creds: SnmpV3) -> list[bytes]:
+        """The engines a user is known under: alarmd's own (INFORMs) and the sender's (traps)."""
+        engines = [bytes(self._engine.snmpEngineID)]
+        if creds.engine_id is not None:
+            engines.append(bytes.fromhex(creds.engine_id.removeprefix("0x")))
+        return engines
+
     def _add_users(self) -> None:
-        local = bytes(self._engine.snmpEngineID)
         for creds in self._users:
             kwargs: dict[str, Any] = {}
             if creds.auth_protocol is not None and creds.auth_key is not None:
@@ -364,10 +434,7 @@ class TrapReceiver:
             if creds.priv_protocol is not None and creds.priv_key is not None:
                 kwargs["privProtocol"] = PRIV[creds.priv_protocol]
                 kwargs["privKey"] = creds.priv_key.get_secret_value()
-            engines = [local]
-            if creds.engine_id is not None:
-                engines.append(bytes.fromhex(creds.engine_id.removeprefix("0x")))
-            for engine in engines:
+            for engine in self._user_engines(creds):
                 key = (engine, creds.user.encode())
                 if key in self._levels:
                     log.warning("trap_v3_user_duplicate", user=creds.user, engine_id=engine.hex())

@@ -169,6 +169,17 @@ class Dispatcher:
         oldest = self.outbox.oldest()
         self.metrics.outbox_age.set(max(0.0, now - oldest) if oldest is not None else 0.0)
 
+    def replace_sink(self, sink: WorkOrderSink) -> WorkOrderSink:
+        """Send through ``sink`` from the next message on; return the old sink for the caller to stop.
+
+        The outbox is untouched: a message the old sink had in flight and that was not
+        acknowledged is sent again through the new one.
+        """
+        old, self.sink = self.sink, sink
+        self._started = False
+        self._wake.set()
+        return old
+
     def submit(self, topic: str, key: bytes, value: bytes, kind: str) -> None:
         """Store a message and wake the sender."""
         self.outbox.add(topic, key, value, kind)

@@ -10,7 +10,7 @@ Baseline rules fire when a series departs from its own normal pattern.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, Literal
 
@@ -337,6 +337,13 @@ class RuleEngine:
             if source in self._baselines:
                 self._baselines[source] = baseline
         return len(kept)
+
+    def forget(self, gone: Callable[[str, str, Mapping[str, str]], bool]) -> int:
+        """Drop the pending and firing state ``gone(rule, fingerprint, labels)`` picks; return how many."""
+        keys = [k for k, state in self._state.items() if gone(k[0], k[1], state.labels)]
+        for key in keys:
+            del self._state[key]
+        return len(keys)
 
     def restore(
         self, rule: str, fingerprint: str, labels: Mapping[str, str], since: float, now: float
