@@ -172,6 +172,7 @@ class Daemon:
             store=self.store,
             inventory=lambda: self.inventory,
             clocks=lambda: self.announcer.clocks,
+            locale=lambda: self.config.locale,
         )
         self.http = HttpServer(
             self.config.http.host,

@@ -120,6 +120,7 @@ def _check_config(path: Path) -> int:
         f"{loaded.path}: OK: {len(cfg.customers)} customers, {len(cfg.circuits)} circuits, "
         f"{len(cfg.devices)} devices, {len(rules)} rules from {len(loaded.rule_paths)} file(s), "
         f"{len(loaded.profile_paths)} device profiles"
+        + (f", {len(cfg.elements)} shared elements" if cfg.elements else "")
     )
     return 0
 
