@@ -102,7 +102,7 @@ class Announcer:
                 if change.kind == "reopened":
                     self._rearm(alarm)
                 self._order(alarm, update=change.kind, previous=change.previous_lead_team)
-            self.store.save(alarm, change.kind)
+            self.store.save(alarm, change.kind, at=self.clock.now())
 
     def _dispatch_major(self, alarm: Alarm) -> None:
         """A major fault is escalated at once: joint handling, the escalation team told, hourly updates."""
@@ -159,7 +159,7 @@ class Announcer:
                     elif kind == "closed":
                         alarm.extra["closed"] = "true"
                     self._notice(alarm, kind, timer.seq)
-                    self.store.save(alarm, kind, f"due {isotime(timer.due)}")
+                    self.store.save(alarm, kind, f"due {isotime(timer.due)}", at=self.clock.now())
             except StoreError:
                 if alarm is not None:
                     alarm.extra = before  # the timer stays due and fires again once the store is writable
@@ -203,7 +203,9 @@ class Announcer:
             alarm.extra["ticket_id"] = fb.ticket_id
             if fb.type == "acknowledged":
                 alarm.extra.setdefault("acknowledged_at", isotime(fb.at.timestamp()))
-            self.store.save(alarm, f"ticket_{fb.type}", f"{fb.ticket_id} by {fb.by}".strip())
+            self.store.save(
+                alarm, f"ticket_{fb.type}", f"{fb.ticket_id} by {fb.by}".strip(), at=self.clock.now()
+            )
         log.info(
             "ticket_feedback",
             alarm_id=alarm.alarm_id,
