@@ -505,6 +505,7 @@ def zh_book() -> AlarmBook:
         at = T0 - 1500 + port * 2
         grouper.feed(book.apply(fire(e1_los(port), at, f"E1 loss of signal on e1-mux-01 E1-{port}")), at)
     grouper.feed(book.apply(fire(e1_los(16), T0 - 600, "E1 loss of signal on e1-mux-01 E1-16")), T0 - 600)
+    grouper.tick(T0)  # the circuits that joined are written onto the major fault
     for major in grouper.open_majors():
         major.extra["escalated_at"] = isotime(major.raised_at)  # as the announcer does, at once
     return book
