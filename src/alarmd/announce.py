@@ -76,6 +76,18 @@ class Announcer:
             alarm.dispatched = dispatched  # nothing was stored, so nothing was announced either
             raise
 
+    def tell_all(self, changes: list[Change]) -> None:
+        """Announce changes in order, stored in one transaction: a storm of changes costs one commit."""
+        before = [(c.alarm, c.alarm.dispatched, dict(c.alarm.extra)) for c in changes]
+        try:
+            with self.store.transaction():
+                for change in changes:
+                    self._tell(change)
+        except StoreError:
+            for alarm, dispatched, extra in reversed(before):
+                alarm.dispatched, alarm.extra = dispatched, extra  # nothing was stored, nor announced
+            raise
+
     def _tell(self, change: Change) -> None:
         alarm = change.alarm
         with self.store.transaction():
