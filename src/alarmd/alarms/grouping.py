@@ -191,7 +191,8 @@ class Grouper:
         """Fold a circuit under an open major fault; :meth:`tick` announces the joins of a second at once."""
         changes = self._fold(major, alarm)
         group.joined = True
-        group.release_at = None if self._down(major) >= self.config.min_circuits else group.release_at
+        if group.release_at is not None and self._down(major) >= self.config.min_circuits:
+            group.release_at = None  # enough circuits down again: a common cause after all
         log.debug("major_fault_joined", alarm_id=major.alarm_id, circuit=alarm.circuit, child=alarm.alarm_id)
         return changes
 
