@@ -9,7 +9,9 @@ under its key there:
   CPU-second of the poller process (bench/polling.py);
 * ``latency``: trap → work order acknowledged by Kafka at 1k traps/s background (bench/latency.py);
 * ``memory``: the daemon's RSS polling 10k and 100k interfaces (bench/memory.py);
-* ``rules``: rule-engine evaluations per second on the shipped rules (bench/rules.py).
+* ``rules``: rule-engine evaluations per second on the shipped rules (bench/rules.py);
+* ``storm``: linkDown traps from 500 circuits of one ring → one major fault, last trap → the
+  major fault's last update on Kafka (bench/storm.py).
 
     python -m bench.run                      # every workload, full length (about 10 minutes)
     python -m bench.run --quick              # short steps: a smoke run
@@ -29,7 +31,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from bench import host, latency, memory, polling, rules, traps
+from bench import host, latency, memory, polling, rules, storm, traps
 
 RESULTS: Final = Path(__file__).resolve().parent / "results"
 
@@ -62,12 +64,18 @@ def _rules(args: argparse.Namespace, results_dir: Path) -> dict[str, Any]:
     return rules.run(rules.options_from(args.quick), results_dir)
 
 
+def _storm(args: argparse.Namespace, results_dir: Path) -> dict[str, Any]:
+    """A 500-circuit trap storm on one ring: time to the major fault's last update."""
+    return storm.run(storm.options_from(args.quick), results_dir)
+
+
 WORKLOADS: Final[dict[str, Workload]] = {
     "traps": _traps,
     "polling": _polling,
     "latency": _latency,
     "memory": _memory,
     "rules": _rules,
+    "storm": _storm,
 }
 
 

@@ -11,6 +11,7 @@ import struct
 import subprocess
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import pytest
 
 from alarmd.alarms.clocks import ClockPolicy
+from alarmd.alarms.grouping import Grouper
 from alarmd.alarms.inhibit import Correlator
 from alarmd.alarms.lifecycle import AlarmBook
 from alarmd.board import BOARD_HTML, board_json, board_rows
@@ -275,6 +277,7 @@ def test_board_json_carries_rows_and_counts_by_lead_team() -> None:
     assert body["schema_version"] == 1
     assert body["counts"] == {
         "firing": 3,
+        "major_faults": 0,
         "observing": 1,
         "folded_children": 1,
         "joint_handling": 0,
@@ -327,18 +330,9 @@ def test_page_is_self_contained_and_never_writes_data_as_markup() -> None:
 # ---------------------------------------------------------------------------- real Chromium
 
 
-@pytest.fixture
-def board_server() -> Iterator[str]:
-    """BOARD_HTML at /board, and at /api/v1/board (bearer token required) a gold root cause with its child."""
-    book = make_book()
-    book.apply(fire(wan("cpe-router-01"), T0 - 2400, "Bandwidth occupancy 91% on the WAN port"))
-    book.apply(fire(LOS, T0 - 2280, "Loss of signal on fiber-1 (optical transceiver)"))
-    book.apply(fire(wan("cpe-router-02"), T0 - 10_920, "Occupancy 88% for 15 minutes"))
-    escalated = book.apply(fire(wan("cpe-router-03", "PacketLossHigh"), T0 - 4000, "Loss 42% to the PE"))
-    escalated[0].alarm.extra["escalated_at"] = isotime(T0 - 400)
-    book.apply(fire(wan("cpe-router-04", "InterfaceFlapping"), T0 - 7000, "<b>not bold</b> & <i>x</i>"))
-    book.apply(clear(wan("cpe-router-04", "InterfaceFlapping"), T0 - 900))
-    body = board_json(board_rows(book, clocks(), T0))
+@contextmanager
+def serve_board(body: bytes) -> Iterator[str]:
+    """BOARD_HTML at /board and ``body`` at /api/v1/board (bearer token required); the page's address."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -369,6 +363,21 @@ def board_server() -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join(5)
+
+
+@pytest.fixture
+def board_server() -> Iterator[str]:
+    """The board with a gold root cause and its child, an escalated fault, an overdue one, one observed."""
+    book = make_book()
+    book.apply(fire(wan("cpe-router-01"), T0 - 2400, "Bandwidth occupancy 91% on the WAN port"))
+    book.apply(fire(LOS, T0 - 2280, "Loss of signal on fiber-1 (optical transceiver)"))
+    book.apply(fire(wan("cpe-router-02"), T0 - 10_920, "Occupancy 88% for 15 minutes"))
+    escalated = book.apply(fire(wan("cpe-router-03", "PacketLossHigh"), T0 - 4000, "Loss 42% to the PE"))
+    escalated[0].alarm.extra["escalated_at"] = isotime(T0 - 400)
+    book.apply(fire(wan("cpe-router-04", "InterfaceFlapping"), T0 - 7000, "<b>not bold</b> & <i>x</i>"))
+    book.apply(clear(wan("cpe-router-04", "InterfaceFlapping"), T0 - 900))
+    with serve_board(board_json(board_rows(book, clocks(), T0))) as url:
+        yield url
 
 
 def chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -443,3 +452,101 @@ def test_headless_chromium_without_a_token_says_so_and_shows_no_rows(
         "REFRESH FAILED (HTTP 401: a valid bearer token is required; open /board#token=...)"
     )
     assert '<tbody id="rows"></tbody>' in dom.stdout
+
+
+# ---------------------------------------------------------------------------- major faults, zh-CN
+
+ZH_CUSTOMERS = [
+    ("港务物流集团", "gold"),
+    ("城市银行数据中心", "diamond"),
+    ("北门医院", "gold"),
+    ("河畔小学", "ordinary"),
+    ("新区税务局", "gold"),
+    ("东港码头", "ordinary"),
+]
+ZH_CONFIG = Config.model_validate(
+    {
+        "customers": [{"id": f"Z{i}", "name": n, "tier": t} for i, (n, t) in enumerate(ZH_CUSTOMERS)],
+        "devices": [_device("e1-mux-01", "protocol_converter", "127.0.0.1")],
+        "elements": [
+            {"name": "SEG-A 城东传输段", "kind": "transmission_segment"},
+            {"name": "SEG-B", "kind": "transmission_segment"},
+        ],
+        "circuits": [
+            {
+                "id": f"CIR-{i:02d}",
+                "customer": f"Z{(i - 1) % len(ZH_CUSTOMERS)}",
+                "path": [{"device": "e1-mux-01", "interface": f"E1-{i}"}],
+                "shared": ["SEG-A 城东传输段" if i <= 14 else "SEG-B"],
+            }
+            for i in range(1, 21)
+        ],
+    }
+)
+
+
+def e1_los(port: int) -> dict[str, str]:
+    return {
+        "alertname": "LineLOS",
+        "device": "e1-mux-01",
+        "interface": f"E1-{port}",
+        "circuit": f"CIR-{port:02d}",
+        "alarm_class": "transmission",
+        "severity": "critical",
+    }
+
+
+def zh_book() -> AlarmBook:
+    """Twelve circuits of segment A down at once (a major fault), one of segment B, one busy line."""
+    inventory = Inventory(ZH_CONFIG)
+    router = Router()
+    book = AlarmBook(inventory, router.lead_team, Metrics(), Correlator(inventory))
+    grouper = Grouper(inventory, book, ZH_CONFIG.major_faults, Metrics(), router.lead_team)
+    for port in range(1, 13):
+        at = T0 - 1500 + port * 2
+        grouper.feed(book.apply(fire(e1_los(port), at, f"E1 loss of signal on e1-mux-01 E1-{port}")), at)
+    grouper.feed(book.apply(fire(e1_los(16), T0 - 600, "E1 loss of signal on e1-mux-01 E1-16")), T0 - 600)
+    grouper.tick(T0)  # the circuits that joined are written onto the major fault
+    for major in grouper.open_majors():
+        major.extra["escalated_at"] = isotime(major.raised_at)  # as the announcer does, at once
+    return book
+
+
+def test_major_faults_come_first_with_their_circuit_count_and_the_words_of_the_locale() -> None:
+    rows = board_rows(zh_book(), clocks(), T0, locale="zh-CN")
+    body = json.loads(board_json(rows, "zh-CN"))
+    major = body["rows"][0]
+    assert (major["major_fault"], major["element"], major["affected_circuits"]) == (
+        True,
+        "SEG-A 城东传输段",
+        12,
+    )
+    assert major["tier"] == "diamond" and len(major["children"]) == 12
+    assert major["summary"].startswith("重大故障")
+    assert [r["circuit"] for r in body["rows"][1:]] == ["CIR-16"]
+    assert body["counts"]["major_faults"] == 1 and body["counts"]["folded_children"] == 12
+    assert (body["locale"], body["text"]["major"]) == ("zh-CN", "重大故障")
+    assert json.loads(board_json(rows))["text"]["major"] == "Major faults"
+
+
+@pytest.mark.integration
+def test_headless_chromium_renders_the_zh_board_with_the_major_fault_first(tmp_path: Path) -> None:
+    body = board_json(board_rows(zh_book(), clocks(), T0, locale="zh-CN"), "zh-CN")
+    with serve_board(body) as url:
+        wall = f"{url}#token={WALL_TOKEN}"
+        shot = tmp_path / "noc-board-zh.png"
+        done = chromium(tmp_path, f"--screenshot={shot}", wall)
+        assert done.returncode == 0 and shot.is_file(), done.stderr[-2000:]
+        assert png_size(shot) == (1920, 1080)
+        ARTIFACTS.mkdir(exist_ok=True)
+        shutil.copyfile(shot, ARTIFACTS / "noc-board-zh.png")
+        dom = chromium(tmp_path, "--dump-dom", wall)
+    html = dom.stdout
+    assert '<html lang="zh-CN">' in html
+    for text in ("重大故障", "传送网室", "客户", "剩余时限", "SEG-A 城东传输段", "条电路"):
+        assert text in html, text
+    rows = re.findall(r'<tr class="([^"]*)" data-alarm-id="[0-9a-f]+"( hidden="")?>(.*?)</tr>', html, re.S)
+    assert rows[0][0] == "root joint major" or rows[0][0].startswith("root major"), rows[0]
+    assert "<b>12</b>" in rows[0][2]
+    assert sum(1 for _, hidden, _ in rows if hidden) == 12, "a major fault's circuits start folded"
+    assert "CIR-16" in rows[-1][2]

@@ -14,6 +14,7 @@ have_cmd systemd-analyze || need+=(systemd)
 have_cmd /usr/sbin/snmpd || need+=(snmpd)
 have_cmd /usr/sbin/snmptrapd || need+=(snmptrapd)
 have_cmd chromium || need+=(chromium)
+have_pkg fonts-wqy-zenhei || need+=(fonts-wqy-zenhei)  # CJK glyphs for the zh-CN board (docs/noc-board-zh.png)
 have_cmd promtool || need+=(prometheus)
 have_cmd prometheus-snmp-exporter || need+=(prometheus-snmp-exporter)
 have_cmd gcc || need+=(gcc)  # builds the C half of the BER decoder (setup.py); optional but fast

@@ -80,6 +80,18 @@ class Announcer:
             alarm.dispatched = dispatched  # nothing was stored, so nothing was announced either
             raise
 
+    def tell_all(self, changes: list[Change]) -> None:
+        """Announce changes in order, stored in one transaction: a storm of changes costs one commit."""
+        before = [(c.alarm, c.alarm.dispatched, dict(c.alarm.extra)) for c in changes]
+        try:
+            with self.store.transaction():
+                for change in changes:
+                    self._tell(change)
+        except StoreError:
+            for alarm, dispatched, extra in reversed(before):
+                alarm.dispatched, alarm.extra = dispatched, extra  # nothing was stored, nor announced
+            raise
+
     def _tell(self, change: Change) -> None:
         alarm = change.alarm
         held = "planned_outage" in alarm.extra and not alarm.dispatched and alarm.parent_id is None
@@ -114,7 +126,7 @@ class Announcer:
                 if change.kind == "reopened":
                     self._rearm(alarm)
                 self._order(alarm, update=change.kind, previous=change.previous_lead_team)
-            self.store.save(alarm, change.kind)
+            self.store.save(alarm, change.kind, at=self.clock.now())
 
     def _dispatch(self, alarm: Alarm) -> None:
         alarm.dispatched = True
@@ -189,7 +201,7 @@ class Announcer:
                     elif kind == "closed":
                         alarm.extra["closed"] = "true"
                     self._notice(alarm, kind, timer.seq)
-                    self.store.save(alarm, kind, f"due {isotime(timer.due)}")
+                    self.store.save(alarm, kind, f"due {isotime(timer.due)}", at=self.clock.now())
             except StoreError:
                 if alarm is not None:
                     alarm.extra = before  # the timer stays due and fires again once the store is writable
@@ -304,7 +316,9 @@ class Announcer:
             alarm.extra["ticket_id"] = fb.ticket_id
             if fb.type == "acknowledged":
                 alarm.extra.setdefault("acknowledged_at", isotime(fb.at.timestamp()))
-            self.store.save(alarm, f"ticket_{fb.type}", f"{fb.ticket_id} by {fb.by}".strip())
+            self.store.save(
+                alarm, f"ticket_{fb.type}", f"{fb.ticket_id} by {fb.by}".strip(), at=self.clock.now()
+            )
         log.info(
             "ticket_feedback",
             alarm_id=alarm.alarm_id,

@@ -39,6 +39,7 @@ from alarmd.alarms.store import Store, StoreError
 from alarmd.board import board_json, board_rows
 from alarmd.config import ApiConfig, Strict, read_yaml, validate
 from alarmd.inventory import Inventory
+from alarmd.locale import Locale
 from alarmd.model import Alarm
 
 Reply = tuple[int, str, bytes]
@@ -78,6 +79,7 @@ class Api:
     audit_path: Path
     now: Callable[[], float] = time.time
     outages: Outages | None = None
+    locale: Callable[[], Locale] = lambda: "en"
     _failures: dict[str, list[float]] = field(default_factory=dict)
     _locked: dict[str, float] = field(default_factory=dict)
 
@@ -178,8 +180,11 @@ class Api:
             return 405, "text/plain", b"the API is read-only\n"
         parts = path.strip("/").split("/")
         if parts == ["api", "v1", "board"]:
-            rows = board_rows(self.book(), self.clocks(), self.now(), sees=lambda c: self._sees(token, c))
-            return 200, "application/json", board_json(rows)
+            locale = self.locale()
+            rows = board_rows(
+                self.book(), self.clocks(), self.now(), sees=lambda c: self._sees(token, c), locale=locale
+            )
+            return 200, "application/json", board_json(rows, locale)
         if parts[:3] == ["api", "v1", "alarms"] and len(parts) == 3:
             return _json([self._alarm(a) for a in self._alarms(query) if self._sees(token, a.customer)])
         if parts[:3] == ["api", "v1", "alarms"] and len(parts) == 4:
@@ -287,6 +292,7 @@ class Api:
                 "customer": circuit.customer,
                 "service": circuit.service,
                 "path": [h.model_dump() for h in circuit.path],
+                "shared": [e.model_dump(mode="json") for e in self.inventory().shared_by(circuit.id)],
                 "open_faults": open_faults,
             }
         )
@@ -327,6 +333,8 @@ class Api:
             "device": alarm.labels.get("device"),
             "interface": alarm.labels.get("interface"),
             "parent_alarm_id": alarm.parent_id,
+            "major_fault": json.loads(alarm.extra["major_fault"]) if "major_fault" in alarm.extra else None,
+            "repeat_of": alarm.extra.get("repeat_of"),
             "raised_at": alarm.raised_at,
             "cleared_at": alarm.cleared_at,
             "occurrences": alarm.occurrences,

@@ -57,6 +57,8 @@ log = structlog.get_logger("alarmd")
 
 #: Samples or events a stage handles before it lets the other tasks of the loop run.
 YIELD_EVERY = 100
+#: The most alarm changes the announce stage stores in one transaction.
+ANNOUNCE_BATCH = 500
 
 Role = Literal["all", "collector", "correlator"]
 """What one process does: everything (one machine), or one side of distributed mode."""
@@ -195,6 +197,7 @@ class Daemon:
             inventory=lambda: self.inventory,
             clocks=lambda: self.announcer.clocks,
             outages=self.outages,
+            locale=lambda: self.config.locale,
         )
         self.http = HttpServer(
             self.config.http.host,
@@ -301,16 +304,26 @@ class Daemon:
         self.changes.put_nowait(change)
 
     async def _announce(self) -> None:
-        """Announce changes in order; the first work order of a fault waits for its pre-processing."""
-        while (change := await self.changes.get()) is not None:
-            if (
-                change.kind in ("raised", "released")
-                and not change.alarm.dispatched
-                and not change.alarm.parent_id
-            ):
-                await self._preprocess(change.alarm)
+        """Announce changes in order; the first work order of a fault waits for its pre-processing.
+
+        What is queued by then is stored in one transaction (at most ``ANNOUNCE_BATCH``), so that a
+        storm of alarm changes costs a few commits rather than one each.
+        """
+        done = False
+        while not done and (change := await self.changes.get()) is not None:
+            batch = [change]
+            while len(batch) < ANNOUNCE_BATCH and not self.changes.empty():
+                more = self.changes.get_nowait()
+                if more is None:
+                    done = True
+                    break
+                batch.append(more)
+            for queued in batch:
+                alarm = queued.alarm
+                if queued.kind in ("raised", "released") and not alarm.dispatched and not alarm.parent_id:
+                    await self._preprocess(alarm)
             delay = 1.0
-            while not self._stored("announce", lambda: self.announcer.tell(change)):
+            while not self._stored("announce", functools.partial(self.announcer.tell_all, batch)):
                 # Held in memory, in order, until the store takes it: stored first, then sent.
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)

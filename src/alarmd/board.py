@@ -20,7 +20,8 @@ from typing import Any
 
 from alarmd.alarms.clocks import ClockPolicy
 from alarmd.alarms.lifecycle import AlarmBook
-from alarmd.model import Alarm, Team, Tier
+from alarmd.locale import BOARD_TEXT, Locale
+from alarmd.model import Alarm, Team, Tier, major_detail, summary_of
 
 BoardRow = dict[str, Any]
 
@@ -58,11 +59,17 @@ def _planned(alarm: Alarm) -> bool:
     return "planned_outage" in alarm.extra and not alarm.dispatched and alarm.state == "firing"
 
 
-def _row(alarm: Alarm, clocks: ClockPolicy, now: float) -> BoardRow:
+def _row(alarm: Alarm, clocks: ClockPolicy, now: float, locale: Locale = "en") -> BoardRow:
     """One alarm as a board row; a folded child runs no clock of its own (SPEC §3)."""
     folded = alarm.state == "firing" and alarm.parent_id is not None
     clock, left = (None, None) if folded else _clock(alarm, clocks, now)
+    major = major_detail(alarm)
     return {
+        "major_fault": major is not None,
+        "element": major.element if major else None,
+        "element_kind": major.element_kind if major else None,
+        "affected_circuits": major.circuit_count if major else None,
+        "repeat_of": alarm.extra.get("repeat_of"),
         "alarm_id": alarm.alarm_id,
         "parent_alarm_id": alarm.parent_id if folded else None,
         "customer": alarm.customer,
@@ -72,7 +79,7 @@ def _row(alarm: Alarm, clocks: ClockPolicy, now: float) -> BoardRow:
         "lead_team": alarm.lead_team.value,
         "alarm_class": alarm.alarm_class.value,
         "alert": alarm.rule,
-        "summary": alarm.annotations.get("summary", alarm.rule),
+        "summary": summary_of(alarm, locale),
         "severity": alarm.severity,
         "device": alarm.labels.get("device"),
         "interface": alarm.labels.get("interface"),
@@ -89,11 +96,16 @@ def _row(alarm: Alarm, clocks: ClockPolicy, now: float) -> BoardRow:
     }
 
 
-def _sort_key(row: BoardRow) -> tuple[int, bool, float]:
-    """Important tiers first, firing before observing, then the least time left."""
+def _sort_key(row: BoardRow) -> tuple[bool, int, bool, float]:
+    """Firing major faults first, then important tiers, firing before observing, then the least time left."""
     tier = _TIER_RANK.get(Tier(row["tier"]), 3) if row["tier"] else 3
     left = row["time_left_seconds"]
-    return tier, row["cleared"], left if left is not None else float("inf")
+    return (
+        not (row["major_fault"] and not row["cleared"]),
+        tier,
+        row["cleared"],
+        left if left is not None else float("inf"),
+    )
 
 
 def board_rows(
@@ -102,6 +114,7 @@ def board_rows(
     now: float,
     *,
     sees: Callable[[str | None], bool] | None = None,
+    locale: Locale = "en",
 ) -> list[BoardRow]:
     """The board at ``now``: firing root faults with their children folded in, and those in observation.
 
@@ -119,16 +132,16 @@ def board_rows(
     for alarm in firing:
         if alarm.parent_id in shown_roots:
             continue
-        row = _row(alarm, clocks, now)
+        row = _row(alarm, clocks, now, locale)
         kids = sorted(children.get(alarm.alarm_id, ()), key=lambda a: (a.raised_at, a.rule))
-        row["children"] = [_row(kid, clocks, now) for kid in kids]
+        row["children"] = [_row(kid, clocks, now, locale) for kid in kids]
         rows.append(row)
     observing = (
         a
         for a in book.recent.values()
         if a.state == "cleared" and not a.extra.get("closed") and a.parent_id is None and visible(a.customer)
     )
-    rows.extend(_row(alarm, clocks, now) for alarm in observing)
+    rows.extend(_row(alarm, clocks, now, locale) for alarm in observing)
     rows.sort(key=_sort_key)
     return rows
 
@@ -140,6 +153,7 @@ def board_counts(rows: Sequence[BoardRow]) -> dict[str, Any]:
     by_team = Counter(str(r["lead_team"]) for r in firing)
     return {
         "firing": len(firing),
+        "major_faults": sum(1 for r in firing if r["major_fault"]),
         "observing": len(observing),
         "folded_children": sum(len(r["children"]) for r in firing),
         "joint_handling": sum(1 for r in firing if r["joint_handling"]),
@@ -148,9 +162,18 @@ def board_counts(rows: Sequence[BoardRow]) -> dict[str, Any]:
     }
 
 
-def board_json(rows: list[BoardRow]) -> bytes:
-    """The body of ``GET /api/v1/board``: rows and head counts as ASCII JSON, with ``<>&`` escaped too."""
-    body = {"schema_version": BOARD_SCHEMA_VERSION, "counts": board_counts(rows), "rows": rows}
+def board_json(rows: list[BoardRow], locale: Locale = "en") -> bytes:
+    """The body of ``GET /api/v1/board``: rows, head counts and the page's words, as ASCII JSON.
+
+    ``<>&`` are escaped too, so that no content sniffing can take the body for markup.
+    """
+    body = {
+        "schema_version": BOARD_SCHEMA_VERSION,
+        "locale": locale,
+        "text": BOARD_TEXT[locale],
+        "counts": board_counts(rows),
+        "rows": rows,
+    }
     text = json.dumps(body, ensure_ascii=True, separators=(",", ":"))
     # these occur only inside JSON strings, so escaping them keeps the value and defeats content sniffing
     return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026").encode()
@@ -161,7 +184,7 @@ _CSS = """
   --red:#ff4d4f; --amber:#f5a524; --green:#3fb950; --blue:#58a6ff; }
 * { box-sizing:border-box; }
 html, body { margin:0; background:var(--bg); color:var(--fg);
-  font:18px/1.35 "DejaVu Sans","Liberation Sans",Arial,sans-serif; }
+  font:18px/1.35 "DejaVu Sans","Liberation Sans","Noto Sans CJK SC","WenQuanYi Zen Hei",Arial,sans-serif; }
 header { display:flex; align-items:center; gap:28px; padding:14px 24px;
   background:var(--panel); border-bottom:2px solid var(--line); }
 h1 { font-size:26px; margin:0; letter-spacing:.5px; white-space:nowrap; }
@@ -206,15 +229,20 @@ tr.child td.cust { padding-left:40px; }
 .where { display:block; color:var(--dim); font-size:14px; }
 button.fold { background:none; border:1px solid var(--line); color:var(--blue); border-radius:4px;
   font:inherit; font-size:14px; padding:0 6px; margin-right:8px; cursor:pointer; }
+tr.major > td { background:#2b1216; }
+tr.major > td:first-child { box-shadow:inset 5px 0 0 var(--red); }
+.tag.major { border-color:var(--red); background:var(--red); color:#fff; font-weight:bold; margin-left:0; }
+.element { font-weight:bold; }
+td.count b { color:var(--red); font-size:22px; }
 #empty { padding:40px; text-align:center; color:var(--green); font-size:26px; }
 """
 
 _SCRIPT = """
 "use strict";
-const TEAM = { transport_network: "Transport network", service_support: "Service support" };
-const CLASS = { transmission: "Transmission", data_anomaly: "Data anomaly" };
 const collapsed = new Set();
+const seen = new Set();
 let lastOk = null;
+let T = {};
 
 function el(tag, cls, text) {
   const node = document.createElement(tag);
@@ -222,6 +250,7 @@ function el(tag, cls, text) {
   if (text !== undefined && text !== null) node.textContent = String(text);
   return node;
 }
+function t(key, fallback) { return T[key] || fallback || key; }
 function dur(seconds) {
   const s = Math.abs(Math.round(seconds));
   const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60);
@@ -229,18 +258,15 @@ function dur(seconds) {
   if (h > 0) return h + "h " + String(m).padStart(2, "0") + "m";
   return m + "m " + String(s % 60).padStart(2, "0") + "s";
 }
-const CLOCK = {
-  escalation: "to escalation", status_update: "to status update", close: "to close",
-  release: "to work order, if still down",
-};
 function clockCell(td, row, child) {
   const left = row.time_left_seconds;
   if (child || left === null || left === undefined) {
-    td.appendChild(el("span", "val", child ? "folded" : "\\u2014"));
+    td.appendChild(el("span", "val", child ? t("folded_clock") : "\\u2014"));
     return;
   }
-  td.appendChild(el("span", "val", left < 0 ? "OVERDUE " + dur(left) : dur(left)));
-  td.appendChild(el("span", "what", (left < 0 ? "past due: " : "") + (CLOCK[row.clock] || "")));
+  td.appendChild(el("span", "val", left < 0 ? t("overdue") + dur(left) : dur(left)));
+  const what = row.clock ? t("to_" + row.clock, "") : "";
+  td.appendChild(el("span", "what", (left < 0 ? t("past_due") : "") + what));
   if (row.planned_outage) return;  // held by planned work: no repair clock runs yet
   if (!row.cleared && left < 600) td.classList.add("urgent");
   else if (!row.cleared && left < 1800) td.classList.add("soon");
@@ -251,9 +277,12 @@ function renderRow(tbody, row, child) {
   const tr = el("tr", child ? "child" : "root");
   if (row.cleared) tr.classList.add("cleared");
   if (row.joint_handling) tr.classList.add("joint");
+  if (row.major_fault) tr.classList.add("major");
   tr.dataset.alarmId = row.alarm_id;
   const cust = cell(tr, "cust wrap");
   if (!child && row.children.length) {
+    if (row.major_fault && row.children.length > 5 && !seen.has(row.alarm_id)) collapsed.add(row.alarm_id);
+    seen.add(row.alarm_id);
     const btn = el("button", "fold", (collapsed.has(row.alarm_id) ? "+" : "\\u2212") + row.children.length);
     btn.title = "fold or unfold the alarms under this root cause";
     btn.addEventListener("click", () => {
@@ -262,24 +291,39 @@ function renderRow(tbody, row, child) {
     });
     cust.appendChild(btn);
   }
-  if (child) cust.appendChild(el("span", "tag", "child"));
-  const name = row.customer_name || (child ? "" : "\\u2014");
-  cust.appendChild(el("span", null, child ? " " + name : name));
+  if (child) cust.appendChild(el("span", "tag", t("child")));
+  if (row.major_fault) {
+    cust.appendChild(el("span", "tag major", t("major_tag")));
+    cust.appendChild(el("span", "element", " " + row.element));
+  } else {
+    const name = row.customer_name || (child ? "" : "\\u2014");
+    cust.appendChild(el("span", null, child ? " " + name : name));
+  }
   const tierTd = cell(tr, "nowrap");
-  if (!child) tierTd.appendChild(el("span", "badge tier-" + (row.tier || "none"), row.tier || "none"));
-  cell(tr, "nowrap", row.circuit || "\\u2014");
-  cell(tr, "nowrap", TEAM[row.lead_team] || row.lead_team);
-  cell(tr, "nowrap", CLASS[row.alarm_class] || row.alarm_class);
+  if (!child) {
+    const tier = row.tier || "none";
+    tierTd.appendChild(el("span", "badge tier-" + tier, row.tier ? t("tier_" + tier, tier) : tier));
+  }
+  if (row.major_fault) {
+    const count = cell(tr, "nowrap count");
+    count.appendChild(el("b", null, row.affected_circuits));
+    count.appendChild(el("span", null, " " + t("circuits")));
+  } else {
+    cell(tr, "nowrap", row.circuit || "\\u2014");
+  }
+  cell(tr, "nowrap", t("team_" + row.lead_team, row.lead_team));
+  cell(tr, "nowrap", t("class_" + row.alarm_class, row.alarm_class));
   const what = cell(tr, "wrap");
   what.appendChild(el("span", "alert", row.alert));
-  if (row.joint_handling) what.appendChild(el("span", "tag joint", "joint handling"));
-  if (row.cleared) what.appendChild(el("span", "tag obs", "observing"));
-  if (row.flapping) what.appendChild(el("span", "tag flap", "flapping"));
-  if (row.planned_outage) what.appendChild(el("span", "tag planned", "planned: " + row.planned_outage));
+  if (row.joint_handling) what.appendChild(el("span", "tag joint", t("joint_tag")));
+  if (row.cleared) what.appendChild(el("span", "tag obs", t("observing_tag")));
+  if (row.flapping) what.appendChild(el("span", "tag flap", t("flapping_tag")));
+  if (row.repeat_of) what.appendChild(el("span", "tag flap", t("repeat_tag")));
+  if (row.planned_outage) what.appendChild(el("span", "tag planned", t("planned_tag") + row.planned_outage));
   if (row.summary && row.summary !== row.alert) what.appendChild(el("span", "summary", row.summary));
   const where = [row.device, row.interface].filter(Boolean).join(" / ");
   if (where) what.appendChild(el("span", "where", where));
-  cell(tr, "nowrap", row.lifecycle);
+  cell(tr, "nowrap", t("lc_" + row.lifecycle, row.lifecycle));
   cell(tr, "num", dur(row.age_seconds));
   clockCell(cell(tr, "num left"), row, child);
   tbody.appendChild(tr);
@@ -294,15 +338,19 @@ function stat(box, label, value, warn) {
 
 function render(board) {
   window.lastBoard = board;
+  T = board.text || {};
+  document.documentElement.lang = board.locale || "en";
+  for (const node of document.querySelectorAll("[data-t]")) node.textContent = t(node.dataset.t);
   const c = board.counts;
   const stats = document.getElementById("stats");
   stats.replaceChildren();
-  stat(stats, "Firing", c.firing, c.firing > 0);
-  stat(stats, "Transport network leads", c.by_lead_team.transport_network || 0);
-  stat(stats, "Service support leads", c.by_lead_team.service_support || 0);
-  stat(stats, "Joint handling", c.joint_handling, c.joint_handling > 0);
-  stat(stats, "Folded", c.folded_children);
-  stat(stats, "Observing", c.observing);
+  stat(stats, t("firing"), c.firing, c.firing > 0);
+  stat(stats, t("major"), c.major_faults || 0, c.major_faults > 0);
+  stat(stats, t("transport_network"), c.by_lead_team.transport_network || 0);
+  stat(stats, t("service_support"), c.by_lead_team.service_support || 0);
+  stat(stats, t("joint"), c.joint_handling, c.joint_handling > 0);
+  stat(stats, t("folded"), c.folded_children);
+  stat(stats, t("observing"), c.observing);
   const tbody = document.getElementById("rows");
   tbody.replaceChildren();
   for (const row of board.rows) {
@@ -315,9 +363,12 @@ function render(board) {
   document.getElementById("empty").hidden = board.rows.length > 0;
 }
 
+function clockText(when) { return when.toLocaleTimeString([], { hour12: false }); }
 function stamp() {
   const r = document.getElementById("refresh");
-  r.textContent = lastOk ? "refreshed " + lastOk.toLocaleTimeString([], { hour12: false }) : "not yet loaded";
+  r.textContent = lastOk
+    ? t("refreshed", "refreshed ") + clockText(lastOk)
+    : t("not_loaded", "not yet loaded");
 }
 
 // The API wants a bearer token: open the wall as /board#token=..., kept for this tab only.
@@ -347,8 +398,8 @@ async function refresh() {
     stamp();
   } catch (err) {
     r.classList.add("stale");
-    r.textContent = "REFRESH FAILED (" + String(err.message || err) + ")" +
-      (lastOk ? " \\u2014 data of " + lastOk.toLocaleTimeString([], { hour12: false }) : "");
+    r.textContent = t("refresh_failed", "REFRESH FAILED") + " (" + String(err.message || err) + ")" +
+      (lastOk ? " \\u2014 data of " + clockText(lastOk) : "");
   }
 }
 refresh();
@@ -356,7 +407,7 @@ setInterval(refresh, 5000);
 """
 
 _BODY = """<header>
-<h1>alarmd &middot; NOC board</h1>
+<h1 data-t="title">alarmd &middot; NOC board</h1>
 <div id="stats" class="stats"></div>
 <div id="refresh">not yet loaded</div>
 </header>
@@ -368,12 +419,14 @@ _BODY = """<header>
 <col style="width:7%"><col style="width:6%"><col style="width:11%">
 </colgroup>
 <thead><tr>
-<th>Customer</th><th>Tier</th><th>Circuit</th><th>Lead team</th><th>Class</th>
-<th>Alert / summary</th><th>Lifecycle</th><th class="num">Age</th><th class="num">Time left</th>
+<th data-t="customer">Customer</th><th data-t="tier">Tier</th><th data-t="circuit">Circuit</th>
+<th data-t="lead_team">Lead team</th><th data-t="class">Class</th><th data-t="alert">Alert / summary</th>
+<th data-t="lifecycle">Lifecycle</th><th class="num" data-t="age">Age</th>
+<th class="num" data-t="left">Time left</th>
 </tr></thead>
 <tbody id="rows"></tbody>
 </table>
-<div id="empty" hidden>No firing faults</div>
+<div id="empty" hidden data-t="empty">No firing faults</div>
 </main>"""
 
 

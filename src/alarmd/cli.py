@@ -20,11 +20,12 @@ import structlog
 
 from alarmd import __version__, client
 from alarmd import logging as alarmd_logging
+from alarmd.alarms.analysis import analysis_report
 from alarmd.alarms.clocks import ClockPolicy
 from alarmd.alarms.inhibit import Correlator
 from alarmd.alarms.lifecycle import AlarmBook
 from alarmd.alarms.maintenance import Outage, PlannedOutageNotice, load_outage_files
-from alarmd.alarms.quality import quality
+from alarmd.alarms.quality import major_faults, quality
 from alarmd.alarms.store import Store, StoreError
 from alarmd.collector.trapdefs import TrapDefinitions
 from alarmd.collector.upstream import schema_json
@@ -34,7 +35,7 @@ from alarmd.inventory import Inventory
 from alarmd.inventory.reconcile import diff_snapshots, snapshot
 from alarmd.inventory.running import describe, read_running
 from alarmd.metrics import Metrics
-from alarmd.model import AlarmTransition, Notice, Team, TicketFeedback, WorkOrder
+from alarmd.model import Alarm, AlarmTransition, Notice, Team, TicketFeedback, WorkOrder
 from alarmd.rules.compile import Rule, compile_docs
 from alarmd.rules.replay import RuleTestFile, run_test
 
@@ -135,13 +136,19 @@ def _parser() -> argparse.ArgumentParser:
         "faults and availability with and without planned outages (SPEC §9)",
     )
     with_config(report)
-    report.add_argument(
-        "--from", dest="start", required=True, help="start, e.g. 2026-11-01 or 2026-11-01T08:00+08:00"
-    )
-    report.add_argument("--to", dest="end", required=True, help="end (exclusive), same forms")
+    report.add_argument("--from", dest="start", help="start, e.g. 2026-11-01 or 2026-11-01T08:00+08:00")
+    report.add_argument("--to", dest="end", help="end (exclusive), same forms")
     report.add_argument("--by", choices=["circuit", "customer", "device"], default="circuit")
     report.add_argument("--customer", help="only this customer id")
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    report.add_argument(
+        "--major-faults", action="store_true", help="list the major faults of the window instead (SPEC §9)"
+    )
+    report.add_argument(
+        "--major-fault",
+        metavar="WO-ID",
+        help="the analysis report (markdown) of one major fault, by its work order id; no window needed",
+    )
     schemas = sub.add_parser("schemas", help="write the JSON Schemas of every Kafka message alarmd speaks")
     schemas.add_argument("--out", type=Path, default=Path("schemas"), help="directory (default: schemas)")
     maintenance = sub.add_parser(
@@ -177,6 +184,7 @@ def _check_config(path: Path, *, diff: bool = False) -> int:
         f"{loaded.path}: OK: {len(cfg.customers)} customers, {len(cfg.circuits)} circuits, "
         f"{len(cfg.devices)} devices, {len(rules)} rules from {len(loaded.rule_paths)} file(s), "
         f"{len(loaded.profile_paths)} device profiles, {len(load_outage_files(loaded))} planned outages"
+        + (f", {len(cfg.elements)} shared elements" if cfg.elements else "")
     )
     return _diff_running(loaded) if diff else 0
 
@@ -205,30 +213,55 @@ def _when(text: str, tz: datetime.tzinfo) -> float:
     return (moment if moment.tzinfo else moment.replace(tzinfo=tz)).timestamp()
 
 
-def _report(args: argparse.Namespace) -> int:
-
+def _open_store(config: Path) -> tuple[Loaded, Store] | int:
+    """The config and the alarm store it names, or the exit status after saying why not."""
     try:
-        loaded = load(args.config)
+        loaded = load(config)
     except ConfigError as exc:
         print(f"alarmd: config is not valid:\n{exc}", file=sys.stderr)
         return 1
-    tz = datetime.timezone(datetime.timedelta(hours=loaded.config.clocks.utc_offset_hours))
-    try:
-        start, end = _when(args.start, tz), _when(args.end, tz)
-    except ValueError as exc:
-        print(f"alarmd: --from/--to: {exc}", file=sys.stderr)
-        return 2
     path = loaded.state_dir / "alarmd.sqlite"
     if not path.exists():
         print(f"alarmd: no alarm store at {path}", file=sys.stderr)
         return 1
     try:
-        store = Store(path)
+        return loaded, Store(path)
     except StoreError as exc:
         print(f"alarmd: {exc}", file=sys.stderr)
         return 1
+
+
+def _window(args: argparse.Namespace, tz: datetime.tzinfo) -> tuple[float, float] | None:
+    if not (args.start and args.end):
+        print("alarmd: report needs --from and --to (or --major-fault WO-ID)", file=sys.stderr)
+        return None
+    try:
+        return _when(args.start, tz), _when(args.end, tz)
+    except ValueError as exc:
+        print(f"alarmd: --from/--to: {exc}", file=sys.stderr)
+        return None
+
+
+def _report(args: argparse.Namespace) -> int:
+    opened = _open_store(args.config)
+    if isinstance(opened, int):
+        return opened
+    loaded, store = opened
+    tz = datetime.timezone(datetime.timedelta(hours=loaded.config.clocks.utc_offset_hours))
+    try:
+        if args.major_fault:
+            return _analysis(store, args.major_fault, loaded.config.clocks.utc_offset_hours)
+        window = _window(args, tz)
+        alarms = store.all_alarms()
+    finally:
+        store.close()
+    if window is None:
+        return 2
+    start, end = window
+    if args.major_faults:
+        return _major_faults(args, alarms, start, end, tz)
     rows = quality(
-        store.all_alarms(),
+        alarms,
         start=start,
         end=end,
         now=time.time(),
@@ -237,7 +270,6 @@ def _report(args: argparse.Namespace) -> int:
         customer=args.customer,
         outages=[Outage.model_validate_json(body) for body in store.outages()],
     )
-    store.close()
     fields = [
         args.by,
         "customer",
@@ -251,8 +283,9 @@ def _report(args: argparse.Namespace) -> int:
         "planned_faults",
         "planned_hours",
         "availability_unplanned_percent",
+        "repeats",
     ]
-    table = [
+    table: list[list[object]] = [
         [
             r.key,
             r.customer,
@@ -266,21 +299,69 @@ def _report(args: argparse.Namespace) -> int:
             r.planned_faults,
             round(r.planned_seconds / 3600, 3),
             round(r.availability_unplanned * 100, 3),
+            r.repeats,
         ]
         for r in rows
     ]
-    if args.format == "json":
+    _print(args.format, fields, table)
+    if args.format == "table":
+        majors = major_faults(alarms, start=start, end=end, now=time.time())
+        hours = round(sum(m.seconds for m in majors) / 3600, 3)
+        print(f"\nmajor faults: {len(majors)}, {hours} h in the window (details: --major-faults)")
+    return 0
+
+
+def _print(fmt: str, fields: list[str], table: list[list[object]]) -> None:
+    if fmt == "json":
         print(
             json.dumps([dict(zip(fields, row, strict=True)) for row in table], ensure_ascii=False, indent=2)
         )
-    elif args.format == "csv":
+    elif fmt == "csv":
         writer = csv.writer(sys.stdout)
         writer.writerow(fields)
         writer.writerows(table)
     else:
-        widths = [max(len(str(x)) for x in col) for col in zip(fields, *table, strict=True)]
-        for row in [fields, *table]:
+        lines: list[list[object]] = [list(fields), *table]
+        widths = [max(len(str(x)) for x in col) for col in zip(*lines, strict=True)]
+        for row in lines:
             print("  ".join(str(x).ljust(w) for x, w in zip(row, widths, strict=True)))
+
+
+def _major_faults(
+    args: argparse.Namespace, alarms: list[Alarm], start: float, end: float, tz: datetime.tzinfo
+) -> int:
+    def local(epoch: float | None) -> str:
+        return datetime.datetime.fromtimestamp(epoch, tz).isoformat(timespec="seconds") if epoch else ""
+
+    rows = major_faults(alarms, start=start, end=end, now=time.time())
+    fields = ["work_order_id", "element", "element_kind", "alarm_class", "tier", "circuits"]
+    fields += ["customers", "raised_at", "cleared_at", "hours_in_window"]
+    table: list[list[object]] = [
+        [
+            *(r.work_order_id, r.element, r.element_kind, r.alarm_class, r.tier, r.circuits, r.customers),
+            *(local(r.raised_at), local(r.cleared_at), round(r.seconds / 3600, 3)),
+        ]
+        for r in rows
+    ]
+    _print(args.format, fields, table)
+    return 0
+
+
+def _analysis(store: Store, work_order: str, utc_offset_hours: float) -> int:
+    alarm_id = work_order.removeprefix("WO-")
+    alarms = store.all_alarms()
+    major = next((a for a in alarms if a.alarm_id == alarm_id), None)
+    if major is None:
+        print(f"alarmd: no alarm {work_order} in the store", file=sys.stderr)
+        return 1
+    try:
+        text = analysis_report(
+            major, alarms, store.history, utc_offset_hours=utc_offset_hours, now=time.time()
+        )
+    except ValueError as exc:
+        print(f"alarmd: {exc}", file=sys.stderr)
+        return 1
+    print(text, end="")
     return 0
 
 

@@ -9,8 +9,9 @@ state is keyed by shared element (a PE, an aggregation ring, a transmission segm
   circuits, when several qualify).  It is an alarm of its own (rule ``MajorFault``) with the
   element's lead team and the highest tier among its circuits; the circuits' alarms are
   folded under it as children and get no work order of their own.  Those already
-  dispatched get an update naming the parent; circuits that fail later join by an update
-  of the major fault.
+  dispatched get an update naming the parent; circuits that fail later join the major
+  fault at once and are announced together by one update per tick (a second), so a storm
+  of hundreds of circuits is a handful of updates, not one per circuit.
 - The major fault clears when its children clear.  Once fewer than ``min_circuits`` are
   still down, those left are given ``straggler_wait`` to recover; then the major fault
   clears and each of them gets a work order of its own (it has a cause of its own).
@@ -68,6 +69,7 @@ class _Group:
     recent: deque[Alarm] = field(default_factory=deque)
     major: Alarm | None = None
     release_at: float | None = None
+    joined: bool = False
 
 
 class Grouper:
@@ -186,11 +188,13 @@ class Grouper:
         return changes
 
     def _join(self, group: _Group, major: Alarm, alarm: Alarm) -> list[Change]:
+        """Fold a circuit under an open major fault; :meth:`tick` announces the joins of a second at once."""
         changes = self._fold(major, alarm)
-        self._describe(major)
-        group.release_at = None if self._down(major) >= self.config.min_circuits else group.release_at
-        log.info("major_fault_joined", alarm_id=major.alarm_id, circuit=alarm.circuit, child=alarm.alarm_id)
-        return [*changes, Change("joined", major)]
+        group.joined = True
+        if group.release_at is not None and self._down(major) >= self.config.min_circuits:
+            group.release_at = None  # enough circuits down again: a common cause after all
+        log.debug("major_fault_joined", alarm_id=major.alarm_id, circuit=alarm.circuit, child=alarm.alarm_id)
+        return changes
 
     def _fold(self, major: Alarm, member: Alarm) -> list[Change]:
         previous = member.lead_team
@@ -259,7 +263,6 @@ class Grouper:
         if group is None or group.major is None:
             return []
         major = group.major
-        self._describe(major)
         down = self._down(major)
         if down == 0:
             return self._close(group, now)
@@ -268,12 +271,26 @@ class Grouper:
         return []
 
     def tick(self, now: float) -> list[Change]:
-        """Close major faults whose last circuits stayed down past ``straggler_wait``; forget old alarms."""
+        """Announce the circuits that joined since the last tick in one update of each major fault.
+
+        Also close major faults whose last circuits stayed down past ``straggler_wait``, and
+        forget alarms that fell out of the window.
+        """
         changes: list[Change] = []
         for group in self._groups.values():
             if group.major is None:
                 self._candidates(group, now)
                 continue
+            if group.joined:
+                group.joined = False
+                self._describe(group.major)
+                changes.append(Change("joined", group.major))
+                log.info(
+                    "major_fault_grown",
+                    alarm_id=group.major.alarm_id,
+                    element=group.element.name,
+                    circuits=group.major.value,
+                )
             if group.release_at is not None and now >= group.release_at:
                 if self._down(group.major) < self.config.min_circuits:
                     changes.extend(self._close(group, now))

@@ -214,9 +214,11 @@ class AlarmBook:
         tier: Tier | None = None,
     ) -> None:
         """Fold an open alarm under a parent, or give it another lead team or tier; the gauges follow."""
-        self._count(alarm, -1)
         if parent_id is not None:
             alarm.parent_id = parent_id
+        if (lead_team or alarm.lead_team) is alarm.lead_team and (tier or alarm.tier) is alarm.tier:
+            return  # the gauges count by class, team and tier: nothing to move
+        self._count(alarm, -1)
         alarm.lead_team = lead_team or alarm.lead_team
         alarm.tier = tier or alarm.tier
         self._count(alarm, +1)

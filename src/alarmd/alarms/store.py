@@ -144,9 +144,9 @@ class Store:
             self._depth = 0
         self.problem = None
 
-    def save(self, alarm: Alarm, event: str, detail: str = "") -> None:
-        """Store an alarm's current state and note the event in its history."""
-        now = time.time()
+    def save(self, alarm: Alarm, event: str, detail: str = "", *, at: float | None = None) -> None:
+        """Store an alarm's current state and note the event in its history (at ``at``, else now)."""
+        now = time.time() if at is None else at
         state = "closed" if alarm.state == "cleared" and alarm.extra.get("closed") else alarm.state
         self.connection.execute(
             "INSERT INTO alarms (alarm_id, fingerprint, state, body, updated) VALUES (?, ?, ?, ?, ?) "
