@@ -539,6 +539,7 @@ class Daemon:
         self.seen = SeenIds(cluster.dedup_window, cluster.dedup_size)
         self._device_stops: dict[str, tuple[asyncio.Event, asyncio.Task[None]]] = {}
         self._spool_task: asyncio.Task[None] | None = None
+        self._spool_stop = asyncio.Event()
         self._tg: asyncio.TaskGroup | None = None
         self.share = DeviceShare(
             self.pollers, cluster.inventory_partitions, self._poll_device, self._drop_device
@@ -550,7 +551,7 @@ class Daemon:
         self._tg = tg
         if self.role == "correlator":
             return [tg.create_task(self._consume_cluster_events(stop))]
-        self._spool_task = tg.create_task(self.spool.run(self._publish, asyncio.Event()))
+        self._spool_task = tg.create_task(self.spool.run(self._publish, self._spool_stop))
         membership = KafkaMembership(
             self.config.kafka,
             cluster.location_topic,
@@ -609,8 +610,8 @@ class Daemon:
             stop.set()
         await asyncio.gather(*(task for _, task in stops))
         if self._spool_task is not None:
-            self._spool_task.cancel()
-            await asyncio.gather(self._spool_task, return_exceptions=True)
+            self._spool_stop.set()  # the batch in flight finishes first: cancelled, it would go twice
+            await self._spool_task
             left = await self.spool.drain(self._publish, self.config.shutdown_timeout)
             if left:
                 log.warning("spool_not_drained", left=left, detail="lost: the spool lives in memory")
