@@ -21,7 +21,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from alarmd.cluster.membership import partition_of
-from tests.chaos.harness import CONGESTED, PROFILES, Daemon, Inbox, free_port
+from tests.chaos.harness import BANDWIDTH_RULE, CONGESTED, PROFILES, Daemon, Inbox, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -71,20 +71,16 @@ cluster:
   session_timeout: {session}s
 http: {{listen: "127.0.0.1:{http}"}}
 """
-RULES = """\
-groups:
-  - name: g
-    rules:
-      - alert: BandwidthOccupancyHigh
-        expr: interface_utilisation_percent > 80
-        for: 2s
-        labels: {severity: major, alarm_class: data_anomaly}
+RULES = (
+    BANDWIDTH_RULE
+    + """\
       - alert: LinkDown
         event: '{trap="linkDown"}'
         resolve: '{trap="linkUp"}'
         by: [device, if_index]
         labels: {severity: critical, alarm_class: transmission}
 """
+)
 
 
 def instance(
