@@ -487,6 +487,7 @@ class Daemon:
         self.engine = engine
         self.router = Router(new.routing)
         self.inventory = Inventory(new)
+        self.keys = Keys(self.inventory)
         self.book.inventory = self.inventory
         self.book.route = self.router.lead_team
         self.book.correlator = Correlator(self.inventory, new.routing)
@@ -540,6 +541,7 @@ class Daemon:
         self._device_stops: dict[str, tuple[asyncio.Event, asyncio.Task[None]]] = {}
         self._spool_task: asyncio.Task[None] | None = None
         self._spool_stop = asyncio.Event()
+        self._events_ready = False  # the events topic is known to exist
         self._tg: asyncio.TaskGroup | None = None
         self.share = DeviceShare(
             self.pollers, cluster.inventory_partitions, self._poll_device, self._drop_device
@@ -599,8 +601,6 @@ class Daemon:
             await self._events_topic()
             self._events_ready = True
         await self.events_sink.send_many(self.config.cluster.events_topic, batch)
-
-    _events_ready = False
 
     async def _stop_collecting(self) -> None:
         """Stop the device pollers, then send what the spool holds within the shutdown deadline."""
