@@ -609,6 +609,7 @@ class Daemon:
         self.engine = engine
         self.router = Router(new.routing)
         self.inventory = Inventory(new)
+        self.keys = Keys(self.inventory)
         self.book.inventory = self.inventory
         self.book.route = self.router.lead_team
         self.book.correlator = Correlator(self.inventory, new.routing)
@@ -781,6 +782,8 @@ class Daemon:
         self.events_sink = KafkaSink(self.config.kafka)
         self.seen = SeenIds(cluster.dedup_window, cluster.dedup_size)
         self._spool_task: asyncio.Task[None] | None = None
+        self._spool_stop = asyncio.Event()
+        self._events_ready = False  # the events topic is known to exist
         self.share = DeviceShare(
             self.pollers, cluster.inventory_partitions, self.fleet.resume, self.fleet.pause
         )
@@ -791,7 +794,7 @@ class Daemon:
         if self.role == "correlator":
             return [tg.create_task(self._consume_cluster_events(stop))]
         self.fleet.start(tg, self._publish_sample)  # each device once this collector is assigned it
-        self._spool_task = tg.create_task(self.spool.run(self._publish, asyncio.Event()))
+        self._spool_task = tg.create_task(self.spool.run(self._publish, self._spool_stop))
         membership = KafkaMembership(
             self.config.kafka,
             cluster.location_topic,
@@ -826,13 +829,11 @@ class Daemon:
             self._events_ready = True
         await self.events_sink.send_many(self.config.cluster.events_topic, batch)
 
-    _events_ready = False
-
     async def _drain_spool(self) -> None:
         """Once the pollers have stopped, send what the spool holds within the shutdown deadline."""
         if self._spool_task is not None:
-            self._spool_task.cancel()
-            await asyncio.gather(self._spool_task, return_exceptions=True)
+            self._spool_stop.set()  # the batch in flight finishes first: cancelled, it would go twice
+            await self._spool_task
             left = await self.spool.drain(self._publish, self.config.shutdown_timeout)
             if left:
                 log.warning("spool_not_drained", left=left, detail="lost: the spool lives in memory")

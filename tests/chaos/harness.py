@@ -85,10 +85,11 @@ def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
 class Daemon:
     """``alarmd run -c <dir>``, JSON logs in ``<dir>/alarmd-<run>.log``, on an HTTP port the caller chose."""
 
-    def __init__(self, config_dir: Path, bootstrap: str, http_port: int) -> None:
+    def __init__(self, config_dir: Path, bootstrap: str, http_port: int, *args: str) -> None:
         self.dir = config_dir
         self.bootstrap = bootstrap
         self.http_port = http_port
+        self.args = args  # more arguments of `alarmd run`, e.g. --role collector
         self.run = 0
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -97,7 +98,17 @@ class Daemon:
         self.run += 1
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "alarmd", "run", "-c", str(self.dir), "--log-format", "json"],
+                [
+                    sys.executable,
+                    "-m",
+                    "alarmd",
+                    "run",
+                    "-c",
+                    str(self.dir),
+                    "--log-format",
+                    "json",
+                    *self.args,
+                ],
                 env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap},
                 stdout=subprocess.DEVNULL,
                 stderr=log,

@@ -119,7 +119,7 @@ async def _start_client(client: Any, config: KafkaConfig, role: str) -> None:
     else:
         return
     with contextlib.suppress(KafkaError, OSError):
-        await client.stop()
+        await (client.close() if isinstance(client, AIOKafkaAdminClient) else client.stop())
     reason, why = await _diagnose(config, failure)
     raise KafkaStartError(reason, _redact(config, f"{config.bootstrap_servers}: {role}: {why}"))
 
@@ -639,23 +639,11 @@ async def ensure_topics(
     admin = AIOKafkaAdminClient(**client_options(config), client_id=f"{config.client_id}-admin")
     await _start_client(admin, config, "admin")
     try:
-        brokers = len((await admin.describe_cluster())["brokers"])
-        replicas = min(3, brokers)
-        wanted = []
-        for name, partitions in topics:
-            settings = {"min.insync.replicas": "2"} if replicas >= 3 else {}
-            if name in compacted:
-                settings["cleanup.policy"] = "compact"
-            wanted.append(NewTopic(name, partitions, replicas, topic_configs=settings))
-        response = await admin.create_topics(wanted)
-        for name, code, *rest in response.topic_errors:
-            error = for_code(code)
-            if code and error is not TopicAlreadyExistsError:
-                message = rest[0] if rest and rest[0] else error.__name__
-                raise KafkaStartError(
-                    "rejected", f"{config.bootstrap_servers}: creating topic {name}: {message}"
-                )
-        found = await _partition_counts(admin, [n for n, _ in topics], config.request_timeout)
+        found = await _create(admin, config, topics, compacted)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        raise KafkaStartError(
+            _reason(exc), _redact(config, f"{config.bootstrap_servers}: admin: {_text(exc)}")
+        ) from None
     finally:
         await admin.close()
     for name, partitions in topics:
@@ -668,6 +656,27 @@ async def ensure_topics(
                 detail="the partition count is fixed at creation; the topic is used as it is",
             )
     return found
+
+
+async def _create(
+    admin: Any, config: KafkaConfig, topics: Sequence[tuple[str, int]], compacted: Sequence[str]
+) -> dict[str, int]:
+    """Create what is missing; every topic's partition count."""
+    brokers = len((await admin.describe_cluster())["brokers"])
+    replicas = min(3, brokers)
+    wanted = []
+    for name, partitions in topics:
+        settings = {"min.insync.replicas": "2"} if replicas >= 3 else {}
+        if name in compacted:
+            settings["cleanup.policy"] = "compact"
+        wanted.append(NewTopic(name, partitions, replicas, topic_configs=settings))
+    response = await admin.create_topics(wanted)
+    for name, code, *rest in response.topic_errors:
+        error = for_code(code)
+        if code and error is not TopicAlreadyExistsError:
+            message = rest[0] if rest and rest[0] else error.__name__
+            raise KafkaStartError("rejected", f"{config.bootstrap_servers}: creating topic {name}: {message}")
+    return await _partition_counts(admin, [n for n, _ in topics], config.request_timeout)
 
 
 class KafkaMembership:

@@ -1,0 +1,281 @@
+"""Distributed mode on real parts: collectors sharing a location's devices, a correlator judging their events.
+
+A real Kafka broker, snmpsim's simulated devices and net-snmp's snmptrap, on 127.0.0.1; the
+daemons run as ``alarmd run --role collector|correlator`` processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaConsumer
+
+from alarmd.cluster.membership import partition_of
+from tests.chaos.harness import BANDWIDTH_RULE, CONGESTED, PROFILES, Daemon, Inbox, free_port
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parent.parent
+SESSION_TIMEOUT = 6.0  # the broker's lowest allowed session timeout
+INVENTORY_PARTITIONS = 6
+DEVICES = ("cpe-router-01", "optical-tx-01", "proto-conv-01")
+KINDS = {
+    "cpe-router-01": "cpe_router",
+    "optical-tx-01": "optical_transceiver",
+    "proto-conv-01": "protocol_converter",
+}
+
+CONFIG = """\
+rule_files: [rules.yml]
+profile_files: ["{profiles}"]
+state_dir: state
+polling: {{interval: 1s, timeout: 1s, retries: 0}}
+dial_test: {{every: 0s, preprocess_budget: 0s}}
+credentials:
+  trap-v2: {{version: 2c, community: trap-secret}}
+traps:
+  enabled: {traps}
+  listen: 127.0.0.1:{trap_port}
+  credentials: [trap-v2]
+  definitions: ["{repo}/config/traps/*.yml"]
+customers:
+  - {{id: CUST-0001, name: Harbour Logistics Group, tier: gold}}
+devices:
+{devices}
+circuits:
+  - id: CIR-0001
+    customer: CUST-0001
+    path: [{{device: cpe-router-01, interface: GigabitEthernet0/0/1}}]
+kafka:
+  request_timeout: 5s
+  retry_backoff: 500ms
+  topics: {{work_orders: {topic}.workorders, notices: {topic}.notices}}
+cluster:
+  location: dc-north
+  events_topic: {topic}.events
+  events_partitions: 3
+  inventory_topic: {topic}.inventory
+  inventory_partitions: {partitions}
+  collector_group: {topic}.collectors
+  correlator_group: {topic}.correlators
+  session_timeout: {session}s
+http: {{listen: "127.0.0.1:{http}"}}
+"""
+RULES = (
+    BANDWIDTH_RULE
+    + """\
+      - alert: LinkDown
+        event: '{trap="linkDown"}'
+        resolve: '{trap="linkUp"}'
+        by: [device, if_index]
+        labels: {severity: critical, alarm_class: transmission}
+"""
+)
+
+
+def instance(
+    root: Path,
+    name: str,
+    sim_port: int,
+    bootstrap: str,
+    topic: str,
+    role: str,
+    *,
+    trap_port: int | None = None,
+) -> Daemon:
+    """A config directory for one instance and the daemon that runs ``--role role`` on it."""
+    directory = root / name
+    directory.mkdir()
+    http = free_port()
+    devices = "\n".join(
+        f"  - {{name: {d}, kind: {KINDS[d]}, address: 127.0.0.1, port: {sim_port}, location: dc-north, "
+        f"snmp: {{community: {d}}}}}"
+        for d in DEVICES
+    )
+    (directory / "alarmd.yml").write_text(
+        CONFIG.format(
+            profiles=PROFILES,
+            repo=REPO,
+            traps="true" if trap_port else "false",
+            trap_port=trap_port or free_port(socket.SOCK_DGRAM),
+            devices=devices,
+            topic=topic,
+            partitions=INVENTORY_PARTITIONS,
+            session=SESSION_TIMEOUT,
+            http=http,
+        )
+    )
+    (directory / "rules.yml").write_text(RULES)
+    return Daemon(directory, bootstrap, http, "--role", role)
+
+
+async def until(predicate: Any, timeout: float, what: str) -> float:
+    """Wait for ``predicate()``; the seconds it took."""
+    started = time.monotonic()
+    while not predicate():
+        if time.monotonic() - started > timeout:
+            raise AssertionError(f"{what}: not within {timeout:.0f}s")
+        await asyncio.sleep(0.2)
+    return time.monotonic() - started
+
+
+async def samples(bootstrap: str, topic: str, seconds: float) -> list[dict[str, Any]]:
+    """Every message on the events topic, read for ``seconds`` after the last one."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    found: list[dict[str, Any]] = []
+    try:
+        quiet = time.monotonic() + seconds
+        while time.monotonic() < quiet:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                found.extend(json.loads(r.value) | {"_key": r.key.decode()} for r in records)
+            if batch:
+                quiet = time.monotonic() + seconds
+    finally:
+        await consumer.stop()
+    return found
+
+
+async def test_collectors_share_a_location_and_the_survivor_takes_a_killed_ones_devices(
+    tmp_path: Path, kafka_bootstrap: str, sim_network: Any
+) -> None:
+    topic, port = f"alarmd.scale.{uuid.uuid4().hex[:8]}", sim_network.port
+    first = instance(tmp_path, "a", port, kafka_bootstrap, topic, "collector")
+    second = instance(tmp_path, "b", port, kafka_bootstrap, topic, "collector")
+    try:
+        first.start()
+        await first.wait_ready()
+        assert first.metric("alarmd_cluster_devices_owned") == 3, "alone, it polls the whole location"
+        second.start()
+        await second.wait_ready()
+        owned = lambda d: d.metric("alarmd_cluster_partitions_owned", group="inventory")  # noqa: E731
+        await until(lambda: owned(first) == owned(second) == INVENTORY_PARTITIONS / 2, 30, "a fair share")
+        shares = {d: d.metric("alarmd_cluster_devices_owned") for d in (first, second)}
+        assert sum(shares.values()) == 3, "every device is polled, by one collector"
+        victim, survivor = (first, second) if shares[first] >= shares[second] else (second, first)
+        moved = shares[victim]
+        killed_at = time.time()
+        victim.kill()
+        took = await until(
+            lambda: survivor.metric("alarmd_cluster_devices_owned") == 3, SESSION_TIMEOUT + 20, "take-over"
+        )
+        assert took <= SESSION_TIMEOUT + 10
+        assert survivor.events("devices_assigned")[-1]["started"] == moved
+        await asyncio.sleep(3)  # one polling interval and a little
+        victim.start()  # back again: it gets its share, then the other one is stopped cleanly
+        await victim.wait_ready()
+        await until(lambda: owned(victim) == owned(survivor) == INVENTORY_PARTITIONS / 2, 30, "shared again")
+        assert await survivor.stop() == 0  # SIGTERM: it leaves the group, so no session timeout to wait
+        handed = await until(lambda: victim.metric("alarmd_cluster_devices_owned") == 3, 20, "hand-over")
+        assert handed < SESSION_TIMEOUT, "a clean stop does not wait for the session to expire"
+        await asyncio.sleep(2)
+        assert await victim.stop() == 0
+    finally:
+        first.close()
+        second.close()
+    print(f"devices moved {took:.1f}s after SIGKILL, {handed:.1f}s after SIGTERM")
+    messages = await samples(kafka_bootstrap, f"{topic}.events", 2)
+    up = [m for m in messages if m.get("metric") == "device_up"]
+    assert {m["labels"]["device"] for m in up if killed_at + took < m["at"] < killed_at + took + 3} == set(
+        DEVICES
+    )
+    for device in DEVICES:  # at most one cycle missed beyond the session timeout, at each hand-over
+        times = sorted(m["at"] for m in up if m["labels"]["device"] == device)
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        assert max(gaps) <= SESSION_TIMEOUT + 4 * 1.0, (device, max(gaps))
+    assert all(m["value"] == 1 for m in up), "no device looked down through the hand-over"
+    assert {m["_key"] for m in up if m["labels"]["device"] == "cpe-router-01"} == {"CIR-0001"}, (
+        "keyed by circuit"
+    )
+    assert {m["_key"] for m in up if m["labels"]["device"] == "proto-conv-01"} == {"proto-conv-01"}
+    assert len({m["id"] for m in messages}) == len(messages), "one id per sample"
+
+
+async def test_a_collector_is_not_ready_until_its_group_assigns_it_devices(
+    tmp_path: Path, sim_network: Any
+) -> None:
+    topic, port = f"alarmd.scale.{uuid.uuid4().hex[:8]}", sim_network.port
+    lonely = instance(tmp_path, "a", port, f"127.0.0.1:{free_port()}", topic, "collector")  # no broker there
+    try:
+        lonely.start()
+        await until(lambda: lonely.get("/metrics")[0] == 200, 30, "the HTTP listener")
+        await asyncio.sleep(2)
+        assert lonely.get("/-/ready")[0] == 503
+        assert lonely.metric("alarmd_cluster_devices_owned") == 0
+        assert await lonely.stop() == 0
+    finally:
+        lonely.close()
+
+
+def snmptrap(port: int, uptime: int) -> None:
+    """linkDown of ifIndex 2, as the device at 127.0.0.1 sends it, with its own sysUpTime."""
+    subprocess.run(
+        ["snmptrap", "-v2c", "-c", "trap-secret", f"127.0.0.1:{port}", str(uptime), "1.3.6.1.6.3.1.1.5.3",
+         "1.3.6.1.2.1.2.2.1.1.2", "i", "2", "1.3.6.1.2.1.2.2.1.7.2", "i", "1",
+         "1.3.6.1.2.1.2.2.1.8.2", "i", "2"],
+        check=True,
+        env={**os.environ, "MIBS": ":"},
+        timeout=10,
+    )  # fmt: skip
+
+
+async def test_a_correlator_dispatches_from_collected_samples_and_one_trap_to_two_receivers_is_one_alarm(
+    tmp_path: Path, kafka_bootstrap: str, sim_network: Any
+) -> None:
+    topic, port = f"alarmd.scale.{uuid.uuid4().hex[:8]}", sim_network.port
+    traps = [free_port(socket.SOCK_DGRAM), free_port(socket.SOCK_DGRAM)]
+    collectors = [
+        instance(tmp_path, f"collector-{i}", port, kafka_bootstrap, topic, "collector", trap_port=trap)
+        for i, trap in enumerate(traps)
+    ]
+    correlator = instance(tmp_path, "correlator", port, kafka_bootstrap, topic, "correlator")
+    sim_network.set_rates({"cpe-router-01/2/in": CONGESTED})
+    try:
+        async with Inbox(kafka_bootstrap, f"{topic}.workorders") as inbox:
+            for daemon in (correlator, *collectors):
+                daemon.start()
+            for daemon in (correlator, *collectors):
+                await daemon.wait_ready()
+            orders = lambda alert: [o for o in inbox.of_type("work_order") if o["alert"] == alert]  # noqa: E731
+            assert await inbox.until(lambda _: orders("BandwidthOccupancyHigh"), 60), (
+                "no work order from polling"
+            )
+            order = orders("BandwidthOccupancyHigh")[0]
+            assert (order["device"], order["circuit"], order["tier"]) == ("cpe-router-01", "CIR-0001", "gold")
+            for trap in traps:  # one trap, sent by the device to both of its receivers
+                snmptrap(trap, uptime=424242)
+            assert await inbox.until(lambda _: orders("LinkDown"), 30), "no work order from the trap"
+            consumed = lambda outcome: correlator.metric(  # noqa: E731
+                "alarmd_cluster_events_consumed_total", type="event", outcome=outcome
+            )
+            await until(lambda: consumed("duplicate") == 1, 15, "the second copy counted")
+            for trap in traps:  # the same fault reported again later: a repeat, not a duplicate
+                snmptrap(trap, uptime=434343)
+            await until(lambda: consumed("duplicate") == 2 and consumed("judged") == 2, 15, "the repeat")
+            await inbox.collect(3)
+            assert len(orders("LinkDown")) == 1, orders("LinkDown")
+            assert len(orders("BandwidthOccupancyHigh")) == 1
+            assert correlator.metric("alarmd_cluster_partitions_owned", group="events") == 3
+            for daemon in (*collectors, correlator):
+                assert await daemon.stop() == 0
+    finally:
+        for daemon in (*collectors, correlator):
+            daemon.close()
+        sim_network.set_rates({"cpe-router-01/2/in": None})
+
+
+def test_the_three_devices_do_not_all_share_one_partition() -> None:
+    assert len({partition_of(d, INVENTORY_PARTITIONS) for d in DEVICES}) > 1
