@@ -253,6 +253,7 @@ def _report(args: argparse.Namespace) -> int:
             return _analysis(store, args.major_fault, loaded.config.clocks.utc_offset_hours)
         window = _window(args, tz)
         alarms = store.all_alarms()
+        outages = [Outage.model_validate_json(body) for body in store.outages()]
     finally:
         store.close()
     if window is None:
@@ -268,7 +269,7 @@ def _report(args: argparse.Namespace) -> int:
         clocks=ClockPolicy(loaded.config.clocks),
         by=args.by,
         customer=args.customer,
-        outages=[Outage.model_validate_json(body) for body in store.outages()],
+        outages=outages,
     )
     fields = [
         args.by,
