@@ -31,7 +31,7 @@ REPO = Path(__file__).resolve().parent.parent
 SESSION_TIMEOUT = 6.0  # the broker's lowest allowed session timeout
 LOAD_SLACK = 8.0  # seconds: one polling interval (1 s), rebalance and a machine shared with other test runs
 INVENTORY_PARTITIONS = 6
-SPOOL = 300  # messages a collector keeps while Kafka is away: a few seconds of three devices
+SPOOL = 1500  # messages a collector keeps while Kafka is away: about two seconds of three simulated devices
 DEVICES = ("cpe-router-01", "optical-tx-01", "proto-conv-01")
 KINDS = {
     "cpe-router-01": "cpe_router",
@@ -310,6 +310,7 @@ async def test_a_collector_spools_while_kafka_is_away_counts_what_it_drops_and_s
         os.killpg(kafka_broker.pid, signal.SIGSTOP)  # the broker answers nothing: Kafka is away
         paused, away_at = True, time.time()
         await until(lambda: collector.metric("alarmd_cluster_spool_dropped_total") > 0, 30, "a full spool")
+        await until(lambda: time.time() > away_at + 3, 5, "three polling intervals away")
         assert collector.metric("alarmd_cluster_spool_depth") == SPOOL
         assert collector.get("/-/ready")[0] == 200, "polling goes on while Kafka is away"
         os.killpg(kafka_broker.pid, signal.SIGCONT)
