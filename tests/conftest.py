@@ -25,17 +25,22 @@ import simnet  # noqa: E402
 
 
 @pytest.fixture(scope="session")
-def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real broker: ``KAFKA_BOOTSTRAP_SERVERS`` if set, else a local KRaft node started for the session."""
-    existing = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-    if existing:
-        yield existing
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kafka_local.Broker | None]:
+    """The local KRaft node started for the session; None when ``KAFKA_BOOTSTRAP_SERVERS`` names one."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        yield None
         return
     broker = kafka_local.start(tmp_path_factory.mktemp("kafka"))
     try:
-        yield broker.bootstrap
+        yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: kafka_local.Broker | None) -> str:
+    """A real broker: ``KAFKA_BOOTSTRAP_SERVERS`` if set, else a local KRaft node started for the session."""
+    return kafka_broker.bootstrap if kafka_broker is not None else os.environ["KAFKA_BOOTSTRAP_SERVERS"]
 
 
 @pytest.fixture(scope="session")

@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import json
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 from aiokafka import AIOKafkaConsumer
 
+import kafka_local  # tools/, on sys.path via conftest
 from alarmd.cluster.membership import partition_of
 from tests.chaos.harness import BANDWIDTH_RULE, CONGESTED, PROFILES, Daemon, Inbox, free_port
 
@@ -27,7 +29,9 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parent.parent
 SESSION_TIMEOUT = 6.0  # the broker's lowest allowed session timeout
+LOAD_SLACK = 8.0  # seconds: one polling interval (1 s), rebalance and a machine shared with other test runs
 INVENTORY_PARTITIONS = 6
+SPOOL = 1500  # messages a collector keeps while Kafka is away: about two seconds of three simulated devices
 DEVICES = ("cpe-router-01", "optical-tx-01", "proto-conv-01")
 KINDS = {
     "cpe-router-01": "cpe_router",
@@ -149,6 +153,13 @@ async def samples(bootstrap: str, topic: str, seconds: float) -> list[dict[str, 
     return found
 
 
+def assert_one_payload_per_id(messages: list[dict[str, Any]]) -> None:
+    """A message sent again (a batch retried after a timeout) carries the same id and the same payload."""
+    payloads: dict[str, dict[str, Any]] = {}
+    for message in messages:
+        assert payloads.setdefault(message["id"], message) == message, "one id, two payloads"
+
+
 async def test_collectors_share_a_location_and_the_survivor_takes_a_killed_ones_devices(
     tmp_path: Path, kafka_bootstrap: str, sim_network: Any
 ) -> None:
@@ -172,7 +183,7 @@ async def test_collectors_share_a_location_and_the_survivor_takes_a_killed_ones_
         took = await until(
             lambda: survivor.metric("alarmd_cluster_devices_owned") == 3, SESSION_TIMEOUT + 20, "take-over"
         )
-        assert took <= SESSION_TIMEOUT + 10
+        assert took <= SESSION_TIMEOUT + LOAD_SLACK
         assert survivor.events("devices_assigned")[-1]["started"] == moved
         await asyncio.sleep(3)  # one polling interval and a little
         victim.start()  # back again: it gets its share, then the other one is stopped cleanly
@@ -189,19 +200,17 @@ async def test_collectors_share_a_location_and_the_survivor_takes_a_killed_ones_
     print(f"devices moved {took:.1f}s after SIGKILL, {handed:.1f}s after SIGTERM")
     messages = await samples(kafka_bootstrap, f"{topic}.events", 2)
     up = [m for m in messages if m.get("metric") == "device_up"]
-    assert {m["labels"]["device"] for m in up if killed_at + took < m["at"] < killed_at + took + 3} == set(
-        DEVICES
-    )
-    for device in DEVICES:  # at most one cycle missed beyond the session timeout, at each hand-over
+    assert {m["labels"]["device"] for m in up if m["at"] > killed_at + took} == set(DEVICES)
+    for device in DEVICES:  # the session timeout and about one cycle missed at a hand-over, no more
         times = sorted(m["at"] for m in up if m["labels"]["device"] == device)
-        gaps = [b - a for a, b in itertools.pairwise(times)]
-        assert max(gaps) <= SESSION_TIMEOUT + 4 * 1.0, (device, max(gaps))
+        gap = max(b - a for a, b in itertools.pairwise(times))
+        assert gap <= SESSION_TIMEOUT + LOAD_SLACK, (device, gap)
     assert all(m["value"] == 1 for m in up), "no device looked down through the hand-over"
     assert {m["_key"] for m in up if m["labels"]["device"] == "cpe-router-01"} == {"CIR-0001"}, (
         "keyed by circuit"
     )
     assert {m["_key"] for m in up if m["labels"]["device"] == "proto-conv-01"} == {"proto-conv-01"}
-    assert len({m["id"] for m in messages}) == len(messages), "one id per sample"
+    assert_one_payload_per_id(messages)
 
 
 async def test_a_collector_is_not_ready_until_its_group_assigns_it_devices(
@@ -279,3 +288,44 @@ async def test_a_correlator_dispatches_from_collected_samples_and_one_trap_to_tw
 
 def test_the_three_devices_do_not_all_share_one_partition() -> None:
     assert len({partition_of(d, INVENTORY_PARTITIONS) for d in DEVICES}) > 1
+
+
+@pytest.mark.chaos
+async def test_a_collector_spools_while_kafka_is_away_counts_what_it_drops_and_sends_the_rest_after(
+    tmp_path: Path, kafka_broker: kafka_local.Broker | None, sim_network: Any
+) -> None:
+    if kafka_broker is None:
+        pytest.skip("pauses its own broker; an external cluster cannot be paused from here")
+    topic = f"alarmd.spool.{uuid.uuid4().hex[:8]}"
+    collector = instance(tmp_path, "a", sim_network.port, kafka_broker.bootstrap, topic, "collector")
+    config = collector.dir / "alarmd.yml"
+    config.write_text(
+        config.read_text().replace("  session_timeout:", f"  spool_size: {SPOOL}\n  session_timeout:")
+    )
+    paused = False
+    try:
+        collector.start()
+        await collector.wait_ready()
+        await until(lambda: collector.metric("alarmd_cluster_events_published_total") > 0, 20, "publishing")
+        os.killpg(kafka_broker.pid, signal.SIGSTOP)  # the broker answers nothing: Kafka is away
+        paused, away_at = True, time.time()
+        await until(lambda: collector.metric("alarmd_cluster_spool_dropped_total") > 0, 30, "a full spool")
+        await until(lambda: time.time() > away_at + 3, 5, "three polling intervals away")
+        assert collector.metric("alarmd_cluster_spool_depth") == SPOOL
+        assert collector.get("/-/ready")[0] == 200, "polling goes on while Kafka is away"
+        os.killpg(kafka_broker.pid, signal.SIGCONT)
+        paused, back_at = False, time.time()
+        await until(
+            lambda: collector.metric("alarmd_cluster_spool_depth") < SPOOL / 2, 60, "the spool drains"
+        )
+        dropped = collector.metric("alarmd_cluster_spool_dropped_total")
+        assert await collector.stop() == 0
+    finally:
+        if paused:
+            os.killpg(kafka_broker.pid, signal.SIGCONT)
+        collector.close()
+    messages = await samples(kafka_broker.bootstrap, f"{topic}.events", 2)
+    kept = [m for m in messages if away_at < m.get("at", 0) < back_at]
+    assert kept, "what was polled while Kafka was away and kept in the spool arrived afterwards"
+    assert dropped > 0
+    assert_one_payload_per_id(messages)
