@@ -103,17 +103,9 @@ def config_text(options: Options, *, agent_port: int, trap_port: int, http_port:
             "elements:",
             "  - {name: RING-STORM, kind: aggregation_ring}",
             "  - {name: RING-CALM, kind: aggregation_ring}",
-            "customers:",
-            *customers,
-            "devices:",
-            f"  - {{name: {latency.DEVICE}, kind: cpe_router, address: 127.0.0.1, port: {agent_port}, "
-            "credentials: agent}",
-            "circuits:",
-            *circuits,
-            "kafka:",
-            f"  topics: {{work_orders: {topic}.workorders, notices: {topic}.notices}}",
-            f'http: {{listen: "127.0.0.1:{http_port}"}}',
-            "",
+            *latency.router_lines(
+                customers, circuits, agent_port=agent_port, http_port=http_port, topic=topic
+            ),
         ]
     )
 
