@@ -297,19 +297,28 @@ def config_text(
             f'  definitions: ["{ROOT}/config/traps/*.yml"]',
             "dial_test:",
             f"  {{every: 0s, count: {options.dial_count}, interval: {options.dial_interval}s, timeout: 1s}}",
-            "customers:",
-            *customers,
-            "devices:",
-            f"  - {{name: {DEVICE}, kind: cpe_router, address: 127.0.0.1, port: {agent_port}, "
-            "credentials: agent}",
-            "circuits:",
-            *circuits,
-            "kafka:",
-            f"  topics: {{work_orders: {topic}.workorders, notices: {topic}.notices}}",
-            f'http: {{listen: "127.0.0.1:{http_port}"}}',
-            "",
+            *router_lines(customers, circuits, agent_port=agent_port, http_port=http_port, topic=topic),
         ]
     )
+
+
+def router_lines(
+    customers: Sequence[str], circuits: Sequence[str], *, agent_port: int, http_port: int, topic: str
+) -> list[str]:
+    """The end of a bench alarmd.yml: customers, the one router, its circuits, the topics, the listener."""
+    return [
+        "customers:",
+        *customers,
+        "devices:",
+        f"  - {{name: {DEVICE}, kind: cpe_router, address: 127.0.0.1, port: {agent_port}, "
+        "credentials: agent}",
+        "circuits:",
+        *circuits,
+        "kafka:",
+        f"  topics: {{work_orders: {topic}.workorders, notices: {topic}.notices}}",
+        f'http: {{listen: "127.0.0.1:{http_port}"}}',
+        "",
+    ]
 
 
 # --------------------------------------------------------------------------- the daemon

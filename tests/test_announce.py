@@ -12,7 +12,7 @@ from jsonschema import Draft202012Validator
 from alarmd.alarms.clocks import ClockPolicy
 from alarmd.alarms.inhibit import Correlator
 from alarmd.alarms.lifecycle import AlarmBook
-from alarmd.alarms.store import Store
+from alarmd.alarms.store import Store, StoreError
 from alarmd.announce import Announcer
 from alarmd.cli import message_schemas
 from alarmd.config import ClocksConfig, Config, KafkaTopics
@@ -302,3 +302,27 @@ def test_fault_and_repair_counters_give_repair_timeliness(tmp_path: Path) -> Non
     assert value("alarmd_faults_total", {"alarm_class": "data_anomaly", "tier": "gold"}) == 1
     assert value("alarmd_faults_repaired_total", {"tier": "gold", "on_time": "true"}) == 1
     assert value("alarmd_faults_repaired_total", {"tier": "ordinary", "on_time": "false"}) == 1
+
+
+def test_a_batch_the_store_refuses_is_announced_whole_once_it_takes_it(tmp_path: Path) -> None:
+    tl = Timeline(tmp_path)
+    changes = []
+    for device in ("r1", "r2", "r3"):
+        labels = {"alertname": "LinkDown", "device": device, "alarm_class": "transmission"}
+        now = tl.clock.now()
+        changes += tl.book.apply(
+            AlarmTransition("firing", "LinkDown", labels, {}, 1.0, 1.0, now, now, fingerprint(labels))
+        )
+    # the third fault's write fails, as on a full disk: nothing of the batch may be stored or sent
+    third = changes[2].alarm.alarm_id  # hex digits only: safe in the statement
+    tl.store.connection.execute(
+        f"CREATE TEMP TRIGGER refuse BEFORE INSERT ON history WHEN NEW.alarm_id = '{third}' "
+        "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+    )
+    with pytest.raises(StoreError, match="disk is full"):
+        tl.announcer.tell_all(changes)
+    assert tl.sent() == []
+    assert not any(c.alarm.dispatched for c in changes), "no fault counts as dispatched"
+    tl.store.connection.execute("DROP TRIGGER refuse")
+    tl.announcer.tell_all(changes)
+    assert [t for _, t, _ in tl.sent()] == ["work_order", "notice"] * 3

@@ -142,8 +142,8 @@ async def test_a_segment_cut_is_one_major_fault_and_its_straggler_gets_its_own_o
     try:
         async with Inbox(kafka_bootstrap, f"{topic}.workorders", f"{topic}.notices") as inbox:
             await daemon.wait_ready()
-            deadline = time.monotonic() + 30  # a complete poll names the E1 ports behind a trap's ifIndex
-            while daemon.metric("alarmd_device_up", device=MUX) < 1:  # set once a poll's walks returned
+            deadline = time.monotonic() + 60  # the first poll names the E1 ports behind the ifIndex of a trap
+            while daemon.metric("alarmd_device_up", device=MUX) < 1:  # answered, its ports named
                 assert time.monotonic() < deadline, "the mux was never polled"
                 await inbox.collect(0.5)
             cut = [f"CIR-{i:02d}" for i in range(1, 13)]

@@ -256,3 +256,32 @@ def test_a_repeat_of_a_folded_circuit_names_the_major_faults_work_order(tmp_path
     tl.wait(300)  # apart by more than the window: no new major fault
     tl.los("A1")  # dispatched before the threshold: its own order
     assert tl.orders()[-1]["repeat_of"] == tl.orders()[0]["work_order_id"]
+
+
+def test_an_open_major_fault_is_taken_back_after_a_restart_and_clears_with_its_circuits(
+    tmp_path: Path,
+) -> None:
+    tl = Timeline(tmp_path)
+    for c in ("A1", "A2", "A3"):
+        tl.los(c)
+    major = next(o for o in tl.orders() if o["major_fault"])
+    tl.store.close()
+
+    again = Timeline(tmp_path)  # a new process on the same store
+    again.clock = tl.clock
+    again.announcer.clock = tl.clock
+    for alarm in again.store.open_alarms():
+        again.book.restore(alarm)
+    assert again.grouper.restore() == 1
+    before = len(again.orders())
+    again.los("A5")  # joins the restored major fault
+    again.wait(1)
+    for c in ("A1", "A2", "A3", "A5"):
+        again.los(c, "resolved")
+    assert kinds(again.orders()[before:]) == [
+        ("work_order_update", "circuit_added", "SEG-A"),
+        ("work_order_clear", None, "CIR-A1"),
+        ("work_order_clear", None, "CIR-A2"),
+        ("work_order_clear", None, "SEG-A"),
+    ]
+    assert again.orders()[-1]["work_order_id"] == major["work_order_id"]
