@@ -61,6 +61,16 @@ def free_port(kind: int) -> int:
         return int(sock.getsockname()[1])
 
 
+def snmptrap_v2c(port: int, community: str, trap_oid: str, *varbinds: str) -> None:
+    """Send a v2c trap with net-snmp's snmptrap to 127.0.0.1 (varbinds as OID, type, value triples)."""
+    subprocess.run(
+        ["snmptrap", "-v2c", "-c", community, f"127.0.0.1:{port}", "", trap_oid, *varbinds],
+        check=True,
+        env={**os.environ, "MIBS": ":"},
+        timeout=10,
+    )
+
+
 def events(log: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in log.read_text().splitlines() if line.startswith("{")]
 
@@ -133,28 +143,13 @@ async def test_traps_upstream_alarms_and_dial_tests_reach_the_rule_stage_resolve
     try:
         await wait_for(log, lambda e: e["event"] == "daemon_started", 30)
         await asyncio.sleep(3)  # the first polls learn ifIndex -> ifName, so the trap can name it
-        subprocess.run(
-            [
-                "snmptrap",
-                "-v2c",
-                "-c",
-                "trap-secret",
-                f"127.0.0.1:{trap_port}",
-                "",
-                "1.3.6.1.6.3.1.1.5.3",
-                "1.3.6.1.2.1.2.2.1.1.2",
-                "i",
-                "2",
-                "1.3.6.1.2.1.2.2.1.7.2",
-                "i",
-                "1",
-                "1.3.6.1.2.1.2.2.1.8.2",
-                "i",
-                "2",
-            ],
-            check=True,
-            env={**os.environ, "MIBS": ":"},
-            timeout=10,
+        snmptrap_v2c(
+            trap_port,
+            "trap-secret",
+            "1.3.6.1.6.3.1.1.5.3",
+            *("1.3.6.1.2.1.2.2.1.1.2", "i", "2"),
+            *("1.3.6.1.2.1.2.2.1.7.2", "i", "1"),
+            *("1.3.6.1.2.1.2.2.1.8.2", "i", "2"),
         )
         trap = await wait_for(log, lambda e: e["event"] == "event_received" and e["source"] == "trap", 15)
         assert (trap["trap"], trap["device"], trap["interface"], trap["circuit"]) == (

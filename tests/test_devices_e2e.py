@@ -22,7 +22,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 import simnet
-from tests.test_daemon_intake import free_port, wait_for
+from tests.test_daemon_intake import free_port, snmptrap_v2c, wait_for
 from tests.test_end_to_end import Inbox
 
 pytestmark = pytest.mark.integration
@@ -198,25 +198,12 @@ async def test_a_dsx1_los_trap_alone_raises_a_transmission_work_order_the_next_p
     try:
         await wait_for(log, lambda e: e["event"] == "poll_done" or e["event"] == "daemon_started", 30)
         await asyncio.sleep(2)  # the first poll said noAlarm (dsx1LineStatus 1) and named ifIndex 1
-        subprocess.run(
-            [
-                "snmptrap",
-                "-v2c",
-                "-c",
-                "trap-secret",
-                f"127.0.0.1:{trap_port}",
-                "",
-                "1.3.6.1.2.1.10.18.15.0.1",  # dsx1LineStatusChange
-                "1.3.6.1.2.1.10.18.6.1.10.1",  # dsx1LineStatus.1: dsx1LossOfSignal
-                "i",
-                "64",
-                "1.3.6.1.2.1.10.18.6.1.11.1",  # dsx1LineStatusLastChange.1
-                "t",
-                "12345",
-            ],
-            check=True,
-            env={**os.environ, "MIBS": ":"},
-            timeout=10,
+        snmptrap_v2c(
+            trap_port,
+            "trap-secret",
+            "1.3.6.1.2.1.10.18.15.0.1",  # dsx1LineStatusChange
+            *("1.3.6.1.2.1.10.18.6.1.10.1", "i", "64"),  # dsx1LineStatus.1: dsx1LossOfSignal
+            *("1.3.6.1.2.1.10.18.6.1.11.1", "t", "12345"),  # dsx1LineStatusLastChange.1
         )
         key, order = await orders.next(30)
         assert key == b"CIR-0001"
