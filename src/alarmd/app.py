@@ -492,6 +492,11 @@ class Daemon:
             await source.close()
 
     def reload(self) -> bool:
+        """Apply the configuration files as they are now (SIGHUP, ``POST /-/reload``); see :meth:`_reload`."""
+        with heap.paused():
+            return self._reload()
+
+    def _reload(self) -> bool:
         """Build the new config, rules, profiles and routing first; apply them only if all are valid.
 
         Everything applies without a restart except ``state_dir``, ``queue_size`` and ``api``
