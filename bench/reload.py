@@ -39,6 +39,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 
+from alarmd import logging as alarmd_logging
 from alarmd.app import Daemon, load_rules
 from alarmd.collector.snmp import SnmpValue, Target
 from alarmd.config import load
@@ -161,6 +162,7 @@ def rss_mb() -> float:
 
 
 async def _drive(options: Options, directory: Path, say: Callable[[str], None]) -> dict[str, Any]:
+    alarmd_logging.setup("warning", "json")  # as a daemon logs: not a line per poll
     loaded = load(directory, env={})
     agents = BenchAgents()
     started = time.perf_counter()
