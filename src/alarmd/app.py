@@ -33,7 +33,7 @@ from alarmd.collector.snmp import PysnmpClient, SnmpClient
 from alarmd.collector.trapdefs import TrapDefinitions
 from alarmd.collector.traps import TrapReceiver
 from alarmd.collector.upstream import UpstreamError, parse_upstream
-from alarmd.config import ConfigError, DeviceConfig, Loaded, load, read_yaml
+from alarmd.config import ConfigError, DeviceConfig, Loaded, SnmpV3, load, read_yaml
 from alarmd.dispatch.kafka import KafkaSink, KafkaSource
 from alarmd.dispatch.outbox import Dispatcher, Outbox, WorkOrderSink
 from alarmd.dispatch.routing import Router
@@ -534,11 +534,17 @@ class Daemon:
         self.announcer.clocks = ClockPolicy(new.clocks)
         self.config, self.loaded, self.profiles, self._snapshot = new, loaded, profiles, inventory
         self._write_running()
-        self._retired = (self._retired | set(diff.devices.removed)) - {d.name for d in new.devices}
+        self._retired = set(diff.devices.removed)  # their last polls may still be queued
         retiring = self.fleet.apply(
             new.devices, added=diff.devices.added, changed=diff.devices.changed, removed=diff.devices.removed
         )
         cleared = self._decommission(diff.devices.removed, diff.circuits.removed)
+        if isinstance(self.snmp, FastSnmpClient) and any(
+            isinstance(self.pollers[name].target.credentials, SnmpV3) for name in diff.devices.changed
+        ):
+            old_v3 = self.snmp.renew_v3()
+            if old_v3 is not None:
+                self._in_background(self._close_later(old_v3))
         if retiring and diff.devices.removed:
             self._in_background(self._forget_series(retiring, diff.devices.removed))
         if diff.traps_rebind:
@@ -598,6 +604,12 @@ class Daemon:
             log.info("alarm_decommissioned", alarm_id=alarm.alarm_id, circuit=alarm.circuit)
         return len(cleared)
 
+    async def _close_later(self, client: SnmpClient) -> None:
+        """Close a replaced SNMP client once the polls it has in flight are over."""
+        longest = max((p.target.timeout * (p.target.retries + 1) for p in self.pollers.values()), default=0.0)
+        await asyncio.sleep(longest + 1.0)
+        client.close()
+
     async def _forget_series(self, retiring: list[asyncio.Task[None]], devices: Collection[str]) -> None:
         """Once the retired pollers' last polls have ended, drop the series those polls set again."""
         await asyncio.gather(*retiring, return_exceptions=True)
@@ -611,26 +623,25 @@ class Daemon:
 
     async def _rebind_traps(self, loaded: Loaded, definitions: TrapDefinitions | None) -> None:
         """Bind the trap listener anew; the old one's queued traps go on to the rule stage."""
+        if not loaded.config.traps.enabled or definitions is None:
+            await self._stop_traps()
+            return
         old = self.traps
-        new = None
-        if loaded.config.traps.enabled and definitions is not None:
-            new = self._trap_receiver(loaded, definitions, old.queue if old is not None else None)
-            same_address = old is not None and old.listens_like(new)
-            if same_address and old is not None:
-                await old.stop()  # the same port: the old socket must go first
-            try:
-                await new.start()
-            except OSError as exc:
-                log.error(  # noqa: TRY400 - the reason is the message
-                    "trap_listener_rebind_failed", listen=loaded.config.traps.listen, error=str(exc)
-                )
-                if not same_address:
-                    return  # the old listener stays
-                new = None
-        self.traps = new
+        new = self._trap_receiver(loaded, definitions, old.queue if old is not None else None)
+        shared = old is not None and new.queue is old.queue
+        if old is not None and old.listens_like(new):
+            await self._stop_traps()  # the same port: the old socket goes first, what it holds handled
+        try:
+            await new.start()
+        except OSError as exc:
+            log.error(  # noqa: TRY400 - the reason is the message
+                "trap_listener_rebind_failed", listen=loaded.config.traps.listen, error=str(exc)
+            )
+            return  # at a new address the old listener stays; at the same one it is gone
+        old, self.traps = self.traps, new
         if old is not None:
             await old.stop()
-        if new is not None and (old is None or new.queue is not old.queue) and self._group is not None:
+        if not shared and self._group is not None:
             self._side.append(self._group.create_task(self._forward_traps(new)))
 
     async def _reconnect_kafka(self) -> None:
