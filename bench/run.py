@@ -11,7 +11,9 @@ under its key there:
 * ``memory``: the daemon's RSS polling 10k and 100k interfaces (bench/memory.py);
 * ``rules``: rule-engine evaluations per second on the shipped rules (bench/rules.py);
 * ``storm``: linkDown traps from 500 circuits of one ring → one major fault, last trap → the
-  major fault's last update on Kafka (bench/storm.py).
+  major fault's last update on Kafka (bench/storm.py);
+* ``reload``: a 10k-device (100k-interface) daemon reloaded 100 times with 1 % changed: daemon
+  time per reload, missed poll cycles of unchanged devices, RSS over the reloads (bench/reload.py).
 
     python -m bench.run                      # every workload, full length (about 10 minutes)
     python -m bench.run --quick              # short steps: a smoke run
@@ -31,7 +33,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from bench import host, latency, memory, polling, rules, storm, traps
+from bench import host, latency, memory, polling, reload, rules, storm, traps
 
 RESULTS: Final = Path(__file__).resolve().parent / "results"
 
@@ -69,6 +71,11 @@ def _storm(args: argparse.Namespace, results_dir: Path) -> dict[str, Any]:
     return storm.run(storm.options_from(args.quick), results_dir)
 
 
+def _reload(args: argparse.Namespace, results_dir: Path) -> dict[str, Any]:
+    """Reloads of a 10k-device inventory, 1 % changed each: daemon time, missed cycles, RSS."""
+    return reload.run(reload.options_from(args.quick), results_dir)
+
+
 WORKLOADS: Final[dict[str, Workload]] = {
     "traps": _traps,
     "polling": _polling,
@@ -76,6 +83,7 @@ WORKLOADS: Final[dict[str, Workload]] = {
     "memory": _memory,
     "rules": _rules,
     "storm": _storm,
+    "reload": _reload,
 }
 
 

@@ -40,7 +40,7 @@ from alarmd.collector.snmp import PysnmpClient, SnmpClient
 from alarmd.collector.trapdefs import TrapDefinitions
 from alarmd.collector.traps import TrapReceiver
 from alarmd.collector.upstream import UpstreamError, parse_upstream
-from alarmd.config import Config, ConfigError, ConsumedTopic, DeviceConfig, Loaded, load, read_yaml
+from alarmd.config import Config, ConfigError, ConsumedTopic, DeviceConfig, Loaded, SnmpV3, load, read_yaml
 from alarmd.dispatch.kafka import KafkaMembership, KafkaSink, KafkaSource, KafkaStartError, ensure_topics
 from alarmd.dispatch.outbox import Dispatcher, Outbox, WorkOrderSink
 from alarmd.dispatch.routing import Router
@@ -573,6 +573,11 @@ class Daemon:
             await source.close()
 
     def reload(self) -> bool:
+        """Apply the configuration files as they are now (SIGHUP, ``POST /-/reload``); see :meth:`_reload`."""
+        with heap.paused():
+            return self._reload()
+
+    def _reload(self) -> bool:
         """Build the new config, rules, profiles and routing first; apply them only if all are valid.
 
         Everything applies without a restart except ``state_dir``, ``queue_size`` and ``api``
@@ -652,7 +657,7 @@ class Daemon:
 
     def _apply_devices(self, config: Config, changed: Collection[str], removed: Collection[str]) -> None:
         """Start, re-create and retire the pollers of the devices this instance polls, as ``config`` says."""
-        self._retired = (self._retired | set(removed)) - {d.name for d in config.devices}
+        self._retired = set(removed)  # their last polls may still be queued
         own = self._own_devices(config)
         if self.role == "collector":
             self.share.reindex(d.name for d in own)
@@ -665,6 +670,12 @@ class Daemon:
         )
         if retiring and removed:
             self._in_background(self._forget_series(retiring, removed))
+        if isinstance(self.snmp, FastSnmpClient) and any(
+            isinstance(self.pollers[name].target.credentials, SnmpV3) for name in changed if name in names
+        ):
+            old_v3 = self.snmp.renew_v3()  # pysnmp keeps keys localized per agent engine: start afresh
+            if old_v3 is not None:
+                self._in_background(self._close_later(old_v3))
 
     def _sync_outages(self, found: list[FileOutage]) -> None:
         """Make the file outages those of the files now, audited; if that fails, the log says why."""
@@ -714,6 +725,12 @@ class Daemon:
             log.info("alarm_decommissioned", alarm_id=alarm.alarm_id, circuit=alarm.circuit)
         return len(cleared)
 
+    async def _close_later(self, client: SnmpClient) -> None:
+        """Close a replaced SNMP client once the polls it has in flight are over."""
+        longest = max((p.target.timeout * (p.target.retries + 1) for p in self.pollers.values()), default=0.0)
+        await asyncio.sleep(longest + 1.0)
+        client.close()
+
     async def _forget_series(self, retiring: list[asyncio.Task[None]], devices: Collection[str]) -> None:
         """Once the retired pollers' last polls have ended, drop the series those polls set again."""
         await asyncio.gather(*retiring, return_exceptions=True)
@@ -727,26 +744,25 @@ class Daemon:
 
     async def _rebind_traps(self, loaded: Loaded, definitions: TrapDefinitions | None) -> None:
         """Bind the trap listener anew; the old one's queued traps go on to the rule stage."""
+        if not loaded.config.traps.enabled or definitions is None:
+            await self._stop_traps()
+            return
         old = self.traps
-        new = None
-        if loaded.config.traps.enabled and definitions is not None:
-            new = self._trap_receiver(loaded, definitions, old.queue if old is not None else None)
-            same_address = old is not None and old.listens_like(new)
-            if same_address and old is not None:
-                await old.stop()  # the same port: the old socket must go first
-            try:
-                await new.start()
-            except OSError as exc:
-                log.error(  # noqa: TRY400 - the reason is the message
-                    "trap_listener_rebind_failed", listen=loaded.config.traps.listen, error=str(exc)
-                )
-                if not same_address:
-                    return  # the old listener stays
-                new = None
-        self.traps = new
+        new = self._trap_receiver(loaded, definitions, old.queue if old is not None else None)
+        shared = old is not None and new.queue is old.queue
+        if old is not None and old.listens_like(new):
+            await self._stop_traps()  # the same port: the old socket goes first, what it holds handled
+        try:
+            await new.start()
+        except OSError as exc:
+            log.error(  # noqa: TRY400 - the reason is the message
+                "trap_listener_rebind_failed", listen=loaded.config.traps.listen, error=str(exc)
+            )
+            return  # at a new address the old listener stays; at the same one it is gone
+        old, self.traps = self.traps, new
         if old is not None:
             await old.stop()
-        if new is not None and (old is None or new.queue is not old.queue) and self._group is not None:
+        if not shared and self._group is not None:
             self._side.append(self._group.create_task(self._forward_traps(new)))
 
     async def _reconnect_kafka(self) -> None:

@@ -74,17 +74,19 @@ class _Reader:
     def __init__(self, path: Path, header: list[str]) -> None:
         self.path = path
         self.header = header
+        self._number = {name: n for n, name in enumerate(header, start=1)}
+        self._label = {name: f"column '{name}'" for name in header}
         self.out = CsvInventory()
         self.out.lines.update({(section,): 1 for section in self.out.data})
         self._index: dict[str, dict[str, int]] = {"customers": {}, "devices": {}, "circuits": {}}
 
     def where(self, line: int, column: str) -> str:
-        return f"{self.path}:{line}:{self.header.index(column) + 1}"
+        return f"{self.path}:{line}:{self._number[column]}"
 
     def _place(self, loc: Loc, line: int, column: str) -> None:
         self.out.lines[loc] = line
-        self.out.columns[loc] = self.header.index(column) + 1
-        self.out.keys[loc] = f"column '{column}'"
+        self.out.columns[loc] = self._number[column]
+        self.out.keys[loc] = self._label[column]
 
     def _entity(self, section: str, key: str, row: dict[str, str], line: int, names: dict[str, str]) -> int:
         """The index of the entity named by ``row[key]``, defining it or checking the row agrees."""

@@ -44,7 +44,7 @@ rule_files: [rules.yml]
 profile_files: ["{repo}/config/profiles/*.yml"]
 inventory_files: [inventory/*.csv, inventory/*.yml]
 state_dir: state
-polling: {{interval: 1s, timeout: 500ms, retries: 0}}
+polling: {{interval: 1s, timeout: 3s, retries: 0}}
 traps:
   enabled: true
   listen: 127.0.0.1:{trap_port}
@@ -270,7 +270,7 @@ async def test_inventory_edits_apply_to_the_running_daemon(
         )
         await until(
             lambda: metric(http_port, "alarmd_device_up", device="v3-router") == 1,
-            10,
+            30,
             "v3-router polled with its new v3 keys",
         )
         trap(*v2_trap)
@@ -324,6 +324,16 @@ async def test_inventory_edits_apply_to_the_running_daemon(
         trap_events = partial(metric, http_port, "alarmd_events_total", source="trap")
         await until(lambda: trap_events() == received(), 20, "every received trap handed on")
         assert received() == 3 + BURST, "the trap to the new port arrived"
+        # ... and bound again at the same address (a new receive buffer): the old socket goes first
+        config.write_text(
+            config.read_text().replace(
+                "  credentials: [trap-v2", "  receive_buffer: 4194304\n  credentials: [trap-v2"
+            )
+        )
+        reload_and_wait()
+        await until(lambda: len(log_events("trap_receiver_started")) == 3, 10, "the listener bound again")
+        trap("-v2c", "-c", "trap-new")
+        await until(lambda: received() == 4 + BURST, 10, "a trap after binding the same address again")
         assert metric(http_port, "alarmd_traps_dropped_total") == 0
 
         # 6. Kafka settings change (a broker nobody runs, then the real one): the outbox is kept

@@ -271,6 +271,18 @@ class FastSnmpClient:
             raise SnmpError("internal", "SNMPv3 target but no v3 client configured")
         return self._v3
 
+    def renew_v3(self) -> SnmpClient | None:
+        """Build the v3 client afresh at the next v3 poll; return the old one for the caller to close.
+
+        pysnmp's engine keeps each user's keys localized for every agent engine it discovered,
+        and a changed key does not reach those copies: after SNMPv3 credentials change, only a
+        new engine polls with the new keys.  Without a factory the client stays.
+        """
+        if self._v3_factory is None:
+            return None
+        old, self._v3 = self._v3, None
+        return old
+
     def close(self) -> None:
         """Release sockets (and the v3 client's)."""
         for transport in self._transports.values():

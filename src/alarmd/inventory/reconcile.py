@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, SecretStr
 
-from alarmd.config import Config, DeviceConfig, SnmpV1, SnmpV2c, SnmpV3
+from alarmd.config import Config, SnmpV1, SnmpV2c, SnmpV3
 
 Credentials = SnmpV1 | SnmpV2c | SnmpV3
 
@@ -159,30 +159,37 @@ def _digest(salt: bytes, value: object) -> str:
     return hashlib.sha256(salt + text.encode()).hexdigest()[:32]
 
 
-def _credentials_of(config: Config, device: DeviceConfig) -> Credentials:
-    return device.snmp if device.snmp is not None else config.credentials[device.credentials or ""]
+def _model_digest(salt: bytes, model: BaseModel, *more: str) -> str:
+    """A model without secrets (pydantic's JSON, fast), and digests of what it refers to."""
+    text = model.model_dump_json() + "".join(more)
+    return hashlib.sha256(salt + text.encode()).hexdigest()[:32]
 
 
 def snapshot(config: Config, profile: Callable[[str], str], salt: bytes = b"") -> Snapshot:
     """Digests of everything a reload compares; ``profile(name)`` is a device profile's content as text.
 
     A device's digest covers all that its poller is built from (its fields, its credentials,
-    its profile and the polling defaults it takes), so a device whose digest is unchanged keeps
-    its poller.  ``salt`` makes a snapshot written to disk useless for guessing a community.
+    its profile and the polling defaults), so a device whose digest is unchanged keeps its
+    poller.  ``salt`` makes a snapshot written to disk useless for guessing a community.
     """
+    credentials = {n: _digest(salt, c) for n, c in config.credentials.items()}
     polling = config.polling
+    profiles: dict[str, str] = {}
+
+    def profile_digest(name: str) -> str:
+        if name not in profiles:
+            profiles[name] = _digest(salt, profile(name))
+        return profiles[name]
+
     devices = {
-        d.name: _digest(
+        d.name: _model_digest(
             salt,
-            [
-                d,
-                _credentials_of(config, d),
-                profile(d.profile or d.kind.value),
-                d.interval or polling.interval,
-                d.timeout or polling.timeout,
-                d.retries if d.retries is not None else polling.retries,
-                polling.max_repetitions,
-            ],
+            d,
+            credentials[d.credentials or ""] if d.snmp is None else _digest(salt, d.snmp),
+            profile_digest(d.profile or d.kind.value),
+            # the polling defaults as this device takes them: a default it overrides changes nothing
+            f"{d.interval or polling.interval}|{d.timeout or polling.timeout}|"
+            f"{d.retries if d.retries is not None else polling.retries}|{polling.max_repetitions}",
         )
         for d in config.devices
     }
@@ -207,9 +214,9 @@ def snapshot(config: Config, profile: Callable[[str], str], salt: bytes = b"") -
             sections[name] = _digest(salt, getattr(config, name))
     return {
         "devices": devices,
-        "circuits": {c.id: _digest(salt, c) for c in config.circuits},
-        "customers": {c.id: _digest(salt, c) for c in config.customers},
-        "credentials": {n: _digest(salt, c) for n, c in config.credentials.items()},
+        "circuits": {c.id: _model_digest(salt, c) for c in config.circuits},
+        "customers": {c.id: _model_digest(salt, c) for c in config.customers},
+        "credentials": credentials,
         "sections": sections,
     }
 

@@ -43,7 +43,7 @@ def write_running(state_dir: Path, running: Running) -> None:
     }
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        json.dump(body, handle, separators=(",", ":"))
+        handle.write(json.dumps(body, separators=(",", ":")))  # one shot: the C encoder
     temp.replace(path)
 
 
