@@ -327,7 +327,8 @@ class Daemon:
                 # Held in memory, in order, until the store takes it: stored first, then sent.
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
-            self.changes.task_done()
+            for _ in batch:
+                self.changes.task_done()  # a correlator commits its input once its changes are stored
 
     def _stored(self, operation: str, write: Callable[[], object]) -> bool:
         """Run a store write; on failure say so loudly, count it and fail the health check."""
