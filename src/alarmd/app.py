@@ -538,12 +538,14 @@ class Daemon:
         self._apply_listeners(diff, loaded, definitions)
         self.metrics.reload_ok.set(1)
         self.metrics.reload_time.set(self.clock.now())
+        seconds = time.perf_counter() - started
+        self.metrics.reload_duration.set(seconds)
         log.info(
             "config_reloaded",
             rules=len(rules),
             state_carried=carried,
             decommissioned=cleared,
-            seconds=round(time.perf_counter() - started, 3),
+            seconds=round(seconds, 3),
             **diff.summary(),
         )
         systemd.notify("READY=1", f"STATUS=reloaded: {len(rules)} rules, {len(self.fleet)} devices")

@@ -29,6 +29,11 @@ class Metrics:
         self.reload_time = Gauge(
             "alarmd_config_last_reload_success_timestamp_seconds", "When the config last applied.", registry=r
         )
+        self.reload_duration = Gauge(
+            "alarmd_config_last_reload_duration_seconds",
+            "How long the last applied reload held the daemon (reading, validating, applying).",
+            registry=r,
+        )
         self.poll_requests = Counter(
             "alarmd_poll_requests_total", "Device polls started, by device kind.", ["device_kind"], registry=r
         )
