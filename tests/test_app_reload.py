@@ -70,6 +70,7 @@ def test_unchanged_devices_keep_their_pollers_and_changed_ones_get_new(
     assert daemon.pollers["r2"].target.credentials == daemon.loaded.config.credentials["a"]
     assert daemon.pollers["r4"].interval == 300.0
     assert daemon.inventory.devices.keys() == {"r1", "r2", "r3", "r4"}
+    assert (daemon.metrics.registry.get_sample_value("alarmd_config_last_reload_duration_seconds") or 0) > 0
 
 
 def test_a_reload_that_fails_validation_changes_nothing(daemon: Daemon, tmp_path: Path) -> None:

@@ -209,3 +209,9 @@ def test_an_export_of_ten_thousand_devices_loads(tmp_path: Path) -> None:
     assert len(cfg.devices) == 10_001
     assert len(cfg.circuits) == 10_000
     assert len(cfg.customers) == 2_501
+
+
+def test_a_device_row_without_its_kind_names_the_missing_column(tmp_path: Path) -> None:
+    text = f"{HEADER}\n{row(device='r9', address='127.0.0.9', credentials='demo-cpe')}\n"
+    with pytest.raises(ConfigError, match=r"export.csv:2: missing required column 'kind'"):
+        load(config_dir(tmp_path, text), env={})

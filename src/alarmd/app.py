@@ -46,7 +46,7 @@ from alarmd.dispatch.outbox import Dispatcher, Outbox, WorkOrderSink
 from alarmd.dispatch.routing import Router
 from alarmd.http import HttpServer
 from alarmd.inventory import Inventory
-from alarmd.inventory.reconcile import diff_snapshots, snapshot
+from alarmd.inventory.reconcile import ConfigDiff, diff_snapshots, snapshot
 from alarmd.inventory.running import Running, write_running
 from alarmd.metrics import Metrics
 from alarmd.model import Alarm, AlarmClass, AlarmTransition, Event, Preprocessing, ProbeOutcome, Sample
@@ -628,9 +628,34 @@ class Daemon:
         self._sync_outages(outages)
         self.config, self.loaded, self.profiles, self._snapshot = new, loaded, profiles, inventory
         self._write_running()
-        self._apply_devices(new, diff.devices.changed, diff.devices.removed)
-        cleared = self._decommission(diff.devices.removed, diff.circuits.removed)
-        if diff.traps_rebind:
+        cleared = self._apply_inventory(diff)
+        self._apply_listeners(diff, loaded, definitions)
+        self.metrics.reload_ok.set(1)
+        self.metrics.reload_time.set(self.clock.now())
+        seconds = time.perf_counter() - started
+        self.metrics.reload_duration.set(seconds)
+        log.info(
+            "config_reloaded",
+            rules=len(rules),
+            state_carried=carried,
+            decommissioned=cleared,
+            seconds=round(seconds, 3),
+            **diff.summary(),
+        )
+        systemd.notify("READY=1", f"STATUS=reloaded: {len(rules)} rules, {len(self.fleet)} devices")
+        return True
+
+    def _apply_inventory(self, diff: ConfigDiff) -> int:
+        """Pollers started, re-created and retired; removed devices' and circuits' faults cleared."""
+        self._apply_devices(self.config, diff.devices.changed, diff.devices.removed)
+        return self._decommission(diff.devices.removed, diff.circuits.removed)
+
+    def _apply_listeners(self, diff: ConfigDiff, loaded: Loaded, definitions: TrapDefinitions | None) -> None:
+        """The trap listener, the Kafka clients and the HTTP listener take their new settings."""
+        new = loaded.config
+        if diff.traps_rebind and self._group is None:  # not started yet: run() binds the new one
+            self.traps = self._trap_receiver(loaded, definitions) if definitions is not None else None
+        elif diff.traps_rebind:
             self._in_background(self._rebind_traps(loaded, definitions))
         elif diff.traps_accept and self.traps is not None and definitions is not None:
             self.traps.update(
@@ -640,21 +665,11 @@ class Daemon:
                 v3_only=new.security.v3_only,
             )
         if diff.kafka:
-            self._in_background(self._reconnect_kafka())
+            old_sink = self.dispatcher.replace_sink(KafkaSink(new.kafka))
+            self.sink = self.dispatcher.sink
+            self._in_background(self._reconnect_kafka(old_sink))
         if diff.http:
             self._in_background(self.http.rebind(new.http.host, new.http.port))
-        self.metrics.reload_ok.set(1)
-        self.metrics.reload_time.set(self.clock.now())
-        log.info(
-            "config_reloaded",
-            rules=len(rules),
-            state_carried=carried,
-            decommissioned=cleared,
-            seconds=round(time.perf_counter() - started, 3),
-            **diff.summary(),
-        )
-        systemd.notify("READY=1", f"STATUS=reloaded: {len(rules)} rules, {len(self.fleet)} devices")
-        return True
 
     def _apply_devices(self, config: Config, changed: Collection[str], removed: Collection[str]) -> None:
         """Start, re-create and retire the pollers of the devices this instance polls, as ``config`` says."""
@@ -739,7 +754,10 @@ class Daemon:
 
     def _in_background(self, work: Coroutine[Any, Any, None]) -> None:
         """Run a reload's slow part (binding, reconnecting) without holding the reload up."""
-        task = self._group.create_task(work) if self._group is not None else asyncio.ensure_future(work)
+        if self._group is None:  # not running yet: nothing is bound or connected to move
+            work.close()
+            return
+        task = self._group.create_task(work)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
@@ -766,9 +784,8 @@ class Daemon:
         if not shared and self._group is not None:
             self._side.append(self._group.create_task(self._forward_traps(new)))
 
-    async def _reconnect_kafka(self) -> None:
-        """Send and consume with the new Kafka settings; the outbox (and what it holds) stays."""
-        old_sink = self.dispatcher.replace_sink(KafkaSink(self.config.kafka))
+    async def _reconnect_kafka(self, old_sink: WorkOrderSink) -> None:
+        """Consume with the new Kafka settings and close the old producer; the outbox stays."""
         runs, self._source_runs = self._source_runs, []
         await self._stop_sources(runs)
         self._run_sources(self._sources())

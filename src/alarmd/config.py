@@ -243,7 +243,8 @@ def validate(doc: YamlDoc, model: type[M]) -> M:
                 problems.append(f"{where}: unknown key '{dotted}'{suggestion}")
             elif err["type"] == "missing":
                 missing = ".".join(str(s) for s in (*found, loc[-1]))
-                problems.append(f"{where}: missing required key '{missing}'")
+                what = doc.keys.get((*found, loc[-1])) or f"key '{missing}'"  # a CSV export: its column
+                problems.append(f"{where}: missing required {what}")
             else:
                 msg = err["msg"].removeprefix("Value error, ")
                 if err["type"] == "enum":  # name what was written, e.g. an unknown tier

@@ -97,6 +97,8 @@ class _Reader:
             known[ident] = len(items)
             items.append({})
             self.out.lines[(section, known[ident])] = line
+            for column, attr in names.items():  # a value no row gives is named by its column
+                self.out.keys[(section, known[ident], attr)] = self._label.get(column, f"column '{column}'")
         i = known[ident]
         item = items[i]
         for column, attr in names.items():

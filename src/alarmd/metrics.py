@@ -20,15 +20,7 @@ class Metrics:
         r = self.registry
         self.build_info = Info("alarmd_build", "Version of the running daemon.", registry=r)
         self.build_info.info({"version": __version__})
-        self.reload_ok = Gauge(
-            "alarmd_config_last_reload_successful",
-            "1 if the last reload (SIGHUP, /-/reload) applied, else 0.",
-            registry=r,
-        )
-        self.reload_ok.set(1)
-        self.reload_time = Gauge(
-            "alarmd_config_last_reload_success_timestamp_seconds", "When the config last applied.", registry=r
-        )
+        self._reloads(r)
         self.poll_requests = Counter(
             "alarmd_poll_requests_total", "Device polls started, by device kind.", ["device_kind"], registry=r
         )
@@ -237,6 +229,23 @@ class Metrics:
             self.kafka_errors.labels(reason)
         for transition in ("raised", "cleared"):
             self.alarm_transitions.labels(transition)
+
+    def _reloads(self, r: CollectorRegistry) -> None:
+        """Whether, when and how fast the configuration last applied."""
+        self.reload_ok = Gauge(
+            "alarmd_config_last_reload_successful",
+            "1 if the last reload (SIGHUP, /-/reload) applied, else 0.",
+            registry=r,
+        )
+        self.reload_ok.set(1)
+        self.reload_time = Gauge(
+            "alarmd_config_last_reload_success_timestamp_seconds", "When the config last applied.", registry=r
+        )
+        self.reload_duration = Gauge(
+            "alarmd_config_last_reload_duration_seconds",
+            "How long the last applied reload held the daemon (reading, validating, applying).",
+            registry=r,
+        )
 
     def _planned_outages(self, r: CollectorRegistry) -> None:
         """The metrics of planned outages (SPEC §9)."""
