@@ -329,7 +329,8 @@ class Daemon:
                 # Held in memory, in order, until the store takes it: stored first, then sent.
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 30.0)
-            self.changes.task_done()
+            for _ in batch:
+                self.changes.task_done()  # a correlator commits its input once its changes are stored
 
     def _stored(self, operation: str, write: Callable[[], object]) -> bool:
         """Run a store write; on failure say so loudly, count it and fail the health check."""
@@ -427,7 +428,8 @@ class Daemon:
             majors = self.grouper.open_majors()
             self.metrics.major_faults_open.set(len(majors))
             self.metrics.major_fault_circuits.set(sum(self.grouper.circuits_down(m) for m in majors))
-            self._stored("timers", functools.partial(self.announcer.on_timers, self.book, now))
+            if self.owner is None or self.owner.settled:  # a correlator's clocks wait out a rebalance
+                self._stored("timers", functools.partial(self.announcer.on_timers, self.book, now))
             if self.owner is not None:
                 await self.owner.flush()
             self._stored(
@@ -885,6 +887,7 @@ class Daemon:
             self.metrics,
             on_assign=lambda partitions: self._took("events", partitions),
             on_restore=functools.partial(self._restoring, stop=stop),
+            on_revoke=self.owner.revoking if self.owner is not None else None,
             session_timeout=cluster.session_timeout,
         )
         try:

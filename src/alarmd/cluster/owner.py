@@ -51,6 +51,8 @@ class PartitionOwner:
         #: Partitions of the events topic (as the cluster has it); set once the topics exist.
         self.partitions = 1
         self.owned: set[int] = set()
+        #: False from a rebalance's revocation until the new assignment is restored: clocks wait meanwhile.
+        self.settled = False
         self.changelog = Changelog(store, self.home)
         self.sink = KafkaSink(kafka)
         self._lock = asyncio.Lock()
@@ -93,6 +95,7 @@ class PartitionOwner:
                 if alarm.state == "firing":
                     engine.restore(alarm.rule, alarm.fingerprint, alarm.labels, alarm.raised_at, now)
             self.owned = set(partitions)
+            self.settled = True
         seconds = time.monotonic() - started
         self.metrics.restore_seconds.observe(seconds)
         self.metrics.restored_records.inc(len(alarms))
@@ -107,6 +110,10 @@ class PartitionOwner:
             timers_due=len(self.store.due_timers(now)),
             seconds=round(seconds, 3),
         )
+
+    def revoking(self) -> None:
+        """A rebalance began: what this instance owns may move, so its clocks wait for the new assignment."""
+        self.settled = False
 
     async def _read(self, partitions: set[int], stop: asyncio.Event) -> dict[int, dict[bytes, bytes]] | None:
         delay = max(self.kafka.retry_backoff, 0.05)
@@ -142,5 +149,6 @@ class PartitionOwner:
         return True
 
     async def close(self) -> None:
-        """Disconnect the changelog producer."""
+        """Write what changed last, then disconnect the changelog producer."""
+        await self.flush()
         await self.sink.stop()

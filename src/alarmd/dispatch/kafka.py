@@ -352,12 +352,20 @@ Restore = Callable[[set[int]], Awaitable[None]]
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     """Tells the owner each new assignment of one topic's partitions."""
 
-    def __init__(self, on_assign: Assignment, restore: Restore | None = None) -> None:
+    def __init__(
+        self,
+        on_assign: Assignment,
+        restore: Restore | None = None,
+        revoking: Callable[[], None] | None = None,
+    ) -> None:
         self._on_assign = on_assign
         self._restore = restore
+        self._revoking = revoking
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        """The next ``on_partitions_assigned`` says what stays; nothing is given up in between."""
+        """The next ``on_partitions_assigned`` says what stays; ``revoking`` is told that it may change."""
+        if self._revoking is not None:
+            self._revoking()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         """Hand the new assignment over as partition numbers (and wait for the restore, if any)."""
@@ -418,11 +426,13 @@ class KafkaSource:
         max_backoff: float = 30.0,
         on_assign: Assignment | None = None,
         on_restore: Restore | None = None,
+        on_revoke: Callable[[], None] | None = None,
         session_timeout: float | None = None,
     ) -> None:
         self.kafka = kafka
         self._on_assign = on_assign
         self._on_restore = on_restore
+        self._on_revoke = on_revoke
         self._session_ms = int(session_timeout * 1000) if session_timeout else None
         self.upstream = upstream
         self._handle = handle
@@ -484,7 +494,11 @@ class KafkaSource:
             auto_offset_reset="earliest",
             isolation_level="read_committed",
         )
-        listener = _Listener(self._on_assign, self._on_restore) if self._on_assign is not None else None
+        listener = (
+            _Listener(self._on_assign, self._on_restore, self._on_revoke)
+            if self._on_assign is not None
+            else None
+        )
         consumer.subscribe([self.upstream.topic], **({"listener": listener} if listener else {}))
         producer = AIOKafkaProducer(
             **options,
