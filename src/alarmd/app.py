@@ -430,7 +430,7 @@ class Daemon:
             self.metrics.major_fault_circuits.set(sum(self.grouper.circuits_down(m) for m in majors))
             if self.owner is None or self.owner.settled:  # a correlator's clocks wait out a rebalance
                 self._stored("timers", functools.partial(self.announcer.on_timers, self.book, now))
-            if self.owner is not None:
+            if self.owner is not None and self.dispatcher.idle:
                 await self.owner.flush()
             self._stored(
                 "maintenance", functools.partial(self.announcer.on_outages, self.book, self.inventory, now)
@@ -897,6 +897,21 @@ class Daemon:
             if self.owner is not None:
                 await self.owner.close()
 
+    async def _hand_over(self) -> None:
+        """Correlator, before an input offset is committed: messages sent, then the state to the changelog.
+
+        A fault recorded in the changelog as dispatched (or escalated) has had its message
+        acknowledged, so the partition's next owner never leaves it unsent; an owner killed in
+        between makes the next one send it again, under the same id.
+        """
+        assert self.owner is not None
+        try:
+            async with asyncio.timeout(self.config.kafka.request_timeout * 2):
+                await self.dispatcher.wait_idle()
+        except TimeoutError:
+            log.warning("outbox_not_sent_before_changelog", pending=self.outbox.depth())
+        await self.owner.flush()
+
     async def _restoring(self, partitions: set[int], stop: asyncio.Event) -> None:
         """A correlator's new assignment: /-/ready is false until its partitions' state is restored."""
         if self.owner is not None:
@@ -918,7 +933,7 @@ class Daemon:
             self._judge_event(self.enrich(item))
         await self.changes.join()
         if self.owner is not None:
-            await self.owner.flush()  # before the offset is committed: a redelivery finds the state
+            await self._hand_over()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then stop intake, drain, flush the outbox within the deadline."""
