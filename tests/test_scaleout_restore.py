@@ -173,6 +173,11 @@ async def test_a_killed_correlators_fault_keeps_its_id_and_its_due_escalation_fi
             assert restored["faults_restored"] == 1 and restored["timers_due"] == 1
             assert epoch(fired[0]["timestamp"]) - epoch(restored["timestamp"]) < 3.0  # at once: next tick
             assert survivor.metric("alarmd_cluster_restore_seconds_count") >= 2
+            print(  # the figures docs/scaleout.md quotes (pytest -s)
+                f"SIGKILL to restored: {epoch(restored['timestamp']) - killed_at:.1f}s, "
+                f"restore took {restored['seconds']}s, escalation due {due}, "
+                f"fired {fired[0]['timestamp']} ({epoch(fired[0]['timestamp']) - epoch(due):.1f}s late)"
+            )
             assert await survivor.stop() == 0
     finally:
         for daemon in pair:
