@@ -289,22 +289,15 @@ class KafkaSink:
 
     async def send_many(self, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> None:
         """Deliver ``(key, value)`` messages in one go; returns once all are acknowledged, else raises."""
-        if self._producer is None:
-            await self.start()
-        producer = self._producer
-        if producer is None:
-            raise SinkError("internal", "producer did not start")
-        try:
-            futures = [await producer.send(topic, value=value, key=key) for key, value in messages]
-            await asyncio.wait_for(asyncio.gather(*futures), self.config.request_timeout * 2)
-        except Exception as exc:
-            detail = _redact(self.config, f"{topic}: {str(exc) or type(exc).__name__}")
-            raise SinkError(_reason(exc), detail) from None
+        await self.send_to_partitions(topic, [(None, key, value) for key, value in messages])
 
     async def send_to_partitions(
-        self, topic: str, records: Sequence[tuple[int, bytes, bytes | None]]
+        self, topic: str, records: Sequence[tuple[int | None, bytes, bytes | None]]
     ) -> None:
-        """Deliver ``(partition, key, value)`` records (value ``None``: a tombstone); wait for all acks."""
+        """Deliver ``(partition, key, value)`` records and wait until all are acknowledged.
+
+        A partition ``None`` is chosen by key; a value ``None`` is a tombstone.
+        """
         if self._producer is None:
             await self.start()
         producer = self._producer
