@@ -153,32 +153,48 @@ async def test_a_killed_correlators_fault_keeps_its_id_and_its_due_escalation_fi
             escalations = lambda: [n for n in inbox.of_type("escalation") if n["alarm_id"] == alarm_id]  # noqa: E731
             assert await inbox.until(lambda _: escalations(), 15), "the due escalation did not fire"
 
-            # The fault reported again, then cleared: the survivor carries it on under its id.
-            await publish_trap(kafka_bootstrap, topic, "linkDown", uptime=2000)
-            await publish_trap(kafka_bootstrap, topic, "linkUp", uptime=3000)
-            assert await inbox.until(lambda _: orders("work_order_clear"), 30), "the clear was not sent"
             await inbox.collect(2)
-
-            assert [o["alarm_id"] for o in orders("work_order")] == [order["alarm_id"]]
-            assert [o["alarm_id"] for o in orders("work_order_clear")] == [order["alarm_id"]]
             (escalation,) = escalations()
             assert escalation["due"]["escalation_at"] == due
             assert epoch(escalation["sent_at"]) > killed_at
             fired = survivor.events("clock_fired")
-            assert [(e["alarm_id"], e["kind"], e["due"]) for e in fired] == [
-                (order["alarm_id"], "escalation", due)
-            ]
+            assert [(e["alarm_id"], e["kind"], e["due"]) for e in fired] == [(alarm_id, "escalation", due)]
             assert not owner.events("clock_fired")
             restored = survivor.events("partitions_restored")[-1]
             assert restored["faults_restored"] == 1 and restored["timers_due"] == 1
             assert epoch(fired[0]["timestamp"]) - epoch(restored["timestamp"]) < 3.0  # at once: next tick
-            assert survivor.metric("alarmd_cluster_restore_seconds_count") >= 2
             print(  # the figures docs/scaleout.md quotes (pytest -s)
                 f"SIGKILL to restored: {epoch(restored['timestamp']) - killed_at:.1f}s, "
                 f"restore took {restored['seconds']}s, escalation due {due}, "
                 f"fired {fired[0]['timestamp']} ({epoch(fired[0]['timestamp']) - epoch(due):.1f}s late)"
             )
+
+            # The killed one comes back (its SQLite still holds the fault and its escalation clock,
+            # as they were when it died) and the survivor is stopped: the fault moves back.
+            owner.start()
+            await owner.wait_ready()
+            await until(lambda: [owned(d) for d in pair] == [1, 1], 30, "one events partition each again")
+            stopped_at = time.time()
             assert await survivor.stop() == 0
+            await until(
+                lambda: owned(owner) == 2 and owner.metric("alarmd_cluster_restored_records_total") == 1,
+                LOAD_SLACK,
+                "the fault back on the restarted correlator",
+            )
+            took_over = owner.events("partitions_restored")[-1]  # the stopped one's partition
+            print(f"SIGTERM to its partition restored: {epoch(took_over['timestamp']) - stopped_at:.1f}s")
+
+            # The fault reported again, then cleared: it is carried on under its id.
+            await publish_trap(kafka_bootstrap, topic, "linkDown", uptime=2000)
+            await publish_trap(kafka_bootstrap, topic, "linkUp", uptime=3000)
+            assert await inbox.until(lambda _: orders("work_order_clear"), 30), "the clear was not sent"
+            await inbox.collect(2)
+            assert [o["alarm_id"] for o in orders("work_order")] == [alarm_id]
+            assert [o["alarm_id"] for o in orders("work_order_clear")] == [alarm_id]
+            assert len(escalations()) == 1  # the stale clock in the restarted one's cache never fired
+            assert not owner.events("clock_fired")
+            assert owner.metric("alarmd_cluster_restore_seconds_count") >= 1
+            assert await owner.stop() == 0
     finally:
         for daemon in pair:
             daemon.close()
