@@ -888,6 +888,7 @@ class Daemon:
             on_assign=lambda partitions: self._took("events", partitions),
             on_restore=functools.partial(self._restoring, stop=stop),
             on_revoke=self.owner.revoking if self.owner is not None else None,
+            before_commit=self._hand_over if self.owner is not None else None,
             session_timeout=cluster.session_timeout,
         )
         try:
@@ -898,7 +899,7 @@ class Daemon:
                 await self.owner.close()
 
     async def _hand_over(self) -> None:
-        """Correlator, before an input offset is committed: messages sent, then the state to the changelog.
+        """Correlator, before a fetched batch's offsets are committed: messages sent, then the changelog.
 
         A fault recorded in the changelog as dispatched (or escalated) has had its message
         acknowledged, so the partition's next owner never leaves it unsent; an owner killed in
@@ -932,8 +933,6 @@ class Daemon:
         else:
             self._judge_event(self.enrich(item))
         await self.changes.join()
-        if self.owner is not None:
-            await self._hand_over()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then stop intake, drain, flush the outbox within the deadline."""

@@ -395,10 +395,11 @@ class _HandlerFailed(Exception):
 class KafkaSource:
     """Consumes the upstream alarm topic in a consumer group and hands each message to ``handle``.
 
-    Delivery is at least once.  Auto-commit is off; after a fetched batch the offsets of the
-    messages that are done are committed, where done means ``handle`` returned, or ``handle``
-    raised an error that ``rejection_of`` maps to ``(reason, detail)`` and the original bytes
-    were acknowledged on the dead-letter topic (idempotent producer, ``acks=all``).  Any
+    Delivery is at least once.  Auto-commit is off; after a fetched batch (and after
+    ``before_commit``, if given, returns) the offsets of the messages that are done are
+    committed, where done means ``handle`` returned, or ``handle`` raised an error that
+    ``rejection_of`` maps to ``(reason, detail)`` and the original bytes were acknowledged
+    on the dead-letter topic (idempotent producer, ``acks=all``).  Any
     other exception from ``handle`` commits what was done before it, logs
     ``upstream_handler_failed`` and propagates out of ``run``: the message stays uncommitted
     and is delivered again after a restart.  A broker that is unreachable (at start or
@@ -420,9 +421,11 @@ class KafkaSource:
         on_assign: Assignment | None = None,
         on_restore: Restore | None = None,
         on_revoke: Callable[[], None] | None = None,
+        before_commit: Callable[[], Awaitable[None]] | None = None,
         session_timeout: float | None = None,
     ) -> None:
         self.kafka = kafka
+        self._before_commit = before_commit
         self._on_assign = on_assign
         self._on_restore = on_restore
         self._on_revoke = on_revoke
@@ -591,6 +594,8 @@ class KafkaSource:
     async def _commit(self, done: dict[Any, int], stop: asyncio.Event) -> None:
         if not done:
             return
+        if self._before_commit is not None:
+            await self._before_commit()
         consumer, offsets = self._consumer, dict(done)
         await self._retrying("commit", lambda: consumer.commit(offsets), stop)
 
