@@ -27,9 +27,11 @@ from alarmd.announce import Announcer, FeedbackRejectedError
 from alarmd.api import Api
 from alarmd.board import BOARD_HTML
 from alarmd.clock import Clock, SystemClock
+from alarmd.cluster.changelog import ChangelogStore
 from alarmd.cluster.codec import EventDecodeError, Keys, decode, encode_event, encode_sample
 from alarmd.cluster.dedup import SeenIds
 from alarmd.cluster.membership import DeviceShare
+from alarmd.cluster.owner import PartitionOwner
 from alarmd.cluster.spool import Message, Spool
 from alarmd.collector.fastsnmp import FastSnmpClient
 from alarmd.collector.fleet import PollerFleet
@@ -146,7 +148,7 @@ class Daemon:
             self.inventory, self.book, self.config.major_faults, self.metrics, self.router.lead_team
         )
         self.repeats = Repeats(self.config.major_faults.repeat_window, self.metrics)
-        self.store = Store(loaded.state_dir / "alarmd.sqlite")
+        self.store = (ChangelogStore if role == "correlator" else Store)(loaded.state_dir / "alarmd.sqlite")
         self.outbox = Outbox(self.store.connection)
         self.outages = Outages(
             self.store, self.config.maintenance, self.config.clocks.utc_offset_hours, self.metrics
@@ -426,7 +428,10 @@ class Daemon:
             majors = self.grouper.open_majors()
             self.metrics.major_faults_open.set(len(majors))
             self.metrics.major_fault_circuits.set(sum(self.grouper.circuits_down(m) for m in majors))
-            self._stored("timers", functools.partial(self.announcer.on_timers, self.book, now))
+            if self.owner is None or self.owner.settled:  # a correlator's clocks wait out a rebalance
+                self._stored("timers", functools.partial(self.announcer.on_timers, self.book, now))
+            if self.owner is not None and self.dispatcher.idle:
+                await self.owner.flush()
             self._stored(
                 "maintenance", functools.partial(self.announcer.on_outages, self.book, self.inventory, now)
             )
@@ -821,6 +826,18 @@ class Daemon:
         self.share = DeviceShare(
             self.pollers, cluster.inventory_partitions, self.fleet.resume, self.fleet.pause
         )
+        self.owner: PartitionOwner | None = None
+        if isinstance(self.store, ChangelogStore):
+            self.owner = PartitionOwner(
+                self.config.kafka,
+                f"{cluster.events_topic}.changelog",
+                self.store,
+                book=lambda: self.book,
+                engine=lambda: self.engine,
+                keys=lambda: self.keys,
+                metrics=self.metrics,
+                now=self.clock.now,
+            )
 
     def _start_cluster(self, tg: asyncio.TaskGroup, stop: asyncio.Event) -> list[asyncio.Task[None]]:
         """Collector: join the location's group and publish; correlator: consume the events topic."""
@@ -876,9 +893,13 @@ class Daemon:
         """Correlator: make sure the events topic exists, then consume it in the correlators' group."""
         cluster = self.config.cluster
         delay = max(self.config.kafka.retry_backoff, 0.05)
+        changelog = f"{cluster.events_topic}.changelog"
+        wanted = [(cluster.events_topic, cluster.events_partitions), (changelog, cluster.events_partitions)]
         while not stop.is_set():
             try:
-                await self._events_topic()
+                found = await ensure_topics(self.config.kafka, wanted, compacted=[changelog])
+                if self.owner is not None:
+                    self.owner.partitions = found.get(cluster.events_topic, cluster.events_partitions)
                 break
             except KafkaStartError as exc:
                 log.warning("events_topic_unavailable", error=str(exc), retry_in=delay)
@@ -898,12 +919,38 @@ class Daemon:
             _rejection,
             self.metrics,
             on_assign=lambda partitions: self._took("events", partitions),
+            on_restore=functools.partial(self._restoring, stop=stop),
+            on_revoke=self.owner.revoking if self.owner is not None else None,
+            before_commit=self._hand_over if self.owner is not None else None,
             session_timeout=cluster.session_timeout,
         )
         try:
             await source.run(stop)
         finally:
             await source.close()
+            if self.owner is not None:
+                await self.owner.close()
+
+    async def _hand_over(self) -> None:
+        """Correlator, before a fetched batch's offsets are committed: messages sent, then the changelog.
+
+        A fault recorded in the changelog as dispatched (or escalated) has had its message
+        acknowledged, so the partition's next owner never leaves it unsent; an owner killed in
+        between makes the next one send it again, under the same id.
+        """
+        assert self.owner is not None
+        try:
+            async with asyncio.timeout(self.config.kafka.request_timeout * 2):
+                await self.dispatcher.wait_idle()
+        except TimeoutError:
+            log.warning("outbox_not_sent_before_changelog", pending=self.outbox.depth())
+        await self.owner.flush()
+
+    async def _restoring(self, partitions: set[int], stop: asyncio.Event) -> None:
+        """A correlator's new assignment: /-/ready is false until its partitions' state is restored."""
+        if self.owner is not None:
+            self.assigned = False
+            await self.owner.assign(partitions, stop)
 
     async def _on_cluster_event(self, payload: bytes, key: bytes | None) -> None:
         """Judge a sample or event; return once the alarm changes it caused are stored (then it commits)."""
@@ -923,6 +970,8 @@ class Daemon:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then stop intake, drain, flush the outbox within the deadline."""
         self._sync_outages(load_outage_files(self.loaded))
+        if self.owner is not None:
+            self.owner.clear_cache()  # a correlator's open faults come from the changelog on assignment
         restored = self._restore()
         self._write_running()
         if restored:

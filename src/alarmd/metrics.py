@@ -337,6 +337,30 @@ class Metrics:
             ["type", "outcome"],
             registry=r,
         )
+        self.restore_seconds = Histogram(
+            "alarmd_cluster_restore_seconds",
+            "Time a correlator took to restore the state of newly assigned partitions from the changelog.",
+            buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=r,
+        )
+        self.restored_records = Counter(
+            "alarmd_cluster_restored_records_total",
+            "Faults (each with its clocks) restored from the changelog.",
+            registry=r,
+        )
+        self.changelog_records = Counter(
+            "alarmd_cluster_changelog_records_total",
+            "Changelog records the brokers acknowledged, by kind (state, tombstone).",
+            ["kind"],
+            registry=r,
+        )
+        self.changelog_failures = Counter(
+            "alarmd_cluster_changelog_failures_total",
+            "Changelog writes that failed; the records stay pending and are sent with the next write.",
+            registry=r,
+        )
+        for kind in ("state", "tombstone"):
+            self.changelog_records.labels(kind)
         for group in ("inventory", "events"):
             self.partitions_owned.labels(group)
             self.rebalances.labels(group)

@@ -44,3 +44,26 @@ async def test_dispatcher_retries_until_the_broker_is_back_and_keeps_order(tmp_p
     assert (
         metrics.registry.get_sample_value("alarmd_dispatch_messages_sent_total", {"type": "work_order"}) == 5
     )
+
+
+async def test_the_dispatcher_is_idle_only_once_everything_submitted_is_acknowledged(tmp_path: Path) -> None:
+    metrics = Metrics()
+    sink = FakeSink(failing=True)
+    dispatcher = Dispatcher(Outbox(tmp_path / "o.sqlite"), sink, metrics, backoff=0.001, max_backoff=0.002)
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    await asyncio.wait_for(dispatcher.wait_idle(), 5)  # nothing submitted yet
+    dispatcher.submit("t", b"CIR-1", b"m0", "work_order")
+    assert not dispatcher.idle
+    waiting = asyncio.create_task(dispatcher.wait_idle())
+    while (
+        metrics.registry.get_sample_value("alarmd_dispatch_kafka_errors_total", {"reason": "unavailable"}) < 2
+    ):
+        await asyncio.sleep(0)
+    assert not waiting.done()  # the broker has not acknowledged it
+    sink.failing = False
+    await asyncio.wait_for(waiting, 5)
+    assert dispatcher.idle
+    assert [v for _, _, v in sink.sent] == [b"m0"]
+    stop.set()
+    await asyncio.wait_for(task, 5)

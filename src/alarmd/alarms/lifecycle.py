@@ -258,6 +258,15 @@ class AlarmBook:
         if alarm.cleared_at is not None:
             self.watched[alarm.fingerprint] = (alarm.alarm_id, alarm.cleared_at + self.watch_window)
 
+    def drop(self, fingerprint: str) -> None:
+        """Let another instance own a fault: it leaves the book without a change (not closed, not cleared)."""
+        alarm = self.active.pop(fingerprint, None)
+        if alarm is not None:
+            self._count(alarm, -1)
+        self.recent.pop(fingerprint, None)
+        self._changes.pop(fingerprint, None)
+        self.watched.pop(fingerprint, None)
+
     def restore(self, alarm: Alarm) -> None:
         """Take back an alarm from the store after a restart."""
         if alarm.state == "firing":

@@ -228,6 +228,11 @@ class Store:
         )
         return cur.rowcount == 1
 
+    def drop(self, alarm_id: str) -> None:
+        """Remove a fault and its timers from this store (its history stays): another instance owns it."""
+        self.connection.execute("DELETE FROM timers WHERE alarm_id = ?", (alarm_id,))
+        self.connection.execute("DELETE FROM alarms WHERE alarm_id = ?", (alarm_id,))
+
     def save_outage(self, outage_id: str, body: str, ends: float) -> None:
         """Store a planned outage (its JSON body) as it now stands."""
         self.connection.execute(

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
 import structlog
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
 from aiokafka.errors import (
@@ -34,6 +34,7 @@ from aiokafka.errors import (
     for_code,
 )
 from aiokafka.helpers import create_ssl_context
+from aiokafka.partitioner import murmur2
 from aiokafka.protocol.metadata import MetadataRequest
 
 from alarmd.config import ConsumedTopic, KafkaConfig
@@ -288,13 +289,25 @@ class KafkaSink:
 
     async def send_many(self, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> None:
         """Deliver ``(key, value)`` messages in one go; returns once all are acknowledged, else raises."""
+        await self.send_to_partitions(topic, [(None, key, value) for key, value in messages])
+
+    async def send_to_partitions(
+        self, topic: str, records: Sequence[tuple[int | None, bytes, bytes | None]]
+    ) -> None:
+        """Deliver ``(partition, key, value)`` records and wait until all are acknowledged.
+
+        A partition ``None`` is chosen by key; a value ``None`` is a tombstone.
+        """
         if self._producer is None:
             await self.start()
         producer = self._producer
         if producer is None:
             raise SinkError("internal", "producer did not start")
         try:
-            futures = [await producer.send(topic, value=value, key=key) for key, value in messages]
+            futures = [
+                await producer.send(topic, value=value, key=key, partition=partition)
+                for partition, key, value in records
+            ]
             await asyncio.wait_for(asyncio.gather(*futures), self.config.request_timeout * 2)
         except Exception as exc:
             detail = _redact(self.config, f"{topic}: {str(exc) or type(exc).__name__}")
@@ -325,18 +338,34 @@ Assignment = Callable[[set[int]], None]
 """Told the partition numbers of a topic that this member now owns."""
 
 
+Restore = Callable[[set[int]], Awaitable[None]]
+"""Told the partitions now owned; fetching waits until it returns (state is restored meanwhile)."""
+
+
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
     """Tells the owner each new assignment of one topic's partitions."""
 
-    def __init__(self, on_assign: Assignment) -> None:
+    def __init__(
+        self,
+        on_assign: Assignment,
+        restore: Restore | None = None,
+        revoking: Callable[[], None] | None = None,
+    ) -> None:
         self._on_assign = on_assign
+        self._restore = restore
+        self._revoking = revoking
 
     def on_partitions_revoked(self, revoked: Any) -> None:
-        """The next ``on_partitions_assigned`` says what stays; nothing is given up in between."""
+        """The next ``on_partitions_assigned`` says what stays; ``revoking`` is told that it may change."""
+        if self._revoking is not None:
+            self._revoking()
 
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        """Hand the new assignment over as partition numbers."""
-        self._on_assign({tp.partition for tp in assigned})
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        """Hand the new assignment over as partition numbers (and wait for the restore, if any)."""
+        partitions = {tp.partition for tp in assigned}
+        if self._restore is not None:
+            await self._restore(partitions)
+        self._on_assign(partitions)
 
 
 MessageHandler = Callable[[bytes, bytes | None], Awaitable[None]]
@@ -366,10 +395,11 @@ class _HandlerFailed(Exception):
 class KafkaSource:
     """Consumes the upstream alarm topic in a consumer group and hands each message to ``handle``.
 
-    Delivery is at least once.  Auto-commit is off; after a fetched batch the offsets of the
-    messages that are done are committed, where done means ``handle`` returned, or ``handle``
-    raised an error that ``rejection_of`` maps to ``(reason, detail)`` and the original bytes
-    were acknowledged on the dead-letter topic (idempotent producer, ``acks=all``).  Any
+    Delivery is at least once.  Auto-commit is off; after a fetched batch (and after
+    ``before_commit``, if given, returns) the offsets of the messages that are done are
+    committed, where done means ``handle`` returned, or ``handle`` raised an error that
+    ``rejection_of`` maps to ``(reason, detail)`` and the original bytes were acknowledged
+    on the dead-letter topic (idempotent producer, ``acks=all``).  Any
     other exception from ``handle`` commits what was done before it, logs
     ``upstream_handler_failed`` and propagates out of ``run``: the message stays uncommitted
     and is delivered again after a restart.  A broker that is unreachable (at start or
@@ -389,10 +419,16 @@ class KafkaSource:
         poll_interval: float = 0.5,
         max_backoff: float = 30.0,
         on_assign: Assignment | None = None,
+        on_restore: Restore | None = None,
+        on_revoke: Callable[[], None] | None = None,
+        before_commit: Callable[[], Awaitable[None]] | None = None,
         session_timeout: float | None = None,
     ) -> None:
         self.kafka = kafka
+        self._before_commit = before_commit
         self._on_assign = on_assign
+        self._on_restore = on_restore
+        self._on_revoke = on_revoke
         self._session_ms = int(session_timeout * 1000) if session_timeout else None
         self.upstream = upstream
         self._handle = handle
@@ -454,7 +490,11 @@ class KafkaSource:
             auto_offset_reset="earliest",
             isolation_level="read_committed",
         )
-        listener = _Listener(self._on_assign) if self._on_assign is not None else None
+        listener = (
+            _Listener(self._on_assign, self._on_restore, self._on_revoke)
+            if self._on_assign is not None
+            else None
+        )
         consumer.subscribe([self.upstream.topic], **({"listener": listener} if listener else {}))
         producer = AIOKafkaProducer(
             **options,
@@ -554,6 +594,8 @@ class KafkaSource:
     async def _commit(self, done: dict[Any, int], stop: asyncio.Event) -> None:
         if not done:
             return
+        if self._before_commit is not None:
+            await self._before_commit()
         consumer, offsets = self._consumer, dict(done)
         await self._retrying("commit", lambda: consumer.commit(offsets), stop)
 
@@ -743,3 +785,54 @@ class KafkaMembership:
                 if consumer is not None:
                     with contextlib.suppress(KafkaError, OSError):
                         await consumer.stop()
+
+
+def default_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner gives ``key`` in a topic of ``partitions`` (murmur2)."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+async def read_compacted(
+    config: KafkaConfig, topic: str, partitions: set[int], *, within: float = 30.0
+) -> dict[int, dict[bytes, bytes]]:
+    """Each partition's latest value per key, read from the start to the end offset at the call.
+
+    Only committed records are read (``read_committed``); a key whose latest record is a
+    tombstone is left out.  Raises ``KafkaStartError`` if the brokers cannot be reached and
+    ``TimeoutError`` if the end is not reached ``within`` seconds.
+    """
+    found: dict[int, dict[bytes, bytes]] = {p: {} for p in partitions}
+    if not partitions:
+        return found
+    consumer = AIOKafkaConsumer(
+        **client_options(config),
+        client_id=f"{config.client_id}-restore",
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    await _start_client(consumer, config, "restore consumer")
+    try:
+        wanted = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(wanted)
+        await consumer.seek_to_beginning(*wanted)
+        ends = await consumer.end_offsets(wanted)
+        left = {tp for tp in wanted if ends[tp] > await consumer.position(tp)}
+        async with asyncio.timeout(within):
+            while left:
+                batch = await consumer.getmany(*left, timeout_ms=500, max_records=1000)
+                for tp, records in batch.items():
+                    for record in records:
+                        if record.offset >= ends[tp]:
+                            continue
+                        if record.value is None:
+                            found[tp.partition].pop(record.key, None)
+                        else:
+                            found[tp.partition][record.key] = record.value
+                for tp in list(left):
+                    if await consumer.position(tp) >= ends[tp]:
+                        left.discard(tp)
+    finally:
+        with contextlib.suppress(KafkaError, OSError):
+            await consumer.stop()
+    return found

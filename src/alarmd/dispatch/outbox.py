@@ -149,6 +149,7 @@ class Dispatcher:
         self.max_backoff = max_backoff
         self._monotonic = monotonic
         self._wake = asyncio.Event()
+        self._empty = asyncio.Event()  # set while the sender found the outbox empty
         self._started = False
         #: Why the outbox could not be read or written, until a message is acknowledged again.
         self.problem: str | None = None
@@ -184,7 +185,17 @@ class Dispatcher:
         """Store a message and wake the sender."""
         self.outbox.add(topic, key, value, kind)
         self.metrics.outbox_depth.set(self.outbox.depth())
+        self._empty.clear()
         self._wake.set()
+
+    @property
+    def idle(self) -> bool:
+        """Everything submitted so far has been acknowledged by the brokers."""
+        return self._empty.is_set()
+
+    async def wait_idle(self) -> None:
+        """Wait until everything submitted so far is acknowledged."""
+        await self._empty.wait()
 
     async def _ensure_started(self) -> None:
         if not self._started:
@@ -201,6 +212,7 @@ class Dispatcher:
                 delay = await self._store_failed("outbox_read", exc, delay)
                 continue
             if not batch:
+                self._empty.set()
                 if stop.is_set():
                     return
                 self._wake.clear()

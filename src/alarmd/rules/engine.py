@@ -354,6 +354,10 @@ class RuleEngine:
             since, dict(labels), firing=True, last_seen=now, event=event
         )
 
+    def drop(self, rule: str, fingerprint: str) -> None:
+        """Forget an alarm's rule state without a transition (another instance owns it now)."""
+        self._state.pop((rule, fingerprint), None)
+
     @property
     def baseline_series(self) -> int:
         """Series whose history a baseline rule keeps (each costs its fixed ring of slots)."""
