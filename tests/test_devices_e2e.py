@@ -98,7 +98,19 @@ def start_daemon(config_dir: Path, bootstrap: str) -> tuple[subprocess.Popen[byt
     log = config_dir / "alarmd.log"
     with log.open("wb") as out:
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "alarmd", "run", "-c", str(config_dir), "--log-format", "json"],
+            # debug: the tests wait for a device's first complete poll (poll_done)
+            [
+                sys.executable,
+                "-m",
+                "alarmd",
+                "run",
+                "-c",
+                str(config_dir),
+                "--log-format",
+                "json",
+                "--log-level",
+                "debug",
+            ],
             env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap},
             stdout=subprocess.DEVNULL,
             stderr=out,
@@ -196,8 +208,8 @@ async def test_a_dsx1_los_trap_alone_raises_a_transmission_work_order_the_next_p
     orders = await inbox(kafka_bootstrap, topic)
     daemon, log = start_daemon(tmp_path, kafka_bootstrap)
     try:
-        await wait_for(log, lambda e: e["event"] == "poll_done" or e["event"] == "daemon_started", 30)
-        await asyncio.sleep(2)  # the first poll said noAlarm (dsx1LineStatus 1) and named ifIndex 1
+        # The first complete poll said noAlarm (dsx1LineStatus 1) and named ifIndex 1 (E1-1).
+        await wait_for(log, lambda e: e["event"] == "poll_done", 60)
         snmptrap_v2c(
             trap_port,
             "trap-secret",
