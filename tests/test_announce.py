@@ -230,9 +230,9 @@ def test_working_days_skip_weekends_and_holidays() -> None:
 
 def test_store_schema_is_versioned(tmp_path: Path) -> None:
     store = Store(tmp_path / "s.sqlite")
-    assert store.version == 1
+    assert store.version == 2
     store.close()
-    assert Store(tmp_path / "s.sqlite").version == 1
+    assert Store(tmp_path / "s.sqlite").version == 2
 
 
 SCHEMAS = Path(__file__).resolve().parent.parent / "schemas"

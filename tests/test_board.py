@@ -278,6 +278,7 @@ def test_board_json_carries_rows_and_counts_by_lead_team() -> None:
         "observing": 1,
         "folded_children": 1,
         "joint_handling": 0,
+        "planned": 0,
         "by_lead_team": {"transport_network": 1, "service_support": 2},
     }
     assert [(r["tier"], r["alert"]) for r in body["rows"]] == [

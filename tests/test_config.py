@@ -210,3 +210,23 @@ def test_v3_only_refuses_communities_for_polling_and_traps(tmp_path: Path) -> No
     v3_device = MINIMAL.replace("    snmp:\n      community: s3cret-community\n", "    credentials: noc-v3\n")
     cfg = write(tmp_path, V3 + v3_device + "security: {v3_only: true}\n")
     assert load(cfg, env={}).config.security.v3_only
+
+
+def test_circuit_sharing_an_unknown_element_is_named_with_file_and_line(tmp_path: Path) -> None:
+    shared = (
+        MINIMAL + "    shared: [SEG-A, SEG-X]\nelements:\n  - {name: SEG-A, kind: transmission_segment}\n"
+    )
+    cfg = write(tmp_path, shared)
+    with pytest.raises(
+        ConfigError,
+        match=r"alarmd.yml:19: circuits\[0\].shared\[1\]: unknown element 'SEG-X' \(known: SEG-A\)",
+    ):
+        load(cfg, env={})
+    write(tmp_path, shared.replace("SEG-A, SEG-X", "SEG-A"))
+    assert load(cfg, env={}).config.circuits[0].shared == ["SEG-A"]
+
+
+def test_element_of_unknown_kind_is_refused(tmp_path: Path) -> None:
+    cfg = write(tmp_path, MINIMAL + "elements:\n  - {name: SEG-A, kind: ring}\n")
+    with pytest.raises(ConfigError, match=r"alarmd.yml:20: elements.0.kind: Input should be 'pe'"):
+        load(cfg, env={})

@@ -121,6 +121,50 @@ class SimNet:
         shutil.rmtree(self.workdir, ignore_errors=True)
 
 
+#: Tables of the recorded protocol converter whose rows are indexed by ifIndex (its E1 is row 1).
+_PER_PORT_TABLES = (
+    "1.3.6.1.2.1.2.2.1.",
+    "1.3.6.1.2.1.31.1.1.1.",
+    "1.3.6.1.2.1.10.18.6.1.",
+    "1.3.6.1.2.1.10.18.7.1.",
+)
+#: Their columns that hold the row's own index (ifIndex, dsx1LineIndex, dsx1IfIndex, dsx1CurrentIndex).
+_INDEX_COLUMNS = (
+    "1.3.6.1.2.1.2.2.1.1.1",
+    "1.3.6.1.2.1.10.18.6.1.1.1",
+    "1.3.6.1.2.1.10.18.6.1.2.1",
+    "1.3.6.1.2.1.10.18.7.1.1.1",
+)
+
+
+def write_e1_mux(directory: Path, name: str, ports: int) -> Path:
+    """Write ``<name>.snmprec``: the recorded protocol converter with ``ports`` E1 lines (ifIndex 1..ports).
+
+    Port ``i`` is ``E1-i``; its status values are controlled as ``<name>/<i>/line_status`` etc.
+    The device answers to the community ``<name>``.
+    """
+    source = (DEVICES / "proto-conv-01.snmprec").read_text(encoding="utf-8").splitlines()
+    rows: list[tuple[tuple[int, ...], str]] = []
+    for line in source:
+        oid, rest = line.split("|", 1)
+        table = next((t for t in _PER_PORT_TABLES if oid.startswith(t)), None)
+        if table is None:
+            if oid == "1.3.6.1.2.1.2.1.0":  # ifNumber
+                rest = f"2|{ports}"
+            rows.append((tuple(map(int, oid.split("."))), rest.replace("proto-conv-01", name)))
+            continue
+        if not oid.endswith(".1"):
+            continue  # the Ethernet side is left out; only the E1 lines are multiplied
+        for port in range(1, ports + 1):
+            text = rest.replace("proto-conv-01/1/", f"{name}/{port}/").replace("E1-1", f"E1-{port}")
+            text = f"2|{port}" if oid in _INDEX_COLUMNS else text
+            rows.append((tuple(map(int, f"{oid[:-2]}.{port}".split("."))), text))
+    rows.sort()
+    path = directory / f"{name}.snmprec"
+    path.write_text("".join(f"{'.'.join(map(str, o))}|{r}\n" for o, r in rows), encoding="utf-8")
+    return path
+
+
 def start(port: int = 0, devices_dir: Path = DEVICES, timeout: float = 60.0) -> SimNet:
     """Start snmpsim on 127.0.0.1 (``port`` 0 picks a free one) and wait until it answers."""
     exe = setup()

@@ -13,18 +13,22 @@ import structlog
 from pydantic import ValidationError
 
 from alarmd.alarms.clocks import ClockPolicy, NoticeKind, Timer
+from alarmd.alarms.grouping import is_major
 from alarmd.alarms.lifecycle import AlarmBook, Change
+from alarmd.alarms.maintenance import Outage, Outages, Phase, customer_notices
 from alarmd.alarms.store import Store, StoreError
 from alarmd.clock import Clock
-from alarmd.config import KafkaTopics
+from alarmd.config import KafkaTopics, MajorFaultsConfig
 from alarmd.dispatch.outbox import Dispatcher
 from alarmd.dispatch.routing import Router
+from alarmd.inventory import Inventory
+from alarmd.locale import Locale
 from alarmd.metrics import Metrics
 from alarmd.model import Alarm, AlarmClass, DueTimes, Notice, Team, TicketFeedback, Tier, WorkOrder, isotime
 
 log = structlog.get_logger("alarmd.announce")
 
-Update = Literal["reparented", "released", "reopened", "flapping"]
+Update = Literal["reparented", "released", "reopened", "flapping", "circuit_added"]
 
 
 class FeedbackRejectedError(Exception):
@@ -49,8 +53,14 @@ class Announcer:
         router: Router,
         clocks: ClockPolicy,
         clock: Clock,
+        outages: Outages | None = None,
+        major_faults: MajorFaultsConfig | None = None,
+        locale: Locale = "en",
     ) -> None:
         self.topics = topics
+        self.outages = outages
+        self.major_faults = major_faults or MajorFaultsConfig()
+        self.locale = locale
         self.store = store
         self.dispatcher = dispatcher
         self.router = router
@@ -72,13 +82,29 @@ class Announcer:
 
     def _tell(self, change: Change) -> None:
         alarm = change.alarm
+        held = "planned_outage" in alarm.extra and not alarm.dispatched and alarm.parent_id is None
         with self.store.transaction():
-            if change.kind == "raised" or (change.kind == "released" and not alarm.dispatched):
+            if change.kind == "raised" and alarm.parent_id is not None:
+                pass  # folded under a major fault before its turn came: no work order of its own
+            elif change.kind == "raised" and is_major(alarm):
                 alarm.dispatched = True
                 self._count_fault(alarm)
-                self.store.add_timers(self.clocks.on_dispatch(alarm))
-                self._order(alarm)
-                self._notice(alarm, "notice")
+                self._dispatch_major(alarm)
+            elif (
+                change.kind == "raised"
+                or (change.kind == "released" and not alarm.dispatched)
+                or (change.kind in ("reopened", "flapping") and held)
+            ):
+                alarm.extra.pop("closed", None)
+                outage = self.outages.covering(alarm, self.clock.now()) if self.outages is not None else None
+                if outage is not None:
+                    self._hold(alarm, outage)
+                else:
+                    self._dispatch(alarm)
+            elif change.kind == "cleared" and held:
+                alarm.extra["closed"] = "true"  # over within its planned outage: recorded, never dispatched
+            elif change.kind == "joined" and alarm.dispatched:
+                self._order(alarm, update="circuit_added")
             elif change.kind == "cleared" and alarm.dispatched:
                 self._count_repair(alarm)
                 self.store.drop_timers(alarm.alarm_id, "escalation", "status_update")
@@ -90,6 +116,33 @@ class Announcer:
                 self._order(alarm, update=change.kind, previous=change.previous_lead_team)
             self.store.save(alarm, change.kind)
 
+    def _dispatch(self, alarm: Alarm) -> None:
+        alarm.dispatched = True
+        self._count_fault(alarm)
+        self.store.add_timers(self.clocks.on_dispatch(alarm))
+        self._order(alarm)
+        self._notice(alarm, "notice")
+
+    def _hold(self, alarm: Alarm, outage: Outage) -> None:
+        """A fault in a planned outage's scope: recorded and shown as planned, no work order yet."""
+        alarm.extra["planned_outage"] = outage.id
+        log.info(
+            "alarm_held",
+            alarm_id=alarm.alarm_id,
+            outage=outage.id,
+            circuit=alarm.circuit,
+            window_ends=isotime(outage.ends_at),
+        )
+
+    def _dispatch_major(self, alarm: Alarm) -> None:
+        """A major fault is escalated at once: joint handling, the escalation team told, hourly updates."""
+        now = self.clock.now()
+        alarm.extra["escalated_at"] = isotime(now)
+        step = self.clocks.config.status_update_every
+        self.store.add_timers([Timer(alarm.alarm_id, "status_update", now + step, 1)])
+        self._order(alarm)
+        self._notice(alarm, "escalation")
+
     def _count_fault(self, alarm: Alarm) -> None:
         if self.metrics is not None:
             self.metrics.faults.labels(
@@ -98,7 +151,7 @@ class Announcer:
 
     def _count_repair(self, alarm: Alarm) -> None:
         if self.metrics is not None and alarm.cleared_at is not None:
-            on_time = alarm.cleared_at <= alarm.raised_at + self.clocks.escalation_after(alarm)
+            on_time = alarm.cleared_at <= self.clocks.start(alarm) + self.clocks.escalation_after(alarm)
             tier = alarm.tier.value if alarm.tier else "unknown"
             self.metrics.repairs.labels(tier, "true" if on_time else "false").inc()
 
@@ -156,6 +209,77 @@ class Announcer:
             )
         return acted
 
+    # ------------------------------------------------------------------ planned outages
+
+    def on_outages(self, book: AlarmBook, inventory: Inventory, now: float) -> int:
+        """Send the customer notices due and dispatch held faults that outlived their window plus grace."""
+        if self.outages is None:
+            return 0
+        acted = 0
+        for outage, phase in self.outages.due_notices(now):
+            self._outage_notice(outage, phase, inventory, now)
+            acted += 1
+        held = 0
+        for alarm in list(book.active.values()):
+            if alarm.dispatched or alarm.parent_id is not None or "planned_outage" not in alarm.extra:
+                continue
+            release = self.outages.release_at(alarm)
+            if release is not None and now < release:
+                alarm.extra["held_until"] = isotime(release)
+                held += 1
+                continue
+            self._release(alarm, now)
+            if alarm.dispatched:
+                acted += 1
+            else:
+                held += 1  # another window holds it on
+        self.outages.export(now, held)
+        return acted
+
+    def _outage_notice(self, outage: Outage, phase: Phase, inventory: Inventory, now: float) -> None:
+        assert self.outages is not None
+        short = self.outages.short_notice(outage)
+        notices = customer_notices(outage, phase, inventory, short=short, now=now)
+        with self.store.transaction():
+            for notice in notices:
+                self.dispatcher.submit(
+                    self.topics.notices,
+                    notice.customer.id.encode(),
+                    notice.model_dump_json().encode(),
+                    notice.type,
+                )
+            self.outages.notified(outage, phase)
+        log.info(
+            "planned_outage_notice",
+            outage=outage.id,
+            phase=phase,
+            customers=len(notices),
+            circuits=len(outage.affected_circuits),
+            short_notice=short,
+        )
+
+    def _release(self, alarm: Alarm, now: float) -> None:
+        """The window (plus grace) is over and the fault is still there: its work order goes out now."""
+        assert self.outages is not None
+        before, previous = dict(alarm.extra), alarm.extra["planned_outage"]
+        try:
+            with self.store.transaction():
+                other = self.outages.covering(alarm, now)
+                if other is not None:
+                    self._hold(alarm, other)  # another window open on it holds it on
+                    self.store.save(alarm, "held", f"by planned outage {other.id}")
+                    return
+                alarm.extra.pop("held_until", None)
+                alarm.extra["released_at"] = isotime(now)
+                self._dispatch(alarm)
+                self.store.save(alarm, "outlived_outage", f"planned outage {previous}")
+        except StoreError:
+            alarm.extra, alarm.dispatched = before, False
+            raise
+        if self.metrics is not None:
+            self.metrics.maintenance_released.inc()
+        log.info("alarm_outlived_outage", alarm_id=alarm.alarm_id, outage=previous, circuit=alarm.circuit)
+
     # ------------------------------------------------------------------ ticketing
 
     def feedback(self, payload: bytes, book: AlarmBook) -> None:
@@ -206,6 +330,7 @@ class Announcer:
             previous_lead_team=previous,
             related_teams=self.router.related_teams(alarm.lead_team),
             due=self._due(alarm),
+            locale=self.locale,
         )
         self.dispatcher.submit(
             self.topics.work_orders, self._key(alarm), order.model_dump_json().encode(), order.type
@@ -218,11 +343,13 @@ class Announcer:
             teams = [Team.SERVICE_SUPPORT.value]  # SPEC §4: ordinary faults, service support is notified
         else:
             teams = list(dict.fromkeys([alarm.lead_team.value, *related, Team.SERVICE_SUPPORT.value]))
+        if is_major(alarm):
+            teams.append(self.major_faults.escalation_team)
         on_site = alarm.tier is Tier.DIAMOND or (important and alarm.alarm_class is AlarmClass.TRANSMISSION)
         now = self.clock.now()
         notice = Notice(
             type=kind,
-            **Notice.identity(alarm),
+            **Notice.identity(alarm, self.locale),
             alarm_class=alarm.alarm_class,
             lead_team=alarm.lead_team,
             to_teams=teams,

@@ -6,11 +6,14 @@ Tokens live in a YAML file (``api.tokens_file``) as SHA-256 hashes, never in cle
       - {name: noc-wall, sha256: <hex>, scope: all}
       - {name: harbour-portal, sha256: <hex>, scope: "customer:CUST-0001"}
       - {name: ops, sha256: <hex>, scope: all, can_reload: true}
+      - {name: change-desk, sha256: <hex>, scope: all, can_maintain: true}
 
 ``/api/v1/board`` (the NOC board's rows), ``/api/v1/alarms`` (filters ``state``, ``class``,
 ``team``, ``tier``, ``customer``),
-``/api/v1/alarms/{id}`` (with its history) and ``/api/v1/circuits/{id}`` need a token; a
-customer-scoped token sees only its customer's faults and circuits.  An address that fails
+``/api/v1/alarms/{id}`` (with its history), ``/api/v1/circuits/{id}`` and
+``/api/v1/maintenance`` (planned outages) need a token; a customer-scoped token sees only its
+customer's faults, circuits and outages.  ``POST /api/v1/maintenance`` (a JSON outage) and
+``POST /api/v1/maintenance/{id}/end`` need a token with ``can_maintain``.  An address that fails
 ``lockout_after`` times is refused for ``lockout_for``.  Every request and reload is written to
 the audit log with the token's name.
 """
@@ -27,11 +30,12 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from pydantic import Field
+from pydantic import Field, ValidationError
 
 from alarmd.alarms.clocks import ClockPolicy
 from alarmd.alarms.lifecycle import AlarmBook
-from alarmd.alarms.store import Store
+from alarmd.alarms.maintenance import Outage, OutageError, Outages, OutageSpec
+from alarmd.alarms.store import Store, StoreError
 from alarmd.board import board_json, board_rows
 from alarmd.config import ApiConfig, Strict, read_yaml, validate
 from alarmd.inventory import Inventory
@@ -47,6 +51,7 @@ class TokenSpec(Strict):
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     scope: str = Field("all", pattern=r"^(all|customer:.+)$")
     can_reload: bool = False
+    can_maintain: bool = Field(False, description="may add and end planned outages")
 
 
 class TokenFile(Strict):
@@ -72,6 +77,7 @@ class Api:
     clocks: Callable[[], ClockPolicy]
     audit_path: Path
     now: Callable[[], float] = time.time
+    outages: Outages | None = None
     _failures: dict[str, list[float]] = field(default_factory=dict)
     _locked: dict[str, float] = field(default_factory=dict)
 
@@ -119,12 +125,14 @@ class Api:
         with self.audit_path.open("a", encoding="utf-8") as fh:
             fh.write(json.dumps(entry, ensure_ascii=False) + "\n")
 
-    def guard(self, reload: Callable[[], bool]) -> Callable[[str, str, str | None, str], Reply]:
+    def guard(self, reload: Callable[[], bool]) -> Callable[[str, str, str | None, str, bytes], Reply]:
         """The HTTP server's handler for ``/api/...`` and ``POST /-/reload`` (tokens with ``can_reload``)."""
 
-        def guarded(method: str, target: str, authorization: str | None, peer: str) -> Reply:
+        def guarded(
+            method: str, target: str, authorization: str | None, peer: str, body: bytes = b""
+        ) -> Reply:
             if urlsplit(target).path != "/-/reload":
-                return self.handle(method, target, authorization, peer)
+                return self.handle(method, target, authorization, peer, body)
             found = self.authenticate(authorization, peer)
             if isinstance(found, tuple):
                 self.audit("denied", None, peer, f"{method} /-/reload -> {found[0]}")
@@ -146,7 +154,9 @@ class Api:
 
     # ------------------------------------------------------------------ requests
 
-    def handle(self, method: str, target: str, authorization: str | None, peer: str) -> Reply:
+    def handle(
+        self, method: str, target: str, authorization: str | None, peer: str, body: bytes = b""
+    ) -> Reply:
         """Answer one API request."""
         found = self.authenticate(authorization, peer)
         if isinstance(found, tuple):
@@ -154,6 +164,8 @@ class Api:
             return found
         token = found
         url = urlsplit(target)
+        if url.path.startswith("/api/v1/maintenance"):
+            return self._maintenance(method, url.path, body, token, peer)
         reply = self._route(method, url.path, parse_qs(url.query), token)
         if not (
             url.path == "/api/v1/board" and reply[0] == 200
@@ -179,6 +191,76 @@ class Api:
             "text/plain",
             b"not found; try /api/v1/alarms, /api/v1/alarms/{id}, /api/v1/circuits/{id}\n",
         )
+
+    def _maintenance(self, method: str, path: str, body: bytes, token: TokenSpec, peer: str) -> Reply:
+        """Planned outages: list them (GET), add one (POST a JSON outage), end one (POST .../{id}/end)."""
+        parts = path.strip("/").split("/")[3:]
+        ending = len(parts) == 2 and parts[1] == "end"
+        reply: Reply
+        if self.outages is None:
+            reply = 404, "text/plain", b"planned outages are not kept by this daemon\n"
+        elif method == "GET" and not parts:
+            now = self.now()
+            seen = [self._outage(o, now, token) for o in self.outages.by_id.values()]
+            reply = _json(sorted((o for o in seen if o is not None), key=lambda o: str(o["starts_at"])))
+        elif method != "POST" or (parts and not ending):
+            reply = 405, "text/plain", b"GET or POST /api/v1/maintenance, POST /api/v1/maintenance/{id}/end\n"
+        elif not token.can_maintain or token.scope != "all":
+            reply = 403, "text/plain", b"this token may not change planned outages\n"
+        else:
+            reply = self._change_outage(self.outages, parts, body, token)
+        self.audit(
+            "maintenance" if method == "POST" and reply[0] in (200, 201) else "request",
+            token,
+            peer,
+            f"{method} {path} -> {reply[0]}"
+            + (f": {reply[2].decode(errors='replace')[:200]}" if method == "POST" else ""),
+        )
+        return reply
+
+    def _change_outage(self, outages: Outages, parts: list[str], body: bytes, token: TokenSpec) -> Reply:
+        now = self.now()
+        try:
+            if parts:
+                by = json.loads(body or b"{}").get("by") or token.name
+                outage = outages.end(parts[0], str(by), now)
+                return _json(outage.view(now))
+            spec = OutageSpec.model_validate_json(body or b"{}")
+            outage = outages.add(spec, self.inventory(), created_by=token.name, now=now)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(body)"
+            return 400, "text/plain", f"{where}: {first['msg'].removeprefix('Value error, ')}\n".encode()
+        except OutageError as exc:
+            return exc.status, "text/plain", f"{exc}\n".encode()
+        except (ValueError, AttributeError):
+            return 400, "text/plain", b'the body is a JSON object: {"by": "who"}\n'
+        except StoreError as exc:
+            return 503, "text/plain", f"{exc}\n".encode()
+        return 201, "application/json", _json(outage.view(now))[2]
+
+    def _outage(self, outage: Outage, now: float, token: TokenSpec) -> dict[str, object] | None:
+        """An outage as the caller may see it: a customer's token sees its own circuits in it only."""
+        view = outage.view(now)
+        if token.scope == "all":
+            return view
+        mine = token.scope.removeprefix("customer:")
+        if mine not in outage.affected_customers:
+            return None
+        circuits = self.inventory().circuits
+
+        def own(ids: list[str]) -> list[str]:
+            return [c for c in ids if c in circuits and circuits[c].customer == mine]
+
+        view.update(
+            affected_customers=[mine],
+            customers=[mine] if mine in outage.customers else [],
+            affected_circuits=own(outage.affected_circuits),
+            circuits=own(outage.circuits),
+            devices=[],
+            matchers=[],
+        )
+        return view
 
     def _alarm_detail(self, alarm_id: str, token: TokenSpec) -> Reply:
         alarm = next((a for a in self._alarms({}) if a.alarm_id == alarm_id), None)

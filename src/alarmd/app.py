@@ -14,9 +14,12 @@ import structlog
 
 from alarmd import heap, systemd
 from alarmd.alarms.clocks import ClockPolicy
+from alarmd.alarms.grouping import Grouper
 from alarmd.alarms.inhibit import Correlator
 from alarmd.alarms.lifecycle import AlarmBook, Change
+from alarmd.alarms.maintenance import FileOutage, Outages, load_outage_files
 from alarmd.alarms.preprocess import verdict
+from alarmd.alarms.repeats import Repeats
 from alarmd.alarms.store import Store, StoreError
 from alarmd.announce import Announcer, FeedbackRejectedError
 from alarmd.api import Api
@@ -122,8 +125,15 @@ class Daemon:
             reopen_window=self.config.clocks.observation,
             watch_window=self.config.clocks.business_watch,
         )
+        self.grouper = Grouper(
+            self.inventory, self.book, self.config.major_faults, self.metrics, self.router.lead_team
+        )
+        self.repeats = Repeats(self.config.major_faults.repeat_window, self.metrics)
         self.store = Store(loaded.state_dir / "alarmd.sqlite")
         self.outbox = Outbox(self.store.connection)
+        self.outages = Outages(
+            self.store, self.config.maintenance, self.config.clocks.utc_offset_hours, self.metrics
+        )
         self.dispatcher = Dispatcher(
             self.outbox, self.sink, self.metrics, backoff=self.config.kafka.retry_backoff
         )
@@ -135,6 +145,9 @@ class Daemon:
             clocks=ClockPolicy(self.config.clocks),
             clock=self.clock,
             metrics=self.metrics,
+            outages=self.outages,
+            major_faults=self.config.major_faults,
+            locale=self.config.locale,
         )
         self.samples: asyncio.Queue[Sample | None] = asyncio.Queue(self.config.queue_size)
         self.events: asyncio.Queue[Event] = asyncio.Queue(self.config.queue_size)
@@ -148,6 +161,7 @@ class Daemon:
                 client=self.snmp,
                 clock=self.clock,
                 metrics=self.metrics,
+                extensions=[p for p in self.profiles.values() if p.spec.sys_object_ids],
             )
             for d in self.config.devices
             if role == "all" or (role == "collector" and d.location == self.config.cluster.location)
@@ -176,6 +190,7 @@ class Daemon:
             store=self.store,
             inventory=lambda: self.inventory,
             clocks=lambda: self.announcer.clocks,
+            outages=self.outages,
         )
         self.http = HttpServer(
             self.config.http.host,
@@ -230,8 +245,13 @@ class Daemon:
 
     def _judge(self, transitions: list[AlarmTransition]) -> None:
         for transition in transitions:
-            for change in self.book.apply(transition):
-                self._tell(change)
+            self._tell_all(self.grouper.feed(self.book.apply(transition), transition.at))
+
+    def _tell_all(self, changes: list[Change]) -> None:
+        """Mark repeats, then queue the changes for the announcer, in order."""
+        self.repeats.mark(changes)
+        for change in changes:
+            self._tell(change)
 
     def _tell(self, change: Change) -> None:
         self.changes.put_nowait(change)
@@ -239,7 +259,11 @@ class Daemon:
     async def _announce(self) -> None:
         """Announce changes in order; the first work order of a fault waits for its pre-processing."""
         while (change := await self.changes.get()) is not None:
-            if change.kind in ("raised", "released") and not change.alarm.dispatched:
+            if (
+                change.kind in ("raised", "released")
+                and not change.alarm.dispatched
+                and not change.alarm.parent_id
+            ):
                 await self._preprocess(change.alarm)
             delay = 1.0
             while not self._stored("announce", lambda: self.announcer.tell(change)):
@@ -326,6 +350,8 @@ class Daemon:
             self.book.restore(alarm)
             if alarm.state == "firing":
                 self.engine.restore(alarm.rule, alarm.fingerprint, alarm.labels, alarm.raised_at, now)
+        self.grouper.restore()
+        self.repeats.load(self.store.all_alarms())
         return len(restored)
 
     async def _tick(self, stop: asyncio.Event) -> None:
@@ -338,9 +364,14 @@ class Daemon:
                 last_ping = self.clock.monotonic()
             now = self.clock.now()
             self._judge(self.engine.tick(now))
-            for change in self.book.tick(now):
-                self._tell(change)
+            self._tell_all(self.grouper.feed(self.book.tick(now), now) + self.grouper.tick(now))
+            majors = self.grouper.open_majors()
+            self.metrics.major_faults_open.set(len(majors))
+            self.metrics.major_fault_circuits.set(sum(self.grouper.circuits_down(m) for m in majors))
             self._stored("timers", functools.partial(self.announcer.on_timers, self.book, now))
+            self._stored(
+                "maintenance", functools.partial(self.announcer.on_outages, self.book, self.inventory, now)
+            )
             self.dispatcher.refresh_metrics(now)
             self._export_outages()
             stages = Counter(a.lifecycle for a in (*self.book.active.values(), *self.book.recent.values()))
@@ -474,6 +505,8 @@ class Daemon:
             loaded = load(self.loaded.path)
             rules = load_rules(loaded)
             load_profiles_for(loaded)
+            outages = load_outage_files(loaded)
+            self.outages.check_files(outages)
         except ConfigError as exc:
             self.metrics.reload_ok.set(0)
             log.error(  # noqa: TRY400 - the reason is the message; a traceback would only hide it
@@ -490,8 +523,13 @@ class Daemon:
         self.book.inventory = self.inventory
         self.book.route = self.router.lead_team
         self.book.correlator = Correlator(self.inventory, new.routing)
+        self.grouper.inventory, self.grouper.config = self.inventory, new.major_faults
+        self.grouper.route = self.router.lead_team
+        self.repeats.window = new.major_faults.repeat_window
         self.announcer.router = self.router
         self.announcer.clocks = ClockPolicy(new.clocks)
+        self.outages.configure(new.maintenance, new.clocks.utc_offset_hours)
+        self._sync_outages(outages)
         restart = [
             key
             for key in (
@@ -514,6 +552,23 @@ class Daemon:
         log.info("config_reloaded", rules=len(rules), state_carried=carried, restart_required=restart)
         systemd.notify("READY=1", f"STATUS=reloaded: {len(rules)} rules")
         return True
+
+    def _sync_outages(self, found: list[FileOutage]) -> None:
+        """Make the file outages those of the files now, audited; if that fails, the log says why."""
+        try:
+            sync = self.outages.sync_files(found, self.inventory, self.clock.now())
+        except (StoreError, ConfigError) as exc:
+            log.error("maintenance_files_not_applied", error=str(exc))  # noqa: TRY400 - the message is the reason
+            return
+        if sync.added or sync.changed or sync.withdrawn:
+            self.api.audit("maintenance", None, "", f"maintenance files: {sync}")
+        log.info(
+            "maintenance_files_applied",
+            outages=len(found),
+            added=len(sync.added),
+            changed=len(sync.changed),
+            removed=len(sync.withdrawn),
+        )
 
     def _sources(self) -> list[KafkaSource]:
         sources: list[KafkaSource] = []
@@ -666,6 +721,7 @@ class Daemon:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then stop intake, drain, flush the outbox within the deadline."""
+        self._sync_outages(load_outage_files(self.loaded))
         restored = self._restore()
         if restored:
             log.info(

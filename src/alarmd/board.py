@@ -41,6 +41,8 @@ def _epoch(text: str | None) -> float | None:
 def _clock(alarm: Alarm, clocks: ClockPolicy, now: float) -> tuple[str | None, float | None]:
     """Which clock runs on a fault and the seconds left on it (negative when overdue)."""
     due = clocks.due(alarm)
+    if _planned(alarm):
+        return "release", (_epoch(alarm.extra.get("held_until")) or now) - now
     if alarm.state == "cleared":
         return ("close", due.observation_ends - now) if due.observation_ends is not None else (None, None)
     if "escalated_at" not in alarm.extra:
@@ -49,6 +51,11 @@ def _clock(alarm: Alarm, clocks: ClockPolicy, now: float) -> tuple[str | None, f
     sent_text = alarm.extra.get("status_updates", "0")
     sent = int(sent_text) if sent_text.isdigit() else 0
     return "status_update", escalated + (sent + 1) * clocks.config.status_update_every - now
+
+
+def _planned(alarm: Alarm) -> bool:
+    """Held back by a planned outage: recorded and shown, no work order (yet)."""
+    return "planned_outage" in alarm.extra and not alarm.dispatched and alarm.state == "firing"
 
 
 def _row(alarm: Alarm, clocks: ClockPolicy, now: float) -> BoardRow:
@@ -72,6 +79,7 @@ def _row(alarm: Alarm, clocks: ClockPolicy, now: float) -> BoardRow:
         "lifecycle": alarm.lifecycle,
         "cleared": alarm.state == "cleared",
         "flapping": alarm.flapping,
+        "planned_outage": alarm.extra["planned_outage"] if _planned(alarm) else None,
         "occurrences": alarm.occurrences,
         "age_seconds": round(now - alarm.raised_at, 1),
         "clock": clock,
@@ -135,6 +143,7 @@ def board_counts(rows: Sequence[BoardRow]) -> dict[str, Any]:
         "observing": len(observing),
         "folded_children": sum(len(r["children"]) for r in firing),
         "joint_handling": sum(1 for r in firing if r["joint_handling"]),
+        "planned": sum(1 for r in firing if r["planned_outage"]),
         "by_lead_team": {team.value: by_team.get(team.value, 0) for team in Team},
     }
 
@@ -191,6 +200,7 @@ tr.child td.cust { padding-left:40px; }
 .tag.joint { border-color:var(--red); color:var(--red); }
 .tag.obs { border-color:var(--green); color:var(--green); }
 .tag.flap { border-color:var(--amber); color:var(--amber); }
+.tag.planned { border-color:var(--dim); color:var(--dim); }
 .alert { font-weight:bold; }
 .summary { display:block; color:var(--dim); font-size:15px; }
 .where { display:block; color:var(--dim); font-size:14px; }
@@ -219,7 +229,10 @@ function dur(seconds) {
   if (h > 0) return h + "h " + String(m).padStart(2, "0") + "m";
   return m + "m " + String(s % 60).padStart(2, "0") + "s";
 }
-const CLOCK = { escalation: "to escalation", status_update: "to status update", close: "to close" };
+const CLOCK = {
+  escalation: "to escalation", status_update: "to status update", close: "to close",
+  release: "to work order, if still down",
+};
 function clockCell(td, row, child) {
   const left = row.time_left_seconds;
   if (child || left === null || left === undefined) {
@@ -228,6 +241,7 @@ function clockCell(td, row, child) {
   }
   td.appendChild(el("span", "val", left < 0 ? "OVERDUE " + dur(left) : dur(left)));
   td.appendChild(el("span", "what", (left < 0 ? "past due: " : "") + (CLOCK[row.clock] || "")));
+  if (row.planned_outage) return;  // held by planned work: no repair clock runs yet
   if (!row.cleared && left < 600) td.classList.add("urgent");
   else if (!row.cleared && left < 1800) td.classList.add("soon");
 }
@@ -261,6 +275,7 @@ function renderRow(tbody, row, child) {
   if (row.joint_handling) what.appendChild(el("span", "tag joint", "joint handling"));
   if (row.cleared) what.appendChild(el("span", "tag obs", "observing"));
   if (row.flapping) what.appendChild(el("span", "tag flap", "flapping"));
+  if (row.planned_outage) what.appendChild(el("span", "tag planned", "planned: " + row.planned_outage));
   if (row.summary && row.summary !== row.alert) what.appendChild(el("span", "summary", row.summary));
   const where = [row.device, row.interface].filter(Boolean).join(" / ");
   if (where) what.appendChild(el("span", "where", where));

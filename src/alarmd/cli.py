@@ -18,11 +18,12 @@ from typing import TYPE_CHECKING
 
 import structlog
 
-from alarmd import __version__
+from alarmd import __version__, client
 from alarmd import logging as alarmd_logging
 from alarmd.alarms.clocks import ClockPolicy
 from alarmd.alarms.inhibit import Correlator
 from alarmd.alarms.lifecycle import AlarmBook
+from alarmd.alarms.maintenance import Outage, PlannedOutageNotice, load_outage_files
 from alarmd.alarms.quality import quality
 from alarmd.alarms.store import Store, StoreError
 from alarmd.collector.trapdefs import TrapDefinitions
@@ -50,9 +51,12 @@ examples:
   alarmd run -c config/                 run the daemon (SIGTERM stops it cleanly)
   alarmd check-rules rules/             validate rule files only (files or directories)
   alarmd test-rules rules/tests/*.yml   run rule unit tests (promtool's test-file shape)
+  alarmd maintenance add --circuit CIR-0001 --start 2026-12-01T01:00+08:00 --for 2h --reason "..."
+                                        plan an outage (割接) on the running daemon; also list, end
 
 environment:
   KAFKA_BOOTSTRAP_SERVERS   overrides kafka.bootstrap_servers in the config
+  ALARMD_API_TOKEN          the API token of `alarmd maintenance` (or --token-file)
   ${VAR} / ${VAR:-default}  in any config value is replaced from the environment
 """
 
@@ -118,7 +122,11 @@ def _parser() -> argparse.ArgumentParser:
     with_config(check)
     rules = sub.add_parser("check-rules", help="validate rule files, then exit (0 = valid)")
     rules.add_argument("files", nargs="+", type=Path, help="rule files, or directories of *.yml")
-    report = sub.add_parser("report", help="quality figures (SPEC §7) from the alarm store over a window")
+    report = sub.add_parser(
+        "report",
+        help="quality figures (SPEC §7) from the alarm store over a window; "
+        "faults and availability with and without planned outages (SPEC §9)",
+    )
     with_config(report)
     report.add_argument(
         "--from", dest="start", required=True, help="start, e.g. 2026-11-01 or 2026-11-01T08:00+08:00"
@@ -129,6 +137,11 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("--format", choices=["table", "csv", "json"], default="table")
     schemas = sub.add_parser("schemas", help="write the JSON Schemas of every Kafka message alarmd speaks")
     schemas.add_argument("--out", type=Path, default=Path("schemas"), help="directory (default: schemas)")
+    maintenance = sub.add_parser(
+        "maintenance", help="planned outages on the running daemon, through its API: add, list, end"
+    )
+    with_config(maintenance)
+    client.add_arguments(maintenance)
     tests = sub.add_parser("test-rules", help="run rule unit tests, then exit (0 = all passed)")
     tests.add_argument("files", nargs="+", type=Path, help="test files, or directories of *.yml")
     return parser
@@ -142,6 +155,7 @@ def _load(path: Path) -> tuple[Loaded, list[Rule]]:
     if loaded.config.traps.enabled:
         # The daemon reads them again when it starts the receiver; a broken file must stop it here.
         TrapDefinitions.load_globs(loaded.config.traps.definitions, loaded.path.parent)
+    load_outage_files(loaded)
     return loaded, load_rules(loaded)
 
 
@@ -155,7 +169,7 @@ def _check_config(path: Path) -> int:
     print(
         f"{loaded.path}: OK: {len(cfg.customers)} customers, {len(cfg.circuits)} circuits, "
         f"{len(cfg.devices)} devices, {len(rules)} rules from {len(loaded.rule_paths)} file(s), "
-        f"{len(loaded.profile_paths)} device profiles"
+        f"{len(loaded.profile_paths)} device profiles, {len(load_outage_files(loaded))} planned outages"
     )
     return 0
 
@@ -195,6 +209,7 @@ def _report(args: argparse.Namespace) -> int:
         clocks=ClockPolicy(loaded.config.clocks),
         by=args.by,
         customer=args.customer,
+        outages=[Outage.model_validate_json(body) for body in store.outages()],
     )
     store.close()
     fields = [
@@ -207,6 +222,9 @@ def _report(args: argparse.Namespace) -> int:
         "repaired_on_time",
         "repairs_due",
         "timeliness_percent",
+        "planned_faults",
+        "planned_hours",
+        "availability_unplanned_percent",
     ]
     table = [
         [
@@ -219,6 +237,9 @@ def _report(args: argparse.Namespace) -> int:
             r.repaired_on_time,
             r.repairs_due,
             "" if r.timeliness is None else round(r.timeliness * 100, 1),
+            r.planned_faults,
+            round(r.planned_seconds / 3600, 3),
+            round(r.availability_unplanned * 100, 3),
         ]
         for r in rows
     ]
@@ -247,6 +268,7 @@ def message_schemas() -> dict[str, str]:
         "work-order.schema.json": dump(WorkOrder.model_json_schema()),
         "notice.schema.json": dump(Notice.model_json_schema()),
         "ticket-feedback.schema.json": dump(TicketFeedback.model_json_schema()),
+        "planned-outage.schema.json": dump(PlannedOutageNotice.model_json_schema()),
         "upstream-alarm.schema.json": schema_json(),
     }
 
@@ -365,6 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "run":
         return _run(args.config, args.log_level, args.log_format, args.role)
+    if args.command == "maintenance":
+        return client.run(args)
     # The checking commands speak through their output; the stages they exercise stay quiet.
     previous = structlog.get_config()
     structlog.configure(wrapper_class=structlog.make_filtering_bound_logger(logging.ERROR))

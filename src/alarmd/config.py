@@ -27,6 +27,7 @@ from pydantic import (
     model_validator,
 )
 
+from alarmd.inventory_csv import read_inventory_csv
 from alarmd.matchers import parse_matcher_list
 from alarmd.model import DeviceKind, Team, Tier
 
@@ -51,6 +52,10 @@ class YamlDoc:
     path: Path
     data: Any
     lines: dict[Loc, int] = field(default_factory=dict)
+    #: The column of a location, where the file has columns (a CSV export).
+    columns: dict[Loc, int] = field(default_factory=dict)
+    #: What to call a location in an error, where its dotted path would mean nothing (a CSV column).
+    keys: dict[Loc, str] = field(default_factory=dict)
 
     def line_of(self, loc: Iterable[str | int]) -> tuple[int | None, Loc]:
         """The line of the deepest known prefix of ``loc``, skipping segments YAML never had."""
@@ -64,9 +69,16 @@ class YamlDoc:
         return line, found
 
     def where(self, loc: Iterable[str | int]) -> str:
-        """``file:line`` for a location."""
-        line, _ = self.line_of(loc)
-        return f"{self.path}:{line}" if line else str(self.path)
+        """``file:line`` (``file:line:column`` in a CSV export) for a location."""
+        line, found = self.line_of(loc)
+        if not line:
+            return str(self.path)
+        column = self.columns.get(found)
+        return f"{self.path}:{line}:{column}" if column else f"{self.path}:{line}"
+
+    def key(self, loc: Loc) -> str:
+        """How an error names a location: its dotted path, or the CSV column it came from."""
+        return self.keys.get(loc) or ".".join(str(s) for s in loc) or "(top level)"
 
 
 def _interpolate(value: str, path: Path, line: int) -> str:
@@ -221,9 +233,9 @@ def validate(doc: YamlDoc, model: type[M]) -> M:
         problems = []
         for err in exc.errors():
             loc = tuple(err["loc"])
-            line, found = doc.line_of(loc)
-            where = f"{doc.path}:{line}" if line else str(doc.path)
-            dotted = ".".join(str(s) for s in found) or "(top level)"
+            _, found = doc.line_of(loc)
+            where = doc.where(loc)
+            dotted = doc.key(found)
             if err["type"] == "extra_forbidden":
                 key = str(found[-1]) if found else str(loc[-1])
                 hint = difflib.get_close_matches(key, _known_fields(model, found[:-1]), n=1)
@@ -234,6 +246,8 @@ def validate(doc: YamlDoc, model: type[M]) -> M:
                 problems.append(f"{where}: missing required key '{missing}'")
             else:
                 msg = err["msg"].removeprefix("Value error, ")
+                if err["type"] == "enum":  # name what was written, e.g. an unknown tier
+                    msg = f"{msg}, not '{err['input']}'"
                 problems.append(f"{where}: {dotted}: {msg}")
         raise ConfigError("\n".join(problems)) from None
 
@@ -428,6 +442,9 @@ class CircuitConfig(Strict):
     service: Literal["data_line", "transmission_lease", "ip_voice", "sms_gprs"] = "data_line"
     path: list[HopConfig] = Field(min_length=1)
     dial_targets: dict[str, str] = Field({}, description="dial-test targets by name, e.g. cpe_wan: 10.1.2.3")
+    shared: list[str] = Field(
+        [], description="shared elements upstream of the polled devices (names from elements:), e.g. SEG-A"
+    )
 
     @field_validator("dial_targets")
     @classmethod
@@ -438,6 +455,36 @@ class CircuitConfig(Strict):
             except ValueError:
                 raise ValueError(f"dial target {name}: '{address}' is not an IP address") from None
         return value
+
+
+ElementKind = Literal["pe", "aggregation_ring", "transmission_segment"]
+
+
+class ElementConfig(Strict):
+    """Something many circuits share upstream of the polled devices: a PE, an aggregation ring, a segment."""
+
+    name: str = Field(min_length=1)
+    kind: ElementKind
+    lead_team: Team | None = Field(
+        None, description="who leads its major faults; default: by the routing tree"
+    )
+
+
+class MajorFaultsConfig(Strict):
+    """Major faults (重大故障, SPEC §9): many circuits of one shared element down at once, handled as one."""
+
+    enabled: bool = True
+    min_circuits: int = Field(3, ge=2, description="circuits of one element raising one class of alarm ...")
+    window: Duration = Field(120.0, description="... within this window open a major fault")
+    escalation_team: str = Field(
+        "maintenance_management", min_length=1, description="told at once of every major fault"
+    )
+    straggler_wait: Duration = Field(
+        60.0, description="once most circuits recovered, those still down after this get their own work order"
+    )
+    repeat_window: Duration = Field(
+        7 * 86400.0, description="the same circuit and alert again within this after a clear is a repeat"
+    )
 
 
 class KafkaTopics(Strict):
@@ -758,6 +805,20 @@ class ApiConfig(Strict):
     audit_log: str = Field("audit.log", description="JSON lines of who did what; relative to state_dir")
 
 
+class MaintenanceConfig(Strict):
+    """Planned outages (割接, SPEC §9): where they are kept, how long a fault may outlive one, notice lead."""
+
+    files: list[str] = Field(
+        ["maintenance/*.yml"], description="planned-outage files, relative to the config; none found is fine"
+    )
+    grace: Duration = Field(
+        900.0, description="a fault still there this long after its window ends is dispatched then"
+    )
+    notice_lead: Duration = Field(
+        86400.0, description="customers are reminded this long before the start; less notice is flagged"
+    )
+
+
 class SecurityConfig(Strict):
     """Operator-wide security switches (SPEC §8)."""
 
@@ -817,6 +878,11 @@ class Config(Strict):
         ["profiles/*.yml"], description="device profiles, relative to the config"
     )
     credentials: dict[str, SnmpCredentials] = Field({}, description="named SNMP credentials")
+    inventory_files: list[str] = Field(
+        [],
+        description="more customers, devices, circuits and credentials: YAML files or the resource "
+        "system's CSV export (docs/inventory.md); globs relative to the config",
+    )
     traps: TrapsConfig = TrapsConfig()
     upstream: UpstreamConfig = UpstreamConfig()
     ticketing: TicketingConfig = TicketingConfig()
@@ -827,10 +893,16 @@ class Config(Strict):
     customers: list[CustomerConfig] = []
     devices: list[DeviceConfig] = []
     circuits: list[CircuitConfig] = []
+    elements: list[ElementConfig] = Field([], description="shared elements that circuits name in shared:")
+    major_faults: MajorFaultsConfig = MajorFaultsConfig()
+    locale: Literal["en", "zh-CN"] = Field(
+        "en", description="language of the NOC board and message summaries"
+    )
     kafka: KafkaConfig = KafkaConfig()
     http: HttpConfig = HttpConfig()
     api: ApiConfig = ApiConfig()
     security: SecurityConfig = SecurityConfig()
+    maintenance: MaintenanceConfig = MaintenanceConfig()
     cluster: ClusterConfig = ClusterConfig()
     queue_size: int = Field(10_000, ge=1, description="capacity of each queue between stages")
     state_dir: str = Field("/var/lib/alarmd", description="outbox and state; relative to the config file")
@@ -846,6 +918,7 @@ class Loaded:
     rule_paths: list[Path]
     state_dir: Path
     profile_paths: list[Path]
+    inventory_paths: list[Path] = field(default_factory=list)
 
     def device_credentials(self, device: DeviceConfig) -> SnmpV1 | SnmpV2c | SnmpV3:
         """The credentials a device is polled with (inline or named)."""
@@ -854,69 +927,176 @@ class Loaded:
         return self.config.credentials[device.credentials or ""]
 
 
-def _unique(doc: YamlDoc, items: list[Any], attr: str, section: str) -> dict[str, int]:
+class InventoryFile(Strict):
+    """An inventory file beside ``alarmd.yml``: the same sections, nothing else."""
+
+    credentials: dict[str, SnmpCredentials] = {}
+    customers: list[CustomerConfig] = []
+    devices: list[DeviceConfig] = []
+    circuits: list[CircuitConfig] = []
+
+
+INVENTORY_SECTIONS = ("customers", "devices", "circuits")
+
+
+@dataclass
+class _Origins:
+    """Where each customer, device, circuit and credential of the merged config was written."""
+
+    items: dict[str, list[tuple[YamlDoc, int]]] = field(
+        default_factory=lambda: {s: [] for s in INVENTORY_SECTIONS}
+    )
+    credentials: dict[str, YamlDoc] = field(default_factory=dict)
+
+    def where(self, section: str, i: int, *rest: str | int) -> str:
+        doc, local = self.items[section][i]
+        return doc.where((section, local, *rest))
+
+    def name(self, section: str, i: int, *rest: str | int) -> str:
+        doc, local = self.items[section][i]
+        loc = (section, local, *rest)
+        if loc in doc.keys:
+            return doc.keys[loc]
+        return "".join(f"[{s}]" if isinstance(s, int) else f".{s}" for s in loc).removeprefix(".")
+
+
+def _unique(origins: _Origins, items: list[Any], attr: str, section: str, problems: list[str]) -> set[str]:
     seen: dict[str, int] = {}
     for i, item in enumerate(items):
         key = getattr(item, attr)
         if key in seen:
-            raise ConfigError(
-                f"{doc.where((section, i, attr))}: {section}[{i}].{attr}: duplicate "
-                f"'{key}' (first at {doc.where((section, seen[key], attr))})"
+            problems.append(
+                f"{origins.where(section, i, attr)}: {origins.name(section, i, attr)}: duplicate "
+                f"{section[:-1]} '{key}' (first at {origins.where(section, seen[key], attr)})"
             )
-        seen[key] = i
-    return seen
+        else:
+            seen[key] = i
+    return set(seen)
 
 
-def _check_references(doc: YamlDoc, cfg: Config) -> None:
-    customers = _unique(doc, cfg.customers, "id", "customers")
-    devices = _unique(doc, cfg.devices, "name", "devices")
+def _check_references(doc: YamlDoc, cfg: Config, origins: _Origins) -> None:
+    """Duplicate ids and unknown names anywhere in the inventory: every problem, with its place."""
+    problems: list[str] = []
+    customers = _unique(origins, cfg.customers, "id", "customers", problems)
+    devices = _unique(origins, cfg.devices, "name", "devices", problems)
     for i, device in enumerate(cfg.devices):
         if device.credentials is not None and device.credentials not in cfg.credentials:
-            raise ConfigError(
-                f"{doc.where(('devices', i, 'credentials'))}: devices[{i}].credentials: "
+            problems.append(
+                f"{origins.where('devices', i, 'credentials')}: {origins.name('devices', i, 'credentials')}: "
                 f"unknown credentials '{device.credentials}' "
                 f"(known: {', '.join(cfg.credentials) or 'none'})"
             )
     if cfg.security.v3_only:
-        _check_v3_only(doc, cfg)
+        _check_v3_only(doc, cfg, origins, problems)
     for i, name in enumerate(cfg.traps.credentials):
         if name not in cfg.credentials:
-            raise ConfigError(
+            problems.append(
                 f"{doc.where(('traps', 'credentials', i))}: traps.credentials[{i}]: "
                 f"unknown credentials '{name}'"
             )
-    _unique(doc, cfg.circuits, "id", "circuits")
+    _unique(origins, cfg.circuits, "id", "circuits", problems)
     for i, circuit in enumerate(cfg.circuits):
         if circuit.customer not in customers:
-            raise ConfigError(
-                f"{doc.where(('circuits', i, 'customer'))}: circuits[{i}].customer: "
+            problems.append(
+                f"{origins.where('circuits', i, 'customer')}: {origins.name('circuits', i, 'customer')}: "
                 f"unknown customer '{circuit.customer}'"
             )
         for j, hop in enumerate(circuit.path):
             if hop.device not in devices:
-                raise ConfigError(
-                    f"{doc.where(('circuits', i, 'path', j, 'device'))}: "
-                    f"circuits[{i}].path[{j}].device: unknown device '{hop.device}'"
+                problems.append(
+                    f"{origins.where('circuits', i, 'path', j, 'device')}: "
+                    f"{origins.name('circuits', i, 'path', j, 'device')}: unknown device '{hop.device}'"
+                    f" on the path of circuit '{circuit.id}'"
+                )
+    _check_shared(doc, cfg, origins, problems)
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def _check_shared(doc: YamlDoc, cfg: Config, origins: _Origins, problems: list[str]) -> None:
+    """Every element a circuit names in ``shared`` is defined once under ``elements``."""
+    elements: dict[str, int] = {}
+    for i, element in enumerate(cfg.elements):
+        if element.name in elements:
+            problems.append(
+                f"{doc.where(('elements', i, 'name'))}: elements[{i}].name: duplicate element "
+                f"'{element.name}' (first at {doc.where(('elements', elements[element.name], 'name'))})"
+            )
+        else:
+            elements[element.name] = i
+    for i, circuit in enumerate(cfg.circuits):
+        for j, name in enumerate(circuit.shared):
+            if name not in elements:
+                problems.append(
+                    f"{origins.where('circuits', i, 'shared', j)}: "
+                    f"{origins.name('circuits', i, 'shared', j)}: unknown element '{name}' "
+                    f"(known: {', '.join(sorted(elements)) or 'none'})"
                 )
 
 
-def _check_v3_only(doc: YamlDoc, cfg: Config) -> None:
+def _check_v3_only(doc: YamlDoc, cfg: Config, origins: _Origins, problems: list[str]) -> None:
     """With ``security.v3_only`` no device is polled and no trap is taken with a community."""
     for i, device in enumerate(cfg.devices):
         creds = device.snmp if device.snmp is not None else cfg.credentials.get(device.credentials or "")
         if creds is not None and not isinstance(creds, SnmpV3):
-            key = ("devices", i, "snmp") if device.snmp is not None else ("devices", i, "credentials")
-            raise ConfigError(
-                f"{doc.where(key)}: devices[{i}] ({device.name}) uses SNMP v{creds.version}, "
-                f"but security.v3_only is set"
+            key = "snmp" if device.snmp is not None else "credentials"
+            problems.append(
+                f"{origins.where('devices', i, key)}: {origins.name('devices', i)} ({device.name}) uses "
+                f"SNMP v{creds.version}, but security.v3_only is set"
             )
     for i, name in enumerate(cfg.traps.credentials):
         creds = cfg.credentials.get(name)
         if creds is not None and not isinstance(creds, SnmpV3):
-            raise ConfigError(
+            problems.append(
                 f"{doc.where(('traps', 'credentials', i))}: traps.credentials[{i}] ({name}) is "
                 f"SNMP v{creds.version}, but security.v3_only is set"
             )
+
+
+def read_inventory(path: Path) -> YamlDoc:
+    """Read one inventory file: YAML, or the resource system's CSV export (by its ``.csv`` suffix)."""
+    if path.suffix.lower() != ".csv":
+        return read_yaml(path)
+    found = read_inventory_csv(path)
+    if found.problems:
+        raise ConfigError("\n".join(found.problems))
+    return YamlDoc(path, found.data, found.lines, found.columns, found.keys)
+
+
+def _merge_inventory(doc: YamlDoc, cfg: Config, paths: list[Path]) -> tuple[Config, _Origins]:
+    """Add the inventory files' customers, devices, circuits and credentials to the config."""
+    origins = _Origins()
+    for section in INVENTORY_SECTIONS:
+        origins.items[section] = [(doc, i) for i in range(len(getattr(cfg, section)))]
+    origins.credentials = dict.fromkeys(cfg.credentials, doc)
+    merged: dict[str, Any] = {
+        "credentials": dict(cfg.credentials),
+        **{s: list(getattr(cfg, s)) for s in INVENTORY_SECTIONS},
+    }
+    problems: list[str] = []
+    for path in paths:
+        try:
+            part_doc = read_inventory(path)
+            part = validate(part_doc, InventoryFile)
+        except ConfigError as exc:
+            problems.append(str(exc))
+            continue
+        for name, creds in part.credentials.items():
+            if name in merged["credentials"]:
+                problems.append(
+                    f"{part_doc.where(('credentials', name))}: credentials.{name}: duplicate credentials "
+                    f"'{name}' (first in {origins.credentials[name].where(('credentials', name))})"
+                )
+                continue
+            merged["credentials"][name] = creds
+            origins.credentials[name] = part_doc
+        for section in INVENTORY_SECTIONS:
+            items = getattr(part, section)
+            merged[section].extend(items)
+            origins.items[section].extend((part_doc, i) for i in range(len(items)))
+    if problems:
+        raise ConfigError("\n".join(problems))
+    return cfg.model_copy(update=merged), origins
 
 
 def config_file(path: Path) -> Path:
@@ -932,7 +1112,9 @@ def load(path: Path, env: Mapping[str, str] | None = None) -> Loaded:
         raise ConfigError(f"{file}: no such file (pass -c with the config directory or file)")
     doc = read_yaml(file)
     cfg = validate(doc, Config)
-    _check_references(doc, cfg)
+    inventory_paths = _glob(doc, file, "inventory_files", cfg.inventory_files)
+    cfg, origins = _merge_inventory(doc, cfg, inventory_paths)
+    _check_references(doc, cfg, origins)
     if env.get("KAFKA_BOOTSTRAP_SERVERS"):
         kafka = cfg.kafka.model_copy(update={"bootstrap_servers": env["KAFKA_BOOTSTRAP_SERVERS"]})
         cfg = cfg.model_copy(update={"kafka": kafka})
@@ -941,7 +1123,7 @@ def load(path: Path, env: Mapping[str, str] | None = None) -> Loaded:
     state_dir = Path(cfg.state_dir)
     if not state_dir.is_absolute():
         state_dir = file.parent / state_dir
-    return Loaded(cfg, file, rule_paths, state_dir, profile_paths)
+    return Loaded(cfg, file, rule_paths, state_dir, profile_paths, inventory_paths)
 
 
 def _glob(doc: YamlDoc, file: Path, key: str, patterns: list[str]) -> list[Path]:

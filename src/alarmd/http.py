@@ -13,13 +13,18 @@ from alarmd.metrics import Metrics
 log = structlog.get_logger("alarmd.http")
 
 Reply = tuple[int, str, bytes]
-Guarded = Callable[[str, str, str | None, str], Reply]
+Guarded = Callable[[str, str, str | None, str, bytes], Reply]
+#: The largest request body taken (the API's JSON); anything larger is refused with 413.
+MAX_BODY = 65536
 
 _REASONS = {
     401: "Unauthorized",
     403: "Forbidden",
     429: "Too Many Requests",
     200: "OK",
+    201: "Created",
+    409: "Conflict",
+    413: "Content Too Large",
     404: "Not Found",
     405: "Method Not Allowed",
     400: "Bad Request",
@@ -65,10 +70,12 @@ class HttpServer:
             self._server.close()
             await self._server.wait_closed()
 
-    def _route(self, method: str, target: str, authorization: str | None = None, peer: str = "") -> Reply:
+    def _route(
+        self, method: str, target: str, authorization: str | None = None, peer: str = "", body: bytes = b""
+    ) -> Reply:
         path = target.split("?", 1)[0]
         if path.startswith("/api/") or path == "/-/reload":
-            return self._control(method, target, authorization, peer)
+            return self._control(method, target, authorization, peer, body)
         if method != "GET":
             return 405, "text/plain", b"only GET\n"
         if path == "/metrics":
@@ -90,10 +97,10 @@ class HttpServer:
             return 503, "text/plain", f"unhealthy: {trouble}\n".encode()
         return None
 
-    def _control(self, method: str, target: str, authorization: str | None, peer: str) -> Reply:
+    def _control(self, method: str, target: str, authorization: str | None, peer: str, body: bytes) -> Reply:
         """The API and reload: through the token guard when one is configured."""
         if self.guarded is not None:
-            return self.guarded(method, target, authorization, peer)
+            return self.guarded(method, target, authorization, peer, body)
         if target.startswith("/api/"):
             return 403, "text/plain", b"the API is closed: configure api.tokens_file\n"
         return self._reload(method)
@@ -115,11 +122,19 @@ class HttpServer:
                 for k, _, v in (line.partition(":") for line in lines[1:] if line)
             }
             peer = writer.get_extra_info("peername")
-            if len(parts) != 3:
+            length = headers.get("content-length", "0")
+            if len(parts) != 3 or not length.isdigit():
                 status, ctype, body = 400, "text/plain", b"bad request\n"
+            elif int(length) > MAX_BODY:
+                status, ctype, body = (
+                    413,
+                    "text/plain",
+                    f"a request body is at most {MAX_BODY} bytes\n".encode(),
+                )
             else:
+                request = await asyncio.wait_for(reader.readexactly(int(length)), 10) if int(length) else b""
                 status, ctype, body = self._route(
-                    parts[0], parts[1], headers.get("authorization"), str(peer[0]) if peer else ""
+                    parts[0], parts[1], headers.get("authorization"), str(peer[0]) if peer else "", request
                 )
             writer.write(
                 f"HTTP/1.1 {status} {_REASONS.get(status, '')}\r\nContent-Type: {ctype}\r\n"

@@ -111,6 +111,7 @@ class Metrics:
             ["alarm_class", "tier"],
             registry=r,
         )
+        self._major_faults(r)
         self.repairs = Counter(
             "alarmd_faults_repaired_total",
             "Faults cleared, by tier and whether within their limit "
@@ -224,6 +225,7 @@ class Metrics:
             ["outcome"],
             registry=r,
         )
+        self._planned_outages(r)
         self._cluster(r)
         for kind in ("cpe_router", "optical_transceiver", "protocol_converter"):
             self.poll_requests.labels(kind)
@@ -233,6 +235,58 @@ class Metrics:
             self.kafka_errors.labels(reason)
         for transition in ("raised", "cleared"):
             self.alarm_transitions.labels(transition)
+
+    def _planned_outages(self, r: CollectorRegistry) -> None:
+        """The metrics of planned outages (SPEC §9)."""
+        self.maintenance_windows = Gauge(
+            "alarmd_maintenance_windows",
+            "Planned outages by state: scheduled (not yet started) and active (window open).",
+            ["state"],
+            registry=r,
+        )
+        self.maintenance_held = Gauge(
+            "alarmd_maintenance_alarms_held",
+            "Faults in a planned outage's scope, recorded without a work order while it lasts (plus grace).",
+            registry=r,
+        )
+        self.maintenance_released = Counter(
+            "alarmd_maintenance_alarms_released_total",
+            "Faults that outlived their planned outage plus grace, so their work order went out then.",
+            registry=r,
+        )
+        for state in ("scheduled", "active"):
+            self.maintenance_windows.labels(state)
+
+    def _major_faults(self, r: CollectorRegistry) -> None:
+        """Major faults and repeat faults (SPEC §9)."""
+        self.major_faults = Counter(
+            "alarmd_major_faults_total",
+            "Major faults opened (重大故障: circuits of one shared element down at once), by class.",
+            ["alarm_class"],
+            registry=r,
+        )
+        self.major_fault_seconds = Counter(
+            "alarmd_major_fault_seconds_total",
+            "Summed duration of cleared major faults, by class (SPEC §9 quality figure).",
+            ["alarm_class"],
+            registry=r,
+        )
+        self.major_faults_open = Gauge("alarmd_major_faults_open", "Major faults open now.", registry=r)
+        self.major_fault_circuits = Gauge(
+            "alarmd_major_fault_circuits",
+            "Circuits folded under the open major faults.",
+            registry=r,
+        )
+        self.repeat_faults = Counter(
+            "alarmd_repeat_faults_total",
+            "Faults raised again on the same circuit and alert within the repeat window after a "
+            "clear (同一问题重复修理), by class and tier.",
+            ["alarm_class", "tier"],
+            registry=r,
+        )
+        for cls in ("transmission", "data_anomaly"):
+            self.major_faults.labels(cls)
+            self.major_fault_seconds.labels(cls)
 
     def _cluster(self, r: CollectorRegistry) -> None:
         """Distributed mode: what this instance owns, rebalances, the spool, and duplicates seen."""

@@ -11,6 +11,8 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from alarmd.locale import Locale, fault_summary, major_summary
+
 SCHEMA_VERSION = 1
 
 
@@ -271,6 +273,70 @@ class DueTimes(BaseModel):
     callback_due: str | None = Field(None, description="satisfaction call-back")
 
 
+class AffectedCircuit(BaseModel):
+    """One circuit of a major fault: whose it is and its own alarm (a child, folded under the fault)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    circuit: str
+    customer: str | None
+    customer_name: str | None
+    tier: Tier | None
+    alarm_id: str = Field(description="the circuit's own alarm, folded under the major fault")
+    alert: str
+    raised_at: str
+    cleared_at: str | None = None
+
+
+class MajorFaultDetail(BaseModel):
+    """A major fault (重大故障, SPEC §9) as its messages list it: the shared element and its circuits."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    element: str
+    element_kind: str
+    circuit_count: int
+    customers: list[str] = Field(description="customer ids, most important tier first")
+    circuits: list[AffectedCircuit]
+
+
+MAJOR_FAULT_KEY: Final = "major_fault"
+"""``Alarm.extra`` key of a major fault's :class:`MajorFaultDetail` (JSON)."""
+
+
+def major_detail(alarm: Alarm) -> MajorFaultDetail | None:
+    """A major fault's element and circuits; None for any other alarm."""
+    text = alarm.extra.get(MAJOR_FAULT_KEY)
+    return MajorFaultDetail.model_validate_json(text) if text else None
+
+
+def summary_of(alarm: Alarm, locale: Locale = "en") -> str:
+    """The short human-readable line about a fault, in the operator's language."""
+    detail = major_detail(alarm)
+    if detail is not None:
+        return major_summary(
+            locale,
+            element=detail.element,
+            element_kind=detail.element_kind,
+            alarm_class=alarm.alarm_class.value,
+            circuits=detail.circuit_count,
+            customers=len(detail.customers),
+            cleared=alarm.state == "cleared",
+        )
+    where = " ".join(x for x in (alarm.labels.get("device"), alarm.labels.get("interface")) if x)
+    return fault_summary(
+        locale,
+        fallback=alarm.annotations.get("summary", alarm.rule),
+        alert=alarm.rule,
+        alarm_class=alarm.alarm_class.value,
+        tier=alarm.tier.value if alarm.tier else None,
+        customer=alarm.customer_name or alarm.customer,
+        circuit=alarm.circuit,
+        where=where,
+        cleared=alarm.state == "cleared",
+    )
+
+
 class FaultMessage(BaseModel):
     """What every message about a fault carries: its identity and whose it is."""
 
@@ -280,21 +346,30 @@ class FaultMessage(BaseModel):
     work_order_id: str
     alarm_id: str
     alert: str
-    summary: str
+    summary: str = Field(description="one line for people, in the configured locale (en, zh-CN)")
     circuit: str | None
     customer: str | None
     customer_name: str | None
     tier: Tier | None
     important_customer: bool
 
+    major_fault: MajorFaultDetail | None = Field(
+        None, description="on a major fault's messages: the shared element and the circuits it took down"
+    )
+    repeat_of: str | None = Field(
+        None, description="the work order of the same circuit and alert, closed within the repeat window"
+    )
+
     @staticmethod
-    def identity(alarm: Alarm) -> dict[str, Any]:
+    def identity(alarm: Alarm, locale: Locale = "en") -> dict[str, Any]:
         """The shared fields of a fault's messages."""
         return {
             "work_order_id": f"WO-{alarm.alarm_id}",
             "alarm_id": alarm.alarm_id,
             "alert": alarm.rule,
-            "summary": alarm.annotations.get("summary", alarm.rule),
+            "summary": summary_of(alarm, locale),
+            "major_fault": major_detail(alarm),
+            "repeat_of": alarm.extra.get("repeat_of"),
             "circuit": alarm.circuit,
             "customer": alarm.customer,
             "customer_name": alarm.customer_name,
@@ -307,7 +382,7 @@ class WorkOrder(FaultMessage):
     """A work order (派单), its update or its clear, as sent to ticketing on Kafka keyed by circuit."""
 
     type: Literal["work_order", "work_order_update", "work_order_clear"]
-    update: Literal["reparented", "released", "reopened", "flapping"] | None = Field(
+    update: Literal["reparented", "released", "reopened", "flapping", "circuit_added"] | None = Field(
         None, description="what changed, on a work_order_update"
     )
     device: str | None
@@ -330,6 +405,9 @@ class WorkOrder(FaultMessage):
     relapse_of: str | None = Field(
         None, description="the closed fault this one relapses, within its business watch"
     )
+    planned_outage: str | None = Field(
+        None, description="the planned outage the fault began in and outlived; its clocks run from then"
+    )
     due: DueTimes | None = None
     preprocessing: Preprocessing | None = None
     sent_at: str
@@ -340,10 +418,11 @@ class WorkOrder(FaultMessage):
         alarm: Alarm,
         sent_at: float,
         *,
-        update: Literal["reparented", "released", "reopened", "flapping"] | None = None,
+        update: Literal["reparented", "released", "reopened", "flapping", "circuit_added"] | None = None,
         previous_lead_team: Team | None = None,
         related_teams: Sequence[str] = (),
         due: DueTimes | None = None,
+        locale: Locale = "en",
     ) -> WorkOrder:
         """Build the message for an alarm's current state (an update when ``update`` is given)."""
         kind: Literal["work_order", "work_order_update", "work_order_clear"] = (
@@ -356,7 +435,7 @@ class WorkOrder(FaultMessage):
             related_teams=list(related_teams),
             parent_alarm_id=alarm.parent_id,
             flapping=alarm.flapping,
-            **cls.identity(alarm),
+            **cls.identity(alarm, locale),
             device=alarm.labels.get("device"),
             device_kind=alarm.labels.get("device_kind"),
             interface=alarm.labels.get("interface"),
@@ -371,6 +450,7 @@ class WorkOrder(FaultMessage):
             occurrences=alarm.occurrences,
             lifecycle=alarm.lifecycle,
             relapse_of=alarm.extra.get("relapse_of"),
+            planned_outage=alarm.extra.get("planned_outage"),
             due=due,
             preprocessing=Preprocessing.model_validate_json(alarm.extra["preprocessing"])
             if "preprocessing" in alarm.extra

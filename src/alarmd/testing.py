@@ -32,10 +32,15 @@ class FakeClock:
 
 @dataclass
 class FakeSnmpClient:
-    """An agent per device name: ``tables[device][column][index] = value``; ``down`` devices time out."""
+    """An agent per device name: ``tables[device][column][index] = value``; ``down`` devices time out.
+
+    With a ``clock``, each walk takes ``walk_seconds`` of it, as a real table walk takes time.
+    """
 
     tables: dict[str, dict[str, dict[str, SnmpValue]]] = field(default_factory=dict)
     down: set[str] = field(default_factory=set)
+    clock: FakeClock | None = None
+    walk_seconds: float = 0.0
 
     def _table(self, target: Target) -> dict[str, dict[str, SnmpValue]]:
         if target.name in self.down or target.name not in self.tables:
@@ -52,6 +57,8 @@ class FakeSnmpClient:
     ) -> dict[str, dict[str, SnmpValue]]:
         """Return the stored columns."""
         table = self._table(target)
+        if self.clock is not None:
+            self.clock.advance(self.walk_seconds)
         return {col: dict(table.get(col, {})) for col in columns}
 
     def close(self) -> None:

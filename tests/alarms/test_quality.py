@@ -8,10 +8,11 @@ from pathlib import Path
 import pytest
 
 from alarmd.alarms.clocks import ClockPolicy
+from alarmd.alarms.maintenance import Outage
 from alarmd.alarms.quality import quality
 from alarmd.alarms.store import Store
 from alarmd.cli import main
-from alarmd.model import Alarm, AlarmClass, Team, Tier
+from alarmd.model import Alarm, AlarmClass, Team, Tier, isotime
 
 H = 3600.0
 DAY = 24 * H
@@ -87,6 +88,8 @@ def test_report_command_reads_the_store(tmp_path: Path, capsys: pytest.CaptureFi
     store = Store(tmp_path / "state" / "alarmd.sqlite")
     for alarm in FAULTS[:3]:
         store.save(alarm, "raised")
+    window = planned("CHG-1", 1 * H, 2 * H, ["CIR-A"])
+    store.save_outage(window.id, window.model_dump_json(), window.ends_at)
     store.close()
     start = "2027-01-15T08:00:00+00:00"  # T0
     assert (
@@ -113,7 +116,60 @@ def test_report_command_reads_the_store(tmp_path: Path, capsys: pytest.CaptureFi
         66.7,
     )
     assert row["availability_percent"] == pytest.approx(90.625)
+    # the planned hour 1h-2h is left out: 2h-3h15 down of 23 h
+    assert (row["planned_faults"], row["planned_hours"]) == (0, 1.0)
+    assert row["availability_unplanned_percent"] == pytest.approx(round(100 * (1 - 1.25 / 23), 3))
     assert (
         main(["report", "-c", str(tmp_path), "--from", start, "--to", "2027-01-16", "--by", "customer"]) == 0
     )
     assert "cust-CIR-A" in capsys.readouterr().out
+
+
+def planned(
+    outage_id: str, start: float, end: float, circuits: list[str], *, cancelled: bool = False
+) -> Outage:
+    return Outage(
+        id=outage_id,
+        reason="cutover",
+        created_by="change-desk",
+        source="api",
+        created_at=T0 - DAY,
+        starts_at=T0 + start,
+        ends_at=T0 + end,
+        circuits=circuits,
+        affected_circuits=circuits,
+        affected_customers=[f"cust-{c}" for c in circuits],
+        cancelled=cancelled,
+    )
+
+
+def test_planned_outages_are_counted_apart_and_left_out_of_the_second_availability() -> None:
+    # CIR-C (gold), a planned outage 2h-4h.  Inside it: a transmission fault 2h-3h (over within the
+    # window: no work order) and one 3h30-5h (outlived the window, dispatched at 4h15).  Outside: a
+    # transmission fault 10h-11h.  Outage time 1 + 1.5 + 1 = 3.5 h of 24: availability 1 - 3.5/24.
+    # Without the planned 2h-4h, what is left is 4h-5h and 10h-11h = 2 h of 22 h: 1 - 2/22.  A
+    # cancelled outage counts for nothing.
+    inside = fault(7, "CIR-C", Tier.GOLD, AlarmClass.TRANSMISSION, 2 * H, 3 * H)
+    inside.extra["planned_outage"] = "CHG-1"
+    outlived = fault(8, "CIR-C", Tier.GOLD, AlarmClass.TRANSMISSION, 3.5 * H, 5 * H)
+    outlived.extra.update(planned_outage="CHG-1", released_at=isotime(T0 + 4.25 * H))
+    outlived.dispatched = True
+    outside = fault(9, "CIR-C", Tier.GOLD, AlarmClass.TRANSMISSION, 10 * H, 11 * H)
+    windows = [
+        planned("CHG-1", 2 * H, 4 * H, ["CIR-C"]),
+        planned("CHG-2", 12 * H, 20 * H, ["CIR-C"], cancelled=True),
+    ]
+    (row,) = quality(
+        [inside, outlived, outside],
+        start=T0,
+        end=T0 + DAY,
+        now=T0 + DAY,
+        clocks=ClockPolicy(),
+        outages=windows,
+    )
+    assert (row.faults, row.planned_faults, row.planned_seconds) == (1, 2, 2 * H)
+    assert row.availability == pytest.approx(1 - 3.5 / 24)
+    assert row.availability_unplanned == pytest.approx(1 - 2 / 22)
+    # the outlived fault's clock ran from its release at 4h15: repaired at 5h, within 1 h; the one
+    # over within its window had no limit at all
+    assert (row.repaired_on_time, row.repairs_due) == (2, 2)

@@ -673,3 +673,21 @@ async def test_v3_only_mode_refuses_v1_and_v2c_traps(start: Start, tmp_path: Pat
         assert receiver.queue.empty()
     finally:
         await receiver.stop()
+
+
+def test_dsx1_line_status_bits_become_labels_of_their_own() -> None:
+    definition = TrapDefinitions.load([STANDARD]).get("1.3.6.1.2.1.10.18.15.0.1")
+    assert definition is not None and definition.name == "dsx1LineStatusChange"
+    status = "1.3.6.1.2.1.10.18.6.1.10.3"
+    labels = definition.extract([VarBind(status, "Integer", 64 + 8)])  # LOS and AIS
+    assert labels == {
+        "dsx1_line_status": "72",
+        "dsx1_line_index": "3",
+        "if_index": "3",
+        "e1_loss_of_signal": "1",
+        "e1_ais": "1",
+        "e1_loss_of_frame": "0",
+        "e1_remote_alarm": "0",
+    }
+    assert definition.extract([VarBind(status, "Integer", 1)])["e1_loss_of_signal"] == "0"  # noAlarm
+    assert "e1_loss_of_signal" not in definition.extract([VarBind(status, "OctetString", b"x")])

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alarmd.config import read_yaml
+from alarmd.config import ConfigError, read_yaml
 from alarmd.matchers import matches_all
 from alarmd.model import AlarmTransition, Event, fingerprint
 from alarmd.rules import engine as engine_module
@@ -182,3 +182,17 @@ def test_a_repeat_after_a_reload_renders_the_reloaded_rules_annotations(tmp_path
     assert [(t.kind, t.annotations["summary"]) for t in after.evaluate_event(down)] == [
         ("repeat", "still down r1 1 at 1.0")
     ]
+
+
+@pytest.mark.parametrize(
+    ("rule", "message"),
+    [
+        ("{alert: A, expr: e1_ais == 1, polled: e1_ais}", "polled belong to event rules"),
+        ("""{alert: A, event: '{trap="t"}', polled: e1_ais}""", "polled needs by"),
+    ],
+)
+def test_polled_belongs_to_event_rules_with_by(tmp_path: Path, rule: str, message: str) -> None:
+    path = tmp_path / "rules.yml"
+    path.write_text(f"groups:\n  - name: g\n    rules:\n      - {rule}\n")
+    with pytest.raises(ConfigError, match=message):
+        compile_docs([read_yaml(path)])

@@ -64,6 +64,12 @@ class ClockPolicy:
         self.config = config or ClocksConfig()
         self._tz = datetime.timezone(datetime.timedelta(hours=self.config.utc_offset_hours))
 
+    @staticmethod
+    def start(alarm: Alarm) -> float:
+        """When a fault's clock starts: its raise, or for one held by a planned outage, its release."""
+        released = alarm.extra.get("released_at")
+        return datetime.datetime.fromisoformat(released).timestamp() if released else alarm.raised_at
+
     def escalation_after(self, alarm: Alarm) -> float:
         """How long a fault may stay unresolved before joint handling starts."""
         important = alarm.tier is not None and alarm.tier.important
@@ -71,7 +77,7 @@ class ClockPolicy:
 
     def on_dispatch(self, alarm: Alarm) -> list[Timer]:
         """The timers a newly dispatched fault starts: its escalation, counted from the fault."""
-        return [Timer(alarm.alarm_id, "escalation", alarm.raised_at + self.escalation_after(alarm))]
+        return [Timer(alarm.alarm_id, "escalation", self.start(alarm) + self.escalation_after(alarm))]
 
     def on_fire(self, alarm: Alarm, timer: Timer) -> tuple[NoticeKind | None, list[Timer]]:
         """What a due timer means now, and the timers that follow it."""
@@ -91,9 +97,10 @@ class ClockPolicy:
         """Every due time of a fault in its current state."""
         important = alarm.tier is not None and alarm.tier.important
         cleared = alarm.cleared_at
+        start = self.start(alarm)
         return Due(
-            escalation_at=alarm.raised_at + self.escalation_after(alarm),
-            on_site_by=alarm.raised_at + self.config.on_site_deadline if important else None,
+            escalation_at=start + self.escalation_after(alarm),
+            on_site_by=start + self.config.on_site_deadline if important else None,
             observation_ends=cleared + self.config.observation if cleared is not None else None,
             business_watch_ends=cleared + self.config.business_watch if cleared is not None else None,
             summary_due=self.working_days_after(cleared, self.config.summary_working_days)

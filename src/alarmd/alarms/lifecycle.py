@@ -20,11 +20,11 @@ import structlog
 from alarmd.alarms.inhibit import Correlator
 from alarmd.inventory import Inventory
 from alarmd.metrics import Metrics
-from alarmd.model import Alarm, AlarmClass, AlarmTransition, Team, fingerprint
+from alarmd.model import Alarm, AlarmClass, AlarmTransition, Team, Tier, fingerprint
 
 log = structlog.get_logger("alarmd.alarms")
 
-ChangeKind = Literal["raised", "cleared", "reparented", "released", "reopened", "flapping"]
+ChangeKind = Literal["raised", "cleared", "reparented", "released", "reopened", "flapping", "joined"]
 
 
 def alarm_id(fp: str, active_since: float) -> str:
@@ -184,6 +184,22 @@ class AlarmBook:
             self._reassign(child, None, self.route(child.labels))
             changes.append(Change("released", child, previous))
         return changes
+
+    def amend(
+        self,
+        alarm: Alarm,
+        *,
+        parent_id: str | None = None,
+        lead_team: Team | None = None,
+        tier: Tier | None = None,
+    ) -> None:
+        """Fold an open alarm under a parent, or give it another lead team or tier; the gauges follow."""
+        self._count(alarm, -1)
+        if parent_id is not None:
+            alarm.parent_id = parent_id
+        alarm.lead_team = lead_team or alarm.lead_team
+        alarm.tier = tier or alarm.tier
+        self._count(alarm, +1)
 
     def parent_of(self, alarm: Alarm) -> Alarm | None:
         """The firing alarm this one is folded under."""

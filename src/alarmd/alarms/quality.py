@@ -6,7 +6,11 @@
   data anomaly degrades a line but does not make it unavailable;
 - **repair timeliness** (故障修复及时率): faults repaired within their limit (1 h for diamond and
   gold, 3 h for ordinary, the escalation clock) ÷ faults that were repaired, or are overdue,
-  in the window.
+  in the window;
+- **planned outages** (SPEC §9): faults raised inside a planned outage's scope and window are
+  counted apart (``planned_faults``), and a second availability leaves the planned windows out
+  of both the outage time and the window; a fault over within its outage had no work order and
+  so no repair limit.
 Data-collection completeness is exported live as metrics (``alarmd_collection_*``).
 """
 
@@ -18,6 +22,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from alarmd.alarms.clocks import ClockPolicy
+from alarmd.alarms.maintenance import Outage
 from alarmd.model import Alarm, AlarmClass
 
 By = Literal["circuit", "customer", "device"]
@@ -35,6 +40,9 @@ class QualityRow:
     availability: float
     repaired_on_time: int
     repairs_due: int
+    planned_faults: int = 0
+    planned_seconds: float = 0.0
+    availability_unplanned: float = 1.0
 
     @property
     def timeliness(self) -> float | None:
@@ -52,6 +60,39 @@ def _merged(intervals: list[tuple[float, float]]) -> float:
     return total
 
 
+def _without(spans: list[tuple[float, float]], cut: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The parts of ``spans`` outside every interval of ``cut``."""
+    out = []
+    for start, stop in spans:
+        at = start
+        for a, b in sorted(cut):
+            if b <= at or a >= stop:
+                continue
+            if a > at:
+                out.append((at, a))
+            at = max(at, b)
+        if at < stop:
+            out.append((at, stop))
+    return out
+
+
+def _planned(
+    outages: Iterable[Outage], by: By, key: str, start: float, end: float
+) -> list[tuple[float, float]]:
+    """The windows of the outages that touch a circuit, customer or device, within [start, end)."""
+    spans = []
+    for outage in outages:
+        touched = {
+            "circuit": outage.affected_circuits,
+            "customer": outage.affected_customers,
+            "device": outage.devices,
+        }
+        a, b = max(outage.starts_at, start), min(outage.ends_at, end)
+        if not outage.cancelled and key in touched[by] and a < b:
+            spans.append((a, b))
+    return spans
+
+
 def quality(
     alarms: Iterable[Alarm],
     *,
@@ -61,8 +102,10 @@ def quality(
     clocks: ClockPolicy,
     by: By = "circuit",
     customer: str | None = None,
+    outages: Iterable[Outage] = (),
 ) -> list[QualityRow]:
     """Figures per circuit, customer or device for faults overlapping [start, end)."""
+    windows = list(outages)
     window = end - start
     groups: dict[str, list[Alarm]] = defaultdict(list)
     for alarm in alarms:
@@ -79,12 +122,14 @@ def quality(
             (max(a.raised_at, start), min(a.cleared_at if a.cleared_at is not None else now, end))
             for a in faults
         ]
-        outages = [
+        down = [
             span for a, span in zip(faults, spans, strict=True) if a.alarm_class is AlarmClass.TRANSMISSION
         ]
         on_time = due = 0
         for alarm in faults:
-            limit = alarm.raised_at + clocks.escalation_after(alarm)
+            if "planned_outage" in alarm.extra and not alarm.dispatched:
+                continue  # over within its planned outage: no work order, no limit
+            limit = clocks.start(alarm) + clocks.escalation_after(alarm)
             repaired = alarm.cleared_at
             if repaired is not None and start <= repaired < end:
                 due += 1
@@ -92,16 +137,25 @@ def quality(
             elif repaired is None and start <= limit < min(end, now):
                 due += 1  # overdue and still open
         first = faults[0]
+        planned = _planned(windows, by, key, start, end)
+        planned_seconds = _merged(planned)
+        planned_faults = sum(1 for a in faults if "planned_outage" in a.extra)
+        rest = window - planned_seconds
         rows.append(
             QualityRow(
                 key=key,
                 customer=first.customer_name or first.customer or "",
                 tier=first.tier.value if first.tier else "",
-                faults=len(faults),
+                faults=len(faults) - planned_faults,
                 fault_seconds=round(sum(b - a for a, b in spans), 3),
-                availability=round(1 - _merged(outages) / window, 6) if window > 0 else 1.0,
+                availability=round(1 - _merged(down) / window, 6) if window > 0 else 1.0,
                 repaired_on_time=on_time,
                 repairs_due=due,
+                planned_faults=planned_faults,
+                planned_seconds=round(planned_seconds, 3),
+                availability_unplanned=round(1 - _merged(_without(down, planned)) / rest, 6)
+                if rest > 0
+                else 1.0,
             )
         )
     return rows

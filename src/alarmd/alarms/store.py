@@ -45,6 +45,13 @@ MIGRATIONS = (
     );
     CREATE INDEX timers_due ON timers (due);
     """,
+    """
+    CREATE TABLE outages (
+        outage_id TEXT PRIMARY KEY,
+        body TEXT NOT NULL,
+        ends REAL NOT NULL
+    );
+    """,
 )
 
 
@@ -220,6 +227,18 @@ class Store:
             (timer.alarm_id, timer.kind, timer.seq),
         )
         return cur.rowcount == 1
+
+    def save_outage(self, outage_id: str, body: str, ends: float) -> None:
+        """Store a planned outage (its JSON body) as it now stands."""
+        self.connection.execute(
+            "INSERT INTO outages (outage_id, body, ends) VALUES (?, ?, ?) "
+            "ON CONFLICT (outage_id) DO UPDATE SET body = excluded.body, ends = excluded.ends",
+            (outage_id, body, ends),
+        )
+
+    def outages(self) -> list[str]:
+        """Every planned outage the store knows (JSON bodies), by end time."""
+        return [row[0] for row in self.connection.execute("SELECT body FROM outages ORDER BY ends")]
 
     def close(self) -> None:
         """Close the database."""

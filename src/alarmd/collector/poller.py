@@ -6,18 +6,18 @@ import asyncio
 import contextlib
 import math
 import random
-import re
 import sys
 import time
 from array import array
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 
 import structlog
 
 from alarmd.clock import Clock
-from alarmd.collector.profile import ColumnSpec, Profile, TableSpec
+from alarmd.collector.entity import EntityTree
+from alarmd.collector.profile import SYS_OBJECT_ID, ColumnSpec, Profile, TableSpec
 from alarmd.collector.snmp import SnmpClient, SnmpError, SnmpValue, Target
 from alarmd.config import DeviceConfig, PollingConfig, SnmpV1, SnmpV2c, SnmpV3
 from alarmd.metrics import Metrics
@@ -165,15 +165,37 @@ class CounterRates:
         self._rows, self._columns = kept_rows, columns
 
 
-def utilisation_percent(in_bps: float | None, out_bps: float | None, high_speed_mbps: int) -> float | None:
-    """Bandwidth occupancy: the busier direction as a percentage of ``ifHighSpeed``."""
-    if high_speed_mbps <= 0:
+def utilisation_percent(in_bps: float | None, out_bps: float | None, speed_bps: float) -> float | None:
+    """Bandwidth occupancy: the busier direction as a percentage of the line's speed in bit/s."""
+    if speed_bps <= 0:
         return None
     rates = [r for r in (in_bps, out_bps) if r is not None]
     if not rates:
         return None
     busiest = max(rates)
-    return busiest / (high_speed_mbps * 1_000_000) * 100 if busiest else 0.0
+    return busiest / speed_bps * 100 if busiest else 0.0
+
+
+#: ifSpeed's largest value: the line is faster than a Gauge32 can say, ifHighSpeed tells.
+IF_SPEED_MAX = 4_294_967_295
+
+
+def line_speed_bps(if_speed: SnmpValue, if_high_speed: SnmpValue) -> float | None:
+    """A line's speed in bit/s: ifSpeed whenever it is below its maximum, else ifHighSpeed (Mbit/s).
+
+    ifHighSpeed rounds to whole Mbit/s (an E1 or a T1 reads 2 or 1), so ifSpeed is the exact
+    figure wherever it can hold the speed; basic agents have only ifSpeed.
+    """
+    if isinstance(if_speed, int) and 0 < if_speed < IF_SPEED_MAX:
+        return float(if_speed)
+    if isinstance(if_high_speed, int) and if_high_speed > 0:
+        return if_high_speed * 1e6
+    return None
+
+
+#: The optical power reported for a receiver that sees no light (0 W is -inf dBm): far below any
+#: receiver's sensitivity, so the low-power alarm fires, and a finite number a sample can carry.
+LOSS_OF_LIGHT_DBM = -40.0
 
 
 def sensor_value(raw: int, scale: int, precision: int) -> float:
@@ -182,8 +204,12 @@ def sensor_value(raw: int, scale: int, precision: int) -> float:
 
 
 def watts_to_dbm(watts: float) -> float | None:
-    """Optical power in watts as dBm (None for zero or negative power)."""
-    return 10 * math.log10(watts * 1000) if watts > 0 else None
+    """Optical power in watts as dBm; no light (0 W) is :data:`LOSS_OF_LIGHT_DBM`, negative power None."""
+    if watts < 0:
+        return None
+    if watts == 0:
+        return LOSS_OF_LIGHT_DBM
+    return max(10 * math.log10(watts * 1000), LOSS_OF_LIGHT_DBM)
 
 
 def error_ratio_percent(errors: float | None, discards: float | None, packets: float | None) -> float | None:
@@ -205,6 +231,28 @@ def _text(value: SnmpValue, fallback: str) -> str:
 Rows = dict[str, dict[str, SnmpValue]]
 
 
+def _scaled(column: ColumnSpec, value: int) -> float:
+    """A gauge's value in its unit (shared floats for the small enumerations of unscaled columns)."""
+    if column.scale != 1.0:
+        return value * column.scale
+    return _SMALL_FLOATS[value] if 0 <= value < len(_SMALL_FLOATS) else float(value)
+
+
+def _either(values: Mapping[str, float | None], wide: str, narrow: str) -> float | None:
+    """The 64-bit counter's rate where the agent has that counter, else the 32-bit one's."""
+    return values[wide] if wide in values else values.get(narrow)
+
+
+def _columns(tables: Mapping[str, tuple[Rows, float]]) -> dict[str, dict[str, SnmpValue]]:
+    """Every walked column of a poll as ``{column OID: {index: value}}``, whichever table walked it."""
+    columns: dict[str, dict[str, SnmpValue]] = {}
+    for rows, _ in tables.values():
+        for index, row in rows.items():
+            for oid, value in row.items():
+                columns.setdefault(oid, {})[index] = value
+    return columns
+
+
 @dataclass(slots=True)
 class _Row:
     """What the columns of one table row share while they are turned into samples."""
@@ -212,7 +260,8 @@ class _Row:
     rates: CounterRates
     index: str
     labels: dict[str, str]
-    speed: int | None
+    #: The line's speed in bit/s (interfaces tables), which no octet rate can exceed.
+    speed: float | None
     values: dict[str, float | None]
 
 
@@ -245,9 +294,15 @@ class DevicePoller:
         client: SnmpClient,
         clock: Clock,
         metrics: Metrics,
+        extensions: Sequence[Profile] = (),
     ) -> None:
         self.device = device
         self.profile = profile
+        #: Vendor extension profiles (``sys_object_ids``); those matching the device's sysObjectID apply.
+        self.extensions = [p for p in extensions if p.spec.sys_object_ids and p is not profile]
+        self.sys_object_id: str | None = None
+        #: The entPhysicalIndex of each sensor read so far in this poll.
+        self._sensors_read: set[str] = set()
         self.interval = device.interval or polling.interval
         self.max_repetitions = polling.max_repetitions
         self.target = Target(
@@ -278,22 +333,44 @@ class DevicePoller:
     def _labels(self) -> dict[str, str]:
         return self._device_labels
 
+    def applied(self) -> list[Profile]:
+        """The device's profile, then the vendor extensions that apply to its sysObjectID."""
+        oid = self.sys_object_id
+        return [self.profile] + [p for p in self.extensions if oid and p.applies_to(oid)]
+
+    def tables(self) -> list[tuple[Profile, TableSpec]]:
+        """The tables to walk: the profile's, then those of the vendor extensions for this sysObjectID."""
+        return [(p, t) for p in self.applied() for t in p.spec.tables]
+
     async def poll_once(self) -> list[Sample]:
-        """Poll the device once and return its samples (``device_up`` always among them)."""
+        """Poll the device once and return its samples (``device_up`` always among them).
+
+        Each table's samples, and the rates of its counters, are stamped with the time its walk
+        read them (the middle of the walk), not the end of the poll: a slow walk of one table
+        does not skew the rates of the next.
+        """
         kind = self.device.kind.value
         self.metrics.poll_requests.labels(kind).inc()
         self._periods.inc()
         started = time.perf_counter()
         spec = self.profile.spec
+        scalar_specs = list(spec.scalars)
         try:
-            scalar_oids = [spec.uptime_oid] + [c.oid for c in spec.scalars]
+            scalar_oids = [spec.uptime_oid, SYS_OBJECT_ID] + [c.oid for c in spec.scalars]
             scalars = await self.client.get(self.target, scalar_oids)
-            tables = {
-                t.name: _rows(
-                    t, await self.client.walk(self.target, self.profile.columns(t), self.max_repetitions)
-                )
-                for t in spec.tables
-            }
+            sys_object_id = scalars.get(SYS_OBJECT_ID)
+            if isinstance(sys_object_id, str | bytes):
+                self.sys_object_id = _text(sys_object_id, "")
+            for extension in self.applied()[1:]:
+                if extension.spec.scalars:
+                    scalar_specs += extension.spec.scalars
+                    oids = [c.oid for c in extension.spec.scalars]
+                    scalars.update(await self.client.get(self.target, oids))
+            tables: dict[str, tuple[Rows, float]] = {}
+            for profile, table in self.tables():
+                began = self.clock.now()
+                walked = await self.client.walk(self.target, profile.columns(table), self.max_repetitions)
+                tables[table.name] = (_rows(table, walked), (began + self.clock.now()) / 2)
         except SnmpError as exc:
             self.metrics.poll_errors.labels(kind, exc.reason).inc()
             self.metrics.device_up.labels(self.device.name, kind).set(0)
@@ -306,12 +383,22 @@ class DevicePoller:
         self.metrics.device_up.labels(self.device.name, kind).set(1)
         self._check_uptime(scalars.get(spec.uptime_oid))
         samples = [Sample("device_up", self._labels(), 1.0, at)]
-        for column in spec.scalars:
+        for column in scalar_specs:
             value = scalars.get(column.oid)
-            if isinstance(value, int) and column.type in ("gauge", "timeticks"):
-                samples.append(Sample(column.name, self._labels(), float(value), at))
-        for table in spec.tables:
-            samples.extend(self._table(table, tables, at))
+            if isinstance(value, int) and column.type in {"gauge", "timeticks"}:
+                if value in column.missing:
+                    continue
+                samples.append(Sample(column.name, self._labels(), _scaled(column, value), at))
+        # Interfaces first: the other tables name their ports after them.
+        ordered = sorted((t for _, t in self.tables()), key=lambda t: t.kind != "interfaces")
+        entities: EntityTree | None = None
+        self._sensors_read.clear()
+        for table in ordered:
+            if entities is None and (table.kind == "entity_sensor" or table.port == "entity"):
+                entity_tables = {t.name: tables[t.name] for t in ordered if t.kind != "interfaces"}
+                entities = EntityTree.from_columns(_columns(entity_tables), self.interface_names)
+            rows, read_at = tables[table.name]
+            samples.extend(self._table(table, rows, read_at, entities))
         self.log.debug("poll_done", samples=len(samples), seconds=round(time.perf_counter() - started, 4))
         return samples
 
@@ -331,49 +418,63 @@ class DevicePoller:
             value = row.get(spec.oid)
             if value in (None, b"") and spec.fallback_oid:
                 value = row.get(spec.fallback_oid)
-            if value not in (None, b""):
+            if value in (None, b""):
+                continue
+            if spec.kind == "if_index":
+                port = str(value) if isinstance(value, int) else _text(value, "")
+                if port and port != "0":
+                    labels["if_index"] = port
+                    labels[spec.name] = self.interface_names.get(port, f"ifIndex {port}")
+            else:
                 labels[spec.name] = sys.intern(_text(value, index))
         return labels
 
-    def _table(self, table: TableSpec, tables: dict[str, Rows], at: float) -> list[Sample]:
+    def _port_labels(self, labels: dict[str, str], port: str | None) -> None:
+        """Name a row's port: its ifIndex and the interface's name."""
+        if port is not None:
+            labels["if_index"] = port
+            labels["interface"] = self.interface_names.get(port, f"ifIndex {port}")
+
+    def _table(self, table: TableSpec, rows: Rows, at: float, entities: EntityTree | None) -> list[Sample]:
         if table.kind == "entity_alias":
             return []
+        if table.kind == "entity_sensor":
+            return self._sensors(table, rows, at, entities or EntityTree())
         out: list[Sample] = []
-        speed_oid = next((c.oid for c in table.columns if c.name == "if_high_speed"), "")
+        oids = {c.name: c.oid for c in table.columns}
+        speed_oid, high_speed_oid = oids.get("if_speed", ""), oids.get("if_high_speed", "")
         rates = self.rates.get(table.name)
         if rates is None:
             rates = self.rates[table.name] = CounterRates()
-        for index, values in tables[table.name].items():
+        for index, values in rows.items():
             if table.discontinuity_oid is not None:
                 self._check_row_discontinuity(table, index, values.get(table.discontinuity_oid))
-            speed = values.get(speed_oid)
+            labels = self._row_labels(table, index, values)
+            if table.port == "if_index":
+                self._port_labels(labels, index)
+            elif table.port == "entity" and entities is not None:
+                self._port_labels(labels, entities.port_of(index))
             row = _Row(
-                rates,
-                index,
-                self._row_labels(table, index, values),
-                speed if isinstance(speed, int) else None,
-                {},
+                rates, index, labels, line_speed_bps(values.get(speed_oid), values.get(high_speed_oid)), {}
             )
             for column in table.columns:
                 self._column(column, values.get(column.oid), row, at, out)
             if table.kind == "interfaces":
-                out.extend(self._interface(row.labels, row.values, at))
+                out.extend(self._interface(row, at))
                 self.interface_names[index] = row.labels.get("interface", f"ifIndex {index}")
-        if table.kind == "entity_sensor":
-            out.extend(self._sensors(table, tables, at))
         return out
 
     def _column(self, column: ColumnSpec, value: SnmpValue, row: _Row, at: float, out: list[Sample]) -> None:
         """Append the samples of one column of one row; counters become rates, bits 0/1 per bit."""
-        if not isinstance(value, int):
+        if not isinstance(value, int) or value in column.missing:
             return
         kind = column.type
         if kind in {"gauge", "timeticks"}:
-            number = _SMALL_FLOATS[value] if 0 <= value < len(_SMALL_FLOATS) else float(value)
+            number = _scaled(column, value)
             row.values[column.name] = number
             out.append(Sample(column.name, row.labels, number, at))
         elif kind in {"counter32", "counter64"}:
-            max_rate = row.speed * 125_000 if row.speed and column.octets else None  # Mbit/s → bytes/s
+            max_rate = row.speed / 8 if row.speed and column.octets else None  # bit/s → bytes/s
             bits = 32 if kind == "counter32" else 64
             rate = row.rates.rate((row.index, column.name), value, at, bits, max_rate)
             row.values[column.name] = rate
@@ -395,20 +496,23 @@ class DevicePoller:
             self.log.info("counter_discontinuity", cause="discontinuity_time", table=table.name, index=index)
         seen[index] = value
 
-    def _interface(self, labels: dict[str, str], values: dict[str, float | None], at: float) -> list[Sample]:
+    def _interface(self, row: _Row, at: float) -> list[Sample]:
+        """Utilisation, error ratio and link state of one interface.
+
+        The 64-bit counters are used where the agent has them; a basic agent (ifTable only)
+        gives its 32-bit octet and unicast packet counters instead, and ifSpeed its speed.
+        """
         out: list[Sample] = []
-        speed = values.get("if_high_speed")
-        rate_in = values.get("if_hc_in_octets")
-        rate_out = values.get("if_hc_out_octets")
-        if rate_in is None:
-            rate_in = values.get("if_in_octets")
-        if rate_out is None:
-            rate_out = values.get("if_out_octets")
-        if speed is not None:
+        values, labels = row.values, row.labels
+        rate_in, rate_out = (
+            _either(values, "if_hc_in_octets", "if_in_octets"),
+            _either(values, "if_hc_out_octets", "if_out_octets"),
+        )
+        if row.speed is not None:
             util = utilisation_percent(
                 rate_in * 8 if rate_in is not None else None,
                 rate_out * 8 if rate_out is not None else None,
-                int(speed),
+                row.speed,
             )
             if util is not None:
                 out.append(Sample("interface_utilisation_percent", labels, util, at))
@@ -418,12 +522,12 @@ class DevicePoller:
                 error_ratio_percent(
                     values.get("if_in_errors"),
                     values.get("if_in_discards"),
-                    values.get("if_hc_in_ucast_pkts"),
+                    _either(values, "if_hc_in_ucast_pkts", "if_in_ucast_pkts"),
                 ),
                 error_ratio_percent(
                     values.get("if_out_errors"),
                     values.get("if_out_discards"),
-                    values.get("if_hc_out_ucast_pkts"),
+                    _either(values, "if_hc_out_ucast_pkts", "if_out_ucast_pkts"),
                 ),
             )
             if r is not None
@@ -436,17 +540,14 @@ class DevicePoller:
             out.append(Sample("interface_link_down", labels, 1.0 if down else 0.0, at))
         return out
 
-    def _sensors(self, table: TableSpec, tables: dict[str, Rows], at: float) -> list[Sample]:
-        rows = tables[table.name]
+    def _sensors(self, table: TableSpec, rows: Rows, at: float, entities: EntityTree) -> list[Sample]:
+        """ENTITY-SENSOR-MIB (or CISCO-ENTITY-SENSOR-MIB) readings, in their units, on their ports.
+
+        A sensor read by an earlier sensor table of the same poll is not read again (Cisco fills
+        both its own table and the standard one for the same entPhysicalIndex).
+        """
         col = {c.name: c.oid for c in table.columns}
-        name_oid = table.labels[0].oid if table.labels else None
-        aliases: dict[str, str] = {}
-        for alias_table in (t for t in self.profile.spec.tables if t.kind == "entity_alias"):
-            for index, row in tables[alias_table.name].items():
-                for mapped in row.values():
-                    target = mapped.decode() if isinstance(mapped, bytes) else mapped
-                    if isinstance(target, str) and target.startswith("1.3.6.1.2.1.2.2.1.1."):
-                        aliases[index.split(".")[0]] = target.rsplit(".", 1)[1]
+        name_label = table.labels[0].name if table.labels else ""
         out: list[Sample] = []
         for index, row in rows.items():
             raw, kind = row.get(col["sensor_value"]), row.get(col["sensor_type"])
@@ -460,49 +561,26 @@ class DevicePoller:
                     and isinstance(precision, int)
                 )
                 or status != 1
+                or index in self._sensors_read
             ):
                 continue  # unavailable or nonoperational sensors give no reading
+            self._sensors_read.add(index)
             reading = sensor_value(raw, scale, precision)
             type_name = SENSOR_TYPE.get(kind, "other")
             labels = {**self._row_labels(table, index, row), "sensor_type": type_name}
-            port = self._port_of(index, rows, col.get("entity_contained_in"), aliases)
-            if port is not None:
-                labels["if_index"] = port
-                labels["interface"] = self.interface_names.get(port, f"ifIndex {port}")
+            port = entities.port_of(index)
+            self._port_labels(labels, port)
             out.append(Sample("entity_sensor_value", labels, reading, at))
-            sensor_name = labels.get("sensor", "") if name_oid else ""
+            sensor_name = labels.get(name_label, "") or entities.names.get(index, "")
             for metric, wanted in table.sensor_metrics.items():
-                if wanted.sensor_type not in (type_name, "watts" if wanted.unit == "dbm" else type_name):
+                if type_name not in wanted.types or not wanted.pattern.search(sensor_name):
                     continue
-                if not re.search(wanted.name_pattern, sensor_name):
+                if wanted.on_port is not None and wanted.on_port != (port is not None):
                     continue
                 shown = watts_to_dbm(reading) if type_name == "watts" and wanted.unit == "dbm" else reading
                 if shown is not None:
                     out.append(Sample(metric, labels, shown, at))
         return out
-
-    @staticmethod
-    def _port_of(index: str, rows: Rows, contained_oid: str | None, aliases: dict[str, str]) -> str | None:
-        """The ifIndex a sensor belongs to, through ENTITY-MIB containment and alias mapping.
-
-        Vendors nest either way: a sensor inside a transceiver inside the port, or a port and
-        its sensors side by side inside the transceiver.  Walk up from the sensor; at each
-        level take the entity itself if it maps to an ifIndex, else the single port among
-        its children that does.
-        """
-        parent_of = {i: r.get(contained_oid or "") for i, r in rows.items()}
-        current = index
-        for _ in range(6):
-            if current in aliases:
-                return aliases[current]
-            parent = parent_of.get(current)
-            if not isinstance(parent, int) or parent == 0:
-                return None
-            mapped = {aliases[i] for i, p in parent_of.items() if p == parent and i in aliases}
-            if len(mapped) == 1:
-                return mapped.pop()
-            current = str(parent)
-        return None
 
     async def run(self, emit: Callable[[Sample], Awaitable[None]], stop: asyncio.Event) -> None:
         """Poll every interval until ``stop`` is set, handing each sample to ``emit``.

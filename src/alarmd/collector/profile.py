@@ -5,8 +5,13 @@ Profiles live in ``config/profiles/*.yml`` (after snmp_exporter's modules).  A c
 ``counter64`` become per-second rates (``<name>_per_second``), ``bits`` become one 0/1
 sample per named bit, ``string`` columns are labels only.  A table's ``kind`` adds the
 derived figures the operator's rules need: ``interfaces`` (utilisation, error ratio, link
-state) and ``entity_sensor`` (ENTITY-SENSOR-MIB values with scale and precision applied,
-mapped to ports through ENTITY-MIB).  A vendor OID is added by adding a column.
+state) and ``entity_sensor`` (ENTITY-SENSOR-MIB or CISCO-ENTITY-SENSOR-MIB values with
+scale and precision applied, watts turned into dBm, mapped to ports through ENTITY-MIB).  A
+vendor OID is added by adding a column: ``scale`` turns its raw value into its unit (0.01 for
+hundredths of a dBm), and a table's ``port`` (its index is an ifIndex, or an entPhysicalIndex) or
+a label of ``kind: if_index`` names the port a row belongs to.  A profile with
+``sys_object_ids`` is a vendor extension: its tables are polled, beside the device's own
+profile, on every device whose sysObjectID lies under one of those OIDs (docs/devices.md).
 """
 
 from __future__ import annotations
@@ -27,6 +32,16 @@ _OID = re.compile(r"^\d+(\.\d+)+$")
 _NAME = re.compile(r"^[a-z_][a-z0-9_]*$")
 
 INTERFACE_COLUMNS = ("if_hc_in_octets", "if_hc_out_octets", "if_high_speed")
+#: What an interfaces table polls so that basic agents (ifTable only: no ifHighSpeed, no 64-bit
+#: counters) still give utilisation and loss figures.
+INTERFACE_FALLBACK_COLUMNS = (
+    "if_speed",
+    "if_in_octets",
+    "if_out_octets",
+    "if_in_ucast_pkts",
+    "if_out_ucast_pkts",
+)
+SYS_OBJECT_ID = "1.3.6.1.2.1.1.2.0"
 SENSOR_COLUMNS = ("sensor_type", "sensor_scale", "sensor_precision", "sensor_value")
 
 
@@ -54,6 +69,9 @@ class ColumnSpec(Strict):
     oid: Oid
     type: ColumnType = "gauge"
     bits: dict[str, int] = Field({}, description="for type bits: sample name -> bit value")
+    scale: float = Field(1.0, description="a gauge's raw value times this is its value (0.01: hundredths)")
+    unit: str = Field("", description="the unit of the scaled value, for people (dBm, celsius)")
+    missing: list[int] = Field([], description="raw values that mean no reading (e.g. -2147483648)")
     help: str = ""
 
     @functools.cached_property
@@ -72,25 +90,48 @@ class ColumnSpec(Strict):
             raise ValueError("type bits needs a bits map, and a bits map needs type bits")
         for bit_name in self.bits:
             _name(bit_name)
+        if self.scale != 1.0 and self.type != "gauge":
+            raise ValueError("scale applies to gauge columns only")
         return self
 
 
 class LabelSpec(Strict):
-    """A column whose value labels the table's rows (e.g. ifName)."""
+    """A column whose value labels the table's rows (e.g. ifName), or names the row's port."""
 
     name: SnakeName
     oid: Oid
     fallback_oid: Oid | None = Field(None, description="used where the first column has no value")
+    kind: Literal["text", "if_index"] = Field(
+        "text",
+        description="text: the value is the label; if_index: the value is the row's port's ifIndex "
+        "(labels if_index and interface)",
+    )
+
+
+SensorType = Literal["dBm", "watts", "celsius", "voltsDC", "voltsAC", "amperes", "percentRH", "rpm", "other"]
 
 
 class SensorMetric(Strict):
-    """Name ENTITY-SENSOR-MIB sensors of one type (and a name pattern) as a metric of their own."""
+    """Name ENTITY-SENSOR-MIB sensors of some types (and a name pattern) as a metric of their own."""
 
-    sensor_type: Literal[
-        "dBm", "watts", "celsius", "voltsDC", "voltsAC", "amperes", "percentRH", "rpm", "other"
-    ]
-    name_pattern: str = ".*"
+    sensor_type: SensorType | list[SensorType] = Field(
+        description="the sensor types read; watts become dBm where the unit is dbm"
+    )
+    name_pattern: str = Field(".*", description="matched against entPhysicalName, else entPhysicalDescr")
     unit: Literal["dbm", "celsius", "volts", "amperes", "percent", "rpm", "raw"] = "raw"
+    on_port: bool | None = Field(
+        None, description="true: only sensors mapped to a port; false: only the others (chassis)"
+    )
+
+    @functools.cached_property
+    def types(self) -> frozenset[str]:
+        """The sensor types this metric takes."""
+        return frozenset([self.sensor_type] if isinstance(self.sensor_type, str) else self.sensor_type)
+
+    @functools.cached_property
+    def pattern(self) -> re.Pattern[str]:
+        """The compiled name pattern."""
+        return re.compile(self.name_pattern)
 
     @field_validator("name_pattern")
     @classmethod
@@ -114,6 +155,11 @@ class TableSpec(Strict):
         None, description="a TimeStamp column; a change drops that row's rates"
     )
     sensor_metrics: dict[str, SensorMetric] = Field({}, description="for kind entity_sensor")
+    port: Literal["none", "if_index", "entity"] = Field(
+        "none",
+        description="what the row index says of the row's port: if_index (it is the ifIndex), entity "
+        "(an entPhysicalIndex, mapped to its port through ENTITY-MIB as sensors are)",
+    )
 
     @model_validator(mode="after")
     def _required(self) -> TableSpec:
@@ -130,6 +176,11 @@ class ProfileSpec(Strict):
 
     description: str = ""
     uptime_oid: Oid = "1.3.6.1.2.1.1.3.0"
+    sys_object_ids: list[Oid] = Field(
+        [],
+        description="a vendor extension: its tables are polled on every device whose sysObjectID "
+        "is one of these or under one, beside the device's own profile",
+    )
     scalars: list[ColumnSpec] = []
     tables: list[TableSpec] = []
 
@@ -141,6 +192,11 @@ class Profile:
     name: str
     spec: ProfileSpec
     source: str
+
+    def applies_to(self, sys_object_id: str) -> bool:
+        """Whether this vendor extension applies to a device with this sysObjectID."""
+        oid = sys_object_id.lstrip(".")
+        return any(oid == base or oid.startswith(base + ".") for base in self.spec.sys_object_ids)
 
     def columns(self, table: TableSpec) -> list[str]:
         """Every OID to walk for a table."""

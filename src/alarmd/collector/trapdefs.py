@@ -42,6 +42,9 @@ class LabelSpec(Strict):
     part: Literal["value", "index"] = Field(
         "value", description="value: the varbind's value; index: the OID suffix after the prefix"
     )
+    bit: int | None = Field(
+        None, gt=0, description='a bit of an integer value (a BITS-like status): "1" when set, "0" when not'
+    )
 
     @field_validator("oid")
     @classmethod
@@ -85,6 +88,7 @@ class LabelRule:
     name: str
     prefix: str
     part: Literal["value", "index"]
+    bit: int = 0
     _under: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -102,6 +106,8 @@ class LabelRule:
             if oid.startswith(under) or oid == prefix:
                 if self.part == "index":
                     return oid[len(under) :]
+                if self.bit:
+                    return ("1" if vb.value & self.bit else "0") if isinstance(vb.value, int) else None
                 return label_value(vb.value)
         return None
 
@@ -183,7 +189,7 @@ class TrapDefinitions:
         for doc in docs:
             spec = validate(doc, TrapFileSpec)
             for i, trap in enumerate(spec.traps):
-                rules = tuple(LabelRule(name, s.oid, s.part) for name, s in trap.labels.items())
+                rules = tuple(LabelRule(name, s.oid, s.part, s.bit or 0) for name, s in trap.labels.items())
                 out.append(TrapDefinition(trap.name, trap.oid, rules, doc.where(("traps", i))))
         return cls(out)
 

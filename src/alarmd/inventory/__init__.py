@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from alarmd.config import CircuitConfig, Config, CustomerConfig, DeviceConfig
+from alarmd.config import CircuitConfig, Config, CustomerConfig, DeviceConfig, ElementConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,11 @@ class Inventory:
         self.customers = {c.id: c for c in config.customers}
         self.devices: dict[str, DeviceConfig] = {d.name: d for d in config.devices}
         self.circuits = {c.id: c for c in config.circuits}
+        self.elements: dict[str, ElementConfig] = {e.name: e for e in config.elements}
+        self.sharing: dict[str, list[str]] = {e.name: [] for e in config.elements}
+        for circuit in config.circuits:
+            for name in circuit.shared:
+                self.sharing.setdefault(name, []).append(circuit.id)
         self._by_address: dict[str, DeviceConfig] = {}
         for device in config.devices:
             self._by_address.setdefault(device.address, device)
@@ -34,6 +39,14 @@ class Inventory:
                     self._by_interface.setdefault((hop.device, hop.interface), placement)
                 else:
                     self._by_device.setdefault(hop.device, placement)
+
+    def shared_by(self, circuit: str | None) -> list[ElementConfig]:
+        """The shared elements a circuit names, the one shared by the fewest circuits first."""
+        found = self.circuits.get(circuit or "")
+        if found is None:
+            return []
+        named = [self.elements[n] for n in found.shared if n in self.elements]
+        return sorted(named, key=lambda e: (len(self.sharing.get(e.name, ())), e.name))
 
     def carries_circuit(self, device: str | None, interface: str | None) -> bool:
         """Whether ``interface`` of ``device`` is on a circuit's path (a customer's line)."""

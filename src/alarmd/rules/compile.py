@@ -54,6 +54,7 @@ class Rule:
     resolve: tuple[Matcher, ...] | None = None
     by: tuple[str, ...] = ()
     auto_clear: float | None = None
+    polled: str = ""
     baseline: BaselineConfig | None = None
     circuits_only: bool = False
 
@@ -73,6 +74,8 @@ class Rule:
             text = "event " + ", ".join(f"{m.name}{m.op}{m.value!r}" for m in self.matchers)
             if self.resolve is not None:
                 text += " resolved by " + ", ".join(f"{m.name}{m.op}{m.value!r}" for m in self.resolve)
+            if self.polled:
+                text += f", confirmed or cleared by the next poll of {self.polled}"
             return text
         if self.kind == "baseline":
             return f"baseline of {self.metric} departs by > {self.threshold:g}"
@@ -135,6 +138,7 @@ def _compile_rule(doc: YamlDoc, loc: tuple[str | int, ...], group: str, rule: Ru
             resolve=_event(rule.resolve, fail, "resolve") if rule.resolve else None,
             by=tuple(rule.by),
             auto_clear=rule.auto_clear,
+            polled=rule.polled or "",
         )
     if rule.baseline is not None:
         m = _METRIC.match(rule.baseline.metric)

@@ -134,7 +134,16 @@ class RuleEngine:
         self.rules = list(rules)
         self._by_metric: dict[str, list[Rule]] = defaultdict(list)
         self._events = [r for r in self.rules if r.kind == "event"]
-        self._event_index = _EventIndex([_EventRule(r) for r in self._events])
+        event_rules = [_EventRule(r) for r in self._events]
+        self._event_index = _EventIndex(event_rules)
+        #: metric -> the event rules whose alarms its polls confirm or clear
+        self._polled: dict[str, list[_EventRule]] = defaultdict(list)
+        for event_rule in event_rules:
+            if event_rule.rule.polled:
+                self._polled[event_rule.rule.polled].append(event_rule)
+        self._polled_by = {e.rule.name: e.rule.by for rules in self._polled.values() for e in rules}
+        #: (alert, its polled rule's by-label values) -> the key of that alert's firing metric alarm
+        self._polled_alarms: dict[tuple[str, tuple[str, ...]], tuple[str, str]] = {}
         for rule in self.rules:
             if rule.kind in ("metric", "baseline"):
                 self._by_metric[rule.metric].append(rule)
@@ -154,8 +163,9 @@ class RuleEngine:
         with ``circuits_only`` watch only those.
         """
         out: list[AlarmTransition] = []
+        held = self._poll_event_alarms(sample, out) if sample.metric in self._polled else ()
         for rule in self._by_metric.get(sample.metric, ()):
-            if not matches_all(rule.matchers, sample.labels):
+            if rule.name in held or not matches_all(rule.matchers, sample.labels):
                 continue
             if rule.circuits_only and not on_circuit:
                 continue
@@ -171,6 +181,31 @@ class RuleEngine:
                 out.append(transition)
         return out
 
+    def _poll_event_alarms(self, sample: Sample, out: list[AlarmTransition]) -> set[str]:
+        """Confirm or clear the event alarms on this sample's line; return the alerts they hold.
+
+        A poll read after the event (``at`` later) decides: a non-zero value confirms the
+        alarm, which then stands until a poll reads 0 (no ``auto_clear`` any more); 0 clears
+        it.  While such an alarm stands, the alert's metric rules raise no second alarm there.
+        """
+        held: set[str] = set()
+        for candidate in self._polled[sample.metric]:
+            rule = candidate.rule
+            key = (rule.name, candidate.fingerprint(sample.labels))
+            state = self._state.get(key)
+            if state is None or not state.firing:
+                continue
+            held.add(rule.name)
+            if sample.at <= state.last_seen:
+                continue  # read before the event: it says nothing of it
+            if sample.value == 0:
+                del self._state[key]
+                out.append(self._transition("resolved", rule, state, value=0.0, at=sample.at, fp=key[1]))
+            else:
+                state.event = False
+                state.last_seen = sample.at
+        return held
+
     def _metric(self, rule: Rule, sample: Sample, value: float) -> AlarmTransition | None:
         key = (rule.name, fingerprint({**sample.labels, "__rule__": rule.source}))
         state = self._state.get(key)
@@ -184,6 +219,8 @@ class RuleEngine:
             if sample.at - state.active_since < rule.for_seconds:
                 return None
             state.firing = True
+            if rule.name in self._polled_by:
+                self._polled_alarms[self._line(rule.name, sample.labels)] = key
             return self._transition("firing", rule, state, value=value, at=sample.at, fp=key[1])
         if not rule.cleared(value):
             state.clear_since = None
@@ -193,6 +230,8 @@ class RuleEngine:
         if sample.at - state.clear_since < rule.keep_firing_for:
             return None
         del self._state[key]
+        if rule.name in self._polled_by:
+            self._polled_alarms.pop(self._line(rule.name, sample.labels), None)
         return self._transition("resolved", rule, state, value=value, at=sample.at, fp=key[1])
 
     # ------------------------------------------------------------------ events
@@ -214,6 +253,10 @@ class RuleEngine:
                     out.append(self._transition("resolved", rule, state, value=0.0, at=event.at, fp=key[1]))
                 continue
             kind: Literal["firing", "repeat"] = "repeat"
+            if state is None and rule.polled:
+                polled_key = self._polled_alarms.get(self._line(rule.name, labels))
+                if polled_key is not None and polled_key in self._state:
+                    key, state = polled_key, self._state[polled_key]  # the poll saw it first
             if state is None:
                 state = self._state[key] = _State(event.at, {**labels, **rule.labels, "alertname": rule.name})
                 state.firing = True
@@ -252,6 +295,10 @@ class RuleEngine:
 
     # ------------------------------------------------------------------ common
 
+    def _line(self, alert: str, labels: Mapping[str, str]) -> tuple[str, tuple[str, ...]]:
+        """An alert on one line, by the ``by`` labels of its polled event rule."""
+        return alert, tuple(labels.get(name, "") for name in self._polled_by[alert])
+
     @staticmethod
     def _transition(
         kind: Literal["firing", "resolved", "repeat"],
@@ -281,6 +328,11 @@ class RuleEngine:
         names = {r.name for r in self.rules}
         kept = {k: v for k, v in old._state.items() if k[0] in names}
         self._state.update(kept)
+        self._polled_alarms.update(
+            (line, key)
+            for line, key in old._polled_alarms.items()
+            if key in kept and line[0] in self._polled_by
+        )
         for source, baseline in old._baselines.items():
             if source in self._baselines:
                 self._baselines[source] = baseline

@@ -2,7 +2,8 @@
 
 Three kinds of rule share it: a *metric* rule (``expr``, optional ``clear`` for hysteresis and
 ``keep_firing_for``), an *event* rule (``event`` matchers on traps and upstream alarms, an
-optional ``resolve``, ``by`` for identity and ``auto_clear``) and a *baseline* rule
+optional ``resolve``, ``by`` for identity, ``auto_clear`` and ``polled``, the metric whose next
+poll confirms or clears the alarm) and a *baseline* rule
 (``baseline``: departure from the series' own normal pattern).
 """
 
@@ -45,6 +46,12 @@ class RuleSpec(Strict):
     auto_clear: Duration | None = Field(
         None, description="an event alarm clears itself after this quiet time"
     )
+    polled: str | None = Field(
+        None,
+        pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$",
+        description="a 0/1 metric whose next poll of the same `by` labels confirms the event's alarm "
+        "(non-zero) or clears it (0); meanwhile the alert's metric rules raise no second alarm there",
+    )
     baseline: BaselineSpec | None = None
     for_: Duration = Field(0.0, alias="for")
     keep_firing_for: Duration = 0.0
@@ -56,8 +63,10 @@ class RuleSpec(Strict):
         kinds = [k for k in ("expr", "event", "baseline") if getattr(self, k) is not None]
         if len(kinds) != 1:
             raise ValueError("a rule has exactly one of expr (metric rule), event (event rule) or baseline")
-        if self.event is None and (self.resolve or self.by or self.auto_clear is not None):
-            raise ValueError("resolve, by and auto_clear belong to event rules")
+        if self.event is None and (self.resolve or self.by or self.auto_clear is not None or self.polled):
+            raise ValueError("resolve, by, auto_clear and polled belong to event rules")
+        if self.polled and not self.by:
+            raise ValueError("polled needs by: the labels that find the alarm's line in the poll's samples")
         if self.expr is None and self.clear is not None:
             raise ValueError("clear belongs to metric rules (expr)")
         return self
