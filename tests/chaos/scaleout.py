@@ -613,7 +613,10 @@ class Phase:
                 traffic_started = time.time()
                 sending = asyncio.create_task(self.traffic())
                 if faults is not None:
-                    await faults(self, recorder)
+                    try:
+                        await faults(self, recorder)
+                    except Exception as exc:  # the phase goes on and says what did not happen
+                        self.notes.append(f"the fault script failed: {type(exc).__name__}: {exc}")
                 await sending
                 settle = await self.settle(recorder)
                 if self.plan.escalation < 120:  # the last faults' escalations come due
