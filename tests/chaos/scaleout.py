@@ -226,32 +226,12 @@ def cpu_seconds(pid: int) -> float:
 class Member(Daemon):
     """One ``alarmd run --role ...`` process that dies with the harness and keeps its CPU seconds."""
 
+    preexec = staticmethod(_die_with_parent)
+
     def __init__(self, name: str, config_dir: Path, bootstrap: str, http_port: int, role: str) -> None:
         super().__init__(config_dir, bootstrap, http_port, "--role", role)
         self.name, self.role = name, role
         self.cpu = 0.0  # of runs that ended
-
-    def start(self) -> None:
-        """Start a new run that gets SIGTERM when the harness exits."""
-        self.run += 1
-        with self.log_path.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "alarmd",
-                    "run",
-                    "-c",
-                    str(self.dir),
-                    "--log-format",
-                    "json",
-                    *self.args,
-                ],
-                env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap},
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                preexec_fn=_die_with_parent,  # noqa: PLW1509 - prctl only
-            )
 
     @property
     def alive(self) -> bool:
