@@ -859,7 +859,7 @@ def judge(phase: Phase, expected: set[str]) -> dict[str, Any]:
         "escalations_late": late,
         "traps_lost": len(sent_traps - rec.traps),
         "max_missed_cycles": max((round(g / plan.interval) - 1 for g in gaps), default=0),
-        **_failovers(phase),
+        **failovers(phase),
     }
 
 
@@ -867,10 +867,11 @@ def _epoch(stamp: str) -> float:
     return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
 
 
-def _failovers(phase: Phase) -> dict[str, Any]:
+def failovers(phase: Phase) -> dict[str, Any]:
     """Seconds from each fault to the first output of every partition the process held."""
     sigkill: list[float] = []
     sigterm: list[float] = []
+    by_role: dict[str, list[float]] = defaultdict(list)  # after SIGKILL
     missing = 0
     rec = phase.record
     for fault in phase.kills:
@@ -882,8 +883,11 @@ def _failovers(phase: Phase) -> dict[str, Any]:
             times.append(next((t for t in rec.device_seen.get(device, []) if t > moment), None))
         measured = [t - moment for t in times if t is not None]
         missing += sum(1 for t in times if t is None)
+        fault["moved"], fault["never"] = len(times), len(times) - len(measured)
+        fault["failover_max_s"] = round(max(measured), 2) if measured else None
         if fault["signal"] == "SIGKILL":
             sigkill.extend(measured)
+            by_role[fault["role"]].extend(measured)
         elif fault["signal"] == "SIGTERM":
             sigterm.extend(measured)
     return {
@@ -892,6 +896,8 @@ def _failovers(phase: Phase) -> dict[str, Any]:
         "failover_p50_s": _pct(sigkill, 50),
         "failover_p99_s": _pct(sigkill, 99),
         "failover_sigterm_p99_s": _pct(sigterm, 99),
+        "failover_collector_p99_s": _pct(by_role["collector"], 99),
+        "failover_correlator_p99_s": _pct(by_role["correlator"], 99),
         "_sigkill": sigkill,
         "_sigterm": sigterm,
     }

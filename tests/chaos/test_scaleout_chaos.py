@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
 from bench import snmpd_fleet
 
-from tests.chaos.scaleout import QUICK, deviation, locations, peers, run, table, trap_of
+from tests.chaos.scaleout import QUICK, Record, deviation, failovers, locations, peers, run, table, trap_of
 
 pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
@@ -64,3 +65,19 @@ def test_work_share_deviation_is_the_busiest_member_against_an_even_share() -> N
     assert deviation({"a": 100, "b": 100, "c": 100}) == 0
     assert deviation({"a": 150, "b": 75, "c": 75}) == pytest.approx(0.5)
     assert deviation({"a": 5}) == 0
+
+
+def test_failover_runs_from_the_fault_to_the_first_output_of_each_partition_the_victim_held() -> None:
+    record = Record(offsets=[(100.0, 1, 5), (104.0, 1, 9), (107.0, 2, 3)])
+    record.device_seen["north-001"] = [99.0, 112.0]
+    kills = [
+        {"signal": "SIGKILL", "role": "correlator", "at": 101.0, "events": [1, 2, 3]},
+        {"signal": "SIGKILL", "role": "collector", "at": 100.0, "devices": ["north-001"]},
+        {"signal": "SIGTERM", "role": "correlator", "at": 103.5, "events": [1]},
+    ]
+    found = failovers(SimpleNamespace(kills=kills, record=record))  # type: ignore[arg-type]
+    assert found["failover_never"] == 1, "partition 3 never moved on"
+    assert (found["failover_correlator_p99_s"], found["failover_collector_p99_s"]) == (6.0, 12.0)
+    assert found["failover_p99_s"] == 12.0
+    assert found["failover_sigterm_p99_s"] == 0.5
+    assert kills[0]["failover_max_s"] == 6.0
