@@ -293,7 +293,7 @@ traps:
 devices:
 {devices}
 kafka:
-  request_timeout: 5s
+  request_timeout: 15s  # a loaded 2-core machine answers slowly
   retry_backoff: 500ms
   topics: {{work_orders: {prefix}.workorders, notices: {prefix}.notices}}
 cluster:
@@ -544,7 +544,7 @@ class Phase:
                 await asyncio.sleep(stagger)
             for member in machine.members:
                 member.start()
-        await asyncio.gather(*(m.wait_ready(180) for machine in chosen for m in machine.members))
+        await asyncio.gather(*(m.wait_ready(300) for machine in chosen for m in machine.members))
 
     async def stop(self) -> None:
         """SIGTERM every live process; SIGKILL what does not stop."""
@@ -981,7 +981,13 @@ async def run(
         phase = Phase(name, plan, root, servers, fleet, profile, layout)
         phase.broker_dirs = list(broker_dirs)
         say(f"phase {name}: {len(phase.members)} processes on {len(layout)} machines ...")
-        outcome = await phase.run(FAULTS.get(name))
+        try:
+            outcome = await phase.run(FAULTS.get(name))
+        except Exception as exc:  # one phase that cannot run does not cost the others
+            notes[name] = [*phase.notes, f"the phase did not run: {type(exc).__name__}: {str(exc)[:300]}"]
+            results[name] = {"error": type(exc).__name__}
+            say(f"  {notes[name][-1]}")
+            continue
         if name == "reference":
             found = {fault_of(o) for o in phase.record.orders if o["type"] == "work_order"}
             if found != expected:
@@ -1003,12 +1009,12 @@ async def run(
 
 def totals(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """The figures the issue asks for, over every phase."""
-    faults = [results[p] for p in results if p not in ("single",)]
+    faults = [f for p, f in results.items() if p != "single" and "error" not in f]
     sigkill = [t for f in results.values() for t in f.get("_sigkill", [])]
     sigterm = [t for f in results.values() for t in f.get("_sigterm", [])]
     reference = results.get("reference", {})
     return {
-        "kill_runs": sum(f["kill_runs"] for f in results.values()),
+        "kill_runs": sum(f.get("kill_runs", 0) for f in results.values()),
         "work_orders_expected": sum(f["work_orders_expected"] for f in faults),
         "work_orders_lost": sum(f["work_orders_lost"] for f in faults),
         "faults_ordered_twice": sum(f["faults_ordered_twice"] for f in faults),
