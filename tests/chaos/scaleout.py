@@ -546,6 +546,10 @@ class Phase:
                 member.start()
         await asyncio.gather(*(m.wait_ready(300) for machine in chosen for m in machine.members))
 
+    def first(self) -> list[Machine]:
+        """The machine a cold start begins with: the one that collects for the most locations."""
+        return [max(self.machines, key=lambda m: len(m.collectors))]
+
     async def stop(self) -> None:
         """SIGTERM every live process; SIGKILL what does not stop."""
         await asyncio.gather(*(m.terminate() for m in self.members if m.alive), return_exceptions=True)
@@ -587,8 +591,7 @@ class Phase:
         """Start, send the traffic while ``faults`` runs, settle, stop; the figures."""
         started = time.time()
         try:
-            if self.name != "cold":
-                await self.start()
+            await self.start(self.first() if self.name == "cold" else None)
             async with Recorder(self.bootstrap, self.prefix, self.plan.events_partitions) as recorder:
                 traffic_started = time.time()
                 sending = asyncio.create_task(self.traffic())
@@ -779,8 +782,9 @@ async def rolling_restart(phase: Phase, recorder: Recorder) -> None:
 
 
 async def cold_start(phase: Phase, recorder: Recorder) -> None:
-    """Machines started one after another while the traffic already flows."""
-    await phase.start(stagger=phase.plan.session_timeout)
+    """After the first machine, the others started one after another while the traffic flows."""
+    rest = [m for m in phase.machines if m not in phase.first()]
+    await phase.start(rest, stagger=phase.plan.session_timeout)
 
 
 async def receiver_dead(phase: Phase, recorder: Recorder) -> None:
