@@ -14,12 +14,14 @@ says what the others should produce.  The fault phases: ``kill`` (SIGKILL a rand
 a random moment, restarted a little later), ``sigstop`` (a correlator stopped past the session
 timeout, then continued), ``brokers`` (the group coordinator's broker killed, then the
 broker leading most event partitions), ``rolling`` (each machine SIGTERMed and restarted in
-turn), ``cold`` (machines started one by one while traffic flows) and ``receiver`` (one trap
-receiver dead for a while); ``single`` runs the reference load on one machine to compare CPU.
+turn), ``cold`` (after one machine, the others started one by one while traffic flows) and
+``receiver`` (one trap receiver dead for a while); ``single`` runs the reference load on one
+machine to compare CPU.
 
 ``python -m tests.chaos.scaleout [--quick]`` prints a table and writes
 tests/artifacts/scaleout-summary.json.  Everything it starts dies with it (SIGTERM, Ctrl-C):
-brokers and daemons get SIGTERM from the kernel when it exits, agents are stopped in ``finally``.
+daemons, the sender and the brokers as first started get SIGTERM from the kernel when it exits;
+agents, and a broker the ``brokers`` phase restarted, are stopped in ``finally``.
 """
 
 from __future__ import annotations
