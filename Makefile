@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup system-deps peers run demo test unit chaos lint type bench install clean
+.PHONY: setup system-deps peers run demo test unit chaos chaos-scaleout lint type bench install clean
 
 PREFIX ?= /opt/alarmd
 CONFDIR ?= /etc/alarmd
@@ -45,6 +45,13 @@ test: setup lint type
 # Fault injection (broker and daemon kills, a trap flood, bad agents, a full disk) with its summary table.
 chaos: setup
 	$(BIN)/pytest -v -m chaos
+
+# Distributed mode under faults: 3 brokers, 3 machines of collectors and correlators, 10k interfaces,
+# 1k traps/s to two receivers each; every phase against a run without faults (28 minutes on a loaded 2-core machine).
+# Table on stdout, figures in tests/artifacts/scaleout-summary.json (docs/scaleout-chaos.md).
+# `make chaos-scaleout CHAOS_ARGS="--phases reference,kill --kills 5"` for a part of it.
+chaos-scaleout: setup
+	$(BIN)/python -m tests.chaos.scaleout $(CHAOS_ARGS)
 
 # Benchmarks, each against its peer in the same run, 127.0.0.1 only, < 6 minutes: results in bench/results/{latest,<workload>}.json.
 # `make bench BENCH_ARGS=--quick` for a short smoke run.

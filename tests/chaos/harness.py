@@ -12,6 +12,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -85,6 +86,9 @@ def free_port(kind: socket.SocketKind = socket.SOCK_STREAM) -> int:
 class Daemon:
     """``alarmd run -c <dir>``, JSON logs in ``<dir>/alarmd-<run>.log``, on an HTTP port the caller chose."""
 
+    #: Run in the child before exec (e.g. to die with the parent); none by default.
+    preexec: Callable[[], None] | None = None
+
     def __init__(self, config_dir: Path, bootstrap: str, http_port: int, *args: str) -> None:
         self.dir = config_dir
         self.bootstrap = bootstrap
@@ -112,6 +116,7 @@ class Daemon:
                 env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap},
                 stdout=subprocess.DEVNULL,
                 stderr=log,
+                preexec_fn=self.preexec,  # noqa: PLW1509 - see the subclass that sets it
             )
 
     @property
