@@ -71,12 +71,20 @@ class Options:
 
 
 def options_from(
-    quick: bool, devices: int | None = None, reloads: int | None = None, interval: float | None = None
+    quick: bool,
+    devices: int | None = None,
+    reloads: int | None = None,
+    interval: float | None = None,
+    spacing: float | None = None,
 ) -> Options:
     """Options from command-line values (quick: 500 devices, 10 reloads, 10 s interval)."""
     if quick:
-        return Options(devices=devices or 500, reloads=reloads or 10, interval=interval or 10.0, spacing=0.5)
-    return Options(devices=devices or 10_000, reloads=reloads or 100, interval=interval or 120.0)
+        return Options(
+            devices=devices or 500, reloads=reloads or 10, interval=interval or 10.0, spacing=spacing or 0.5
+        )
+    return Options(
+        devices=devices or 10_000, reloads=reloads or 100, interval=interval or 120.0, spacing=spacing or 1.0
+    )
 
 
 class BenchAgents:
@@ -256,6 +264,7 @@ def bench(options: Options, say: Callable[[str], None]) -> dict[str, Any]:
         **measured,
         "reload_seconds_p50": round(p50, 4),
         "reload_seconds_max": round(worst, 4),
+        "reload_cpu_seconds_p50": round(statistics.median(measured["reload_cpu_seconds"]), 4),
         "reload_cpu_seconds_max": round(max(measured["reload_cpu_seconds"]), 4),
         "rss_growth_mb": round(growth, 1),
         "targets_met": worst <= TARGET_SECONDS
@@ -291,8 +300,10 @@ def run(options: Options, results_dir: Path, say: Callable[[str], None] = print)
         "reload_changed_per_reload": result["changed_per_reload"],
         "reload_seconds_p50": result["reload_seconds_p50"],
         "reload_seconds_max": result["reload_seconds_max"],
+        "reload_cpu_seconds_p50": result["reload_cpu_seconds_p50"],
         "reload_cpu_seconds_max": result["reload_cpu_seconds_max"],
         "reload_missed_cycles": result["missed_cycles"],
+        "reload_samples_queued_at_end": result["samples_queued_at_rss_reads"][-1],
         "reload_rss_mb_after_10": result["rss_mb_after_10"],
         "reload_rss_mb_after_last": result["rss_mb_after_last"],
         "reload_rss_growth_mb": result["rss_growth_mb"],
@@ -309,9 +320,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--devices", type=int)
     parser.add_argument("--reloads", type=int)
     parser.add_argument("--interval", type=float, help="polling interval in seconds (default 120, quick 10)")
+    parser.add_argument("--spacing", type=float, help="seconds between the end of a reload and the next")
     parser.add_argument("--results-dir", type=Path, default=ROOT / "bench" / "results")
     args = parser.parse_args(argv)
-    options = options_from(args.quick, args.devices, args.reloads, args.interval)
+    options = options_from(args.quick, args.devices, args.reloads, args.interval, args.spacing)
     print(json.dumps(run(options, args.results_dir), indent=2))
     return 0
 
