@@ -21,7 +21,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from jsonschema import Draft202012Validator
 
-from tests.chaos.harness import GOLD_CIRCUIT, free_port
+from tests.chaos.harness import BANDWIDTH_RULE, GOLD_CIRCUIT, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -46,15 +46,6 @@ kafka:
 http: {{listen: "127.0.0.1:{http}"}}
 """
 )
-RULES = """\
-groups:
-  - name: g
-    rules:
-      - alert: BandwidthOccupancyHigh
-        expr: interface_utilisation_percent > 80
-        for: 2s
-        labels: {severity: major, alarm_class: data_anomaly}
-"""
 
 
 def stamp(epoch: float) -> str:
@@ -122,7 +113,7 @@ async def test_a_fault_in_a_planned_outage_waits_for_its_end_and_outages_survive
     (tmp_path / "alarmd.yml").write_text(
         CONFIG.format(repo=REPO, port=sim_network.port, topic=topic, http=http, grace=GRACE)
     )
-    (tmp_path / "rules.yml").write_text(RULES)
+    (tmp_path / "rules.yml").write_text(BANDWIDTH_RULE)
     digest = hashlib.sha256(TOKEN.encode()).hexdigest()
     (tmp_path / "tokens.yml").write_text(
         f"tokens:\n  - {{name: change-desk, sha256: {digest}, scope: all, can_maintain: true}}\n"
