@@ -357,20 +357,33 @@ class Recorder:
         self.record = Record()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
-        self.consumer = AIOKafkaConsumer(
-            *(f"{prefix}.{t}" for t in ("events", "workorders", "notices")),
-            bootstrap_servers=bootstrap,
+        self.consumer = self._consumer()
+        self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+
+    def _consumer(self) -> AIOKafkaConsumer:
+        return AIOKafkaConsumer(
+            *(f"{self.prefix}.{t}" for t in ("events", "workorders", "notices")),
+            bootstrap_servers=self.bootstrap,
             auto_offset_reset="earliest",
             group_id=None,
             metadata_max_age_ms=1000,
             request_timeout_ms=10_000,
         )
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
 
     async def __aenter__(self) -> Recorder:
         await self.admin.start()
         await self._topics()
-        await self.consumer.start()
+        for attempt in range(1, 11):  # a new topic's leaders may not know their partitions yet
+            try:
+                await self.consumer.start()
+                break
+            except Exception:
+                with contextlib.suppress(Exception):
+                    await self.consumer.stop()
+                if attempt == 10:
+                    raise
+                await asyncio.sleep(2.0)
+                self.consumer = self._consumer()
         self._tasks = [asyncio.create_task(self._read()), asyncio.create_task(self._offsets())]
         return self
 
