@@ -67,7 +67,7 @@ class Options:
     reloads: int = 100
     changed_share: float = 0.01
     interval: float = 120.0
-    spacing: float = 1.0
+    spacing: float = 5.0
 
 
 def options_from(
@@ -83,7 +83,7 @@ def options_from(
             devices=devices or 500, reloads=reloads or 10, interval=interval or 10.0, spacing=spacing or 0.5
         )
     return Options(
-        devices=devices or 10_000, reloads=reloads or 100, interval=interval or 120.0, spacing=spacing or 1.0
+        devices=devices or 10_000, reloads=reloads or 100, interval=interval or 120.0, spacing=spacing or 5.0
     )
 
 
