@@ -372,14 +372,14 @@ class Recorder:
 
     async def __aenter__(self) -> Recorder:
         await self.admin.start()
-        await self._topics()
-        for attempt in range(1, 11):  # a new topic's leaders may not know their partitions yet
+        for attempt in range(1, 11):  # a topic not created yet, or whose leaders do not know it yet
             try:
-                await self.consumer.start()
+                await self._topics()  # again on a retry: an existing topic is left as it is
+                await asyncio.wait_for(self.consumer.start(), 30)
                 break
             except Exception:
                 with contextlib.suppress(Exception):
-                    await self.consumer.stop()
+                    await asyncio.wait_for(self.consumer.stop(), 10)
                 if attempt == 10:
                     raise
                 await asyncio.sleep(2.0)
