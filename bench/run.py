@@ -13,7 +13,11 @@ under its key there:
 * ``storm``: linkDown traps from 500 circuits of one ring → one major fault, last trap → the
   major fault's last update on Kafka (bench/storm.py);
 * ``reload``: a 10k-device (100k-interface) daemon reloaded 100 times with 1 % changed: daemon
-  time per reload, missed poll cycles of unchanged devices, RSS over the reloads (bench/reload.py).
+  time per reload, missed poll cycles of unchanged devices, RSS over the reloads (bench/reload.py);
+* ``scaleout``: distributed mode's cost per instance: a collector and a correlator on snmpd agents,
+  polling then 1k traps/s, against one ``--role all`` process on the same load; CPU seconds per
+  1k interface polls and per 1k traps, and the instances 100k devices and 10k traps/s need
+  (bench/scaleout.py).
 
     python -m bench.run                      # every workload, full length (about 10 minutes)
     python -m bench.run --quick              # short steps: a smoke run
@@ -33,7 +37,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from bench import host, latency, memory, polling, reload, rules, storm, traps
+from bench import host, latency, memory, polling, reload, rules, scaleout, storm, traps
 
 RESULTS: Final = Path(__file__).resolve().parent / "results"
 
@@ -76,6 +80,11 @@ def _reload(args: argparse.Namespace, results_dir: Path) -> dict[str, Any]:
     return reload.run(reload.options_from(args.quick), results_dir)
 
 
+def _scaleout(args: argparse.Namespace, results_dir: Path) -> dict[str, Any]:
+    """Distributed mode's CPU per interface poll and per trap, by role, and the sizing from it."""
+    return scaleout.run(scaleout.options_from(args.quick), results_dir)
+
+
 WORKLOADS: Final[dict[str, Workload]] = {
     "traps": _traps,
     "polling": _polling,
@@ -84,6 +93,7 @@ WORKLOADS: Final[dict[str, Workload]] = {
     "rules": _rules,
     "storm": _storm,
     "reload": _reload,
+    "scaleout": _scaleout,
 }
 
 

@@ -37,12 +37,14 @@ REQUEST_ID_BASE: Final = 0x10000000
 REQUEST_ID_MAX: Final = 0x7FFFFFFF
 _PLACEHOLDER: Final = 0x7F000000
 _PLACEHOLDER_TLV: Final = bytes((0x02, 0x04)) + _PLACEHOLDER.to_bytes(4, "big")
+_UPTIME_PLACEHOLDER: Final = 0x7E000000
+_UPTIME_TLV: Final = bytes((0x43, 0x04)) + _UPTIME_PLACEHOLDER.to_bytes(4, "big")
 
 
-def link_down(community: bytes, if_index: int, request_id: int) -> bytes:
+def link_down(community: bytes, if_index: int, request_id: int, uptime: int = 4242) -> bytes:
     """One SNMPv2c linkDown trap (IF-MIB: ifIndex, ifAdminStatus up, ifOperStatus down)."""
     varbinds = (
-        VarBind(SYS_UPTIME, "TimeTicks", 4242),
+        VarBind(SYS_UPTIME, "TimeTicks", uptime),
         VarBind(SNMP_TRAP_OID, "ObjectIdentifier", LINK_DOWN),
         VarBind(f"{IF_INDEX}.{if_index}", "Integer", if_index),
         VarBind(f"{IF_ADMIN_STATUS}.{if_index}", "Integer", 1),
@@ -51,24 +53,35 @@ def link_down(community: bytes, if_index: int, request_id: int) -> bytes:
     return encode_message(VERSION_2C, community, PduType.SNMPV2_TRAP, varbinds, request_id=request_id)
 
 
-def encode_traps(community: bytes, count: int, first_id: int) -> list[bytes]:
-    """``count`` linkDown traps with request-ids ``REQUEST_ID_BASE + first_id + i``, cycling ifIndex."""
+def encode_traps(community: bytes, count: int, first_id: int, *, distinct: bool = False) -> list[bytes]:
+    """``count`` linkDown traps with request-ids ``REQUEST_ID_BASE + first_id + i``, cycling ifIndex.
+
+    With ``distinct`` each trap's ``sysUpTime.0`` is its request-id too, so no two are the same
+    trap: a receiver that deduplicates by fingerprint (distributed mode) judges every one as a
+    repeat of its interface's fault, where identical traps would be dropped as copies.
+    """
     last = REQUEST_ID_BASE + first_id + count - 1
     if first_id < 0 or last > REQUEST_ID_MAX:
         raise ValueError(f"request-ids up to {last:#x} do not fit in 4 bytes")
-    templates: list[tuple[bytes, bytes]] = []
+    templates: list[list[bytes]] = []
     for if_index in range(1, INTERFACES + 1):
-        template = link_down(community, if_index, _PLACEHOLDER)
+        template = link_down(community, if_index, _PLACEHOLDER, _UPTIME_PLACEHOLDER if distinct else 4242)
         at = template.index(_PLACEHOLDER_TLV) + 2
-        templates.append((template[:at], template[at + 4 :]))
+        pieces = [template[:at], template[at + 4 :]]
+        if distinct:
+            up = pieces[1].index(_UPTIME_TLV) + 2
+            pieces[1:] = [pieces[1][:up], pieces[1][up + 4 :]]
+        templates.append(pieces)
     out: list[bytes] = []
     for i in range(count):
-        head, tail = templates[i % INTERFACES]
-        out.append(head + (REQUEST_ID_BASE + first_id + i).to_bytes(4, "big") + tail)
+        stamp = (REQUEST_ID_BASE + first_id + i).to_bytes(4, "big")
+        out.append(stamp.join(templates[i % INTERFACES]))
     if out:  # the splice is only right if the result still decodes to what was meant
         message = decode_message(out[-1])
         if message.request_id != last or message.community != community:
             raise AssertionError("request-id splice produced a different message")
+        if distinct and message.varbinds[0].value != last:
+            raise AssertionError("sysUpTime splice produced a different message")
     return out
 
 
@@ -123,11 +136,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--first-id", type=int, default=0, help="offset of the first request-id")
     parser.add_argument("--cpu", type=int, default=None, help="pin this process to one CPU")
     parser.add_argument("--unique", type=int, default=None, help="encode only this many and cycle them")
+    parser.add_argument("--distinct", action="store_true", help="a sysUpTime of its own in every trap")
     args = parser.parse_args(argv)
     if args.cpu is not None:
         os.sched_setaffinity(0, {args.cpu})
     count = round(args.rate * args.duration)
-    packets = encode_traps(args.community.encode(), min(count, args.unique or count), args.first_id)
+    packets = encode_traps(
+        args.community.encode(), min(count, args.unique or count), args.first_id, distinct=args.distinct
+    )
     result = send_paced(args.port, packets, args.rate, deadline=args.duration * 2 + 5, total=count)
     json.dump(result, sys.stdout)
     sys.stdout.write("\n")

@@ -212,10 +212,14 @@ def free_udp_port() -> int:
 # --------------------------------------------------------------------------- stepping
 
 
-async def send(port: int, rate: int, duration: float, first_id: int, cpu: int | None) -> dict[str, float]:
+async def send(
+    port: int, rate: int, duration: float, first_id: int, cpu: int | None, *, distinct: bool = False
+) -> dict[str, float]:
     """Run :mod:`bench.sender` in its own process and return its summary."""
     argv = [sys.executable, "-m", "bench.sender", "--port", str(port), "--rate", str(rate)]
     argv += ["--duration", str(duration), "--community", COMMUNITY, "--first-id", str(first_id)]
+    if distinct:
+        argv.append("--distinct")
     if cpu is not None:
         argv += ["--cpu", str(cpu)]
     proc = await asyncio.create_subprocess_exec(
