@@ -281,6 +281,7 @@ class ElementStage:
 
     def _forget(self, alarm: Alarm) -> None:
         self.book.drop(alarm.fingerprint)
+        self.no_rules.drop(alarm.rule, alarm.fingerprint)  # a restore marks firing alarms there
         self.store.drop(alarm.alarm_id)
         self.store.changed.add(alarm.alarm_id)  # a tombstone in the element changelog
 
