@@ -22,7 +22,7 @@ from alarmd.cluster.codec import encode_event
 from alarmd.dispatch.kafka import default_partition
 from alarmd.model import Event
 from tests.chaos.harness import PROFILES, Daemon, Inbox, free_port
-from tests.test_scaleout_restore import epoch, until
+from tests.test_scaleout_restore import RULES, epoch, until
 
 pytestmark = pytest.mark.integration
 
@@ -70,16 +70,6 @@ cluster:
   correlator_group: {topic}.correlators
   session_timeout: {session}s
 http: {{listen: "127.0.0.1:{http}"}}
-"""
-RULES = """\
-groups:
-  - name: traps
-    rules:
-      - alert: LinkDown
-        event: '{trap="linkDown"}'
-        resolve: '{trap="linkUp"}'
-        by: [device, if_index]
-        labels: {severity: critical, alarm_class: transmission}
 """
 
 

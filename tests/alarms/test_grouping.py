@@ -52,6 +52,22 @@ def config(**major_faults: Any) -> Config:
     )
 
 
+def line_los(circuit: str, kind: str, now: float) -> AlarmTransition:
+    """An E1 loss of signal on the circuit's router starting (``firing``) or ending (``resolved``) now."""
+    labels = {"alertname": "LineLOS", "device": f"r-{circuit}", "alarm_class": "transmission"}
+    return AlarmTransition(
+        kind=kind,  # type: ignore[arg-type]
+        rule="LineLOS",
+        labels=labels,
+        annotations={"summary": "E1 loss of signal"},
+        value=1.0,
+        threshold=1.0,
+        at=now,
+        active_since=now,
+        fingerprint=fingerprint(labels),
+    )
+
+
 class Timeline:
     """Book, grouping, repeats and announcer on a fake clock, wired as the daemon wires them."""
 
@@ -84,20 +100,8 @@ class Timeline:
             self.announcer.tell(change)
 
     def los(self, circuit: str, kind: str = "firing") -> None:
-        labels = {"alertname": "LineLOS", "device": f"r-{circuit}", "alarm_class": "transmission"}
         now = self.clock.now()
-        transition = AlarmTransition(
-            kind=kind,  # type: ignore[arg-type]
-            rule="LineLOS",
-            labels=labels,
-            annotations={"summary": "E1 loss of signal"},
-            value=1.0,
-            threshold=1.0,
-            at=now,
-            active_since=now,
-            fingerprint=fingerprint(labels),
-        )
-        self._tell(self.grouper.feed(self.book.apply(transition), now))
+        self._tell(self.grouper.feed(self.book.apply(line_los(circuit, kind, now)), now))
 
     def wait(self, seconds: float, step: float = 5.0) -> None:
         end = self.clock.now() + seconds

@@ -21,9 +21,9 @@ from alarmd.dispatch.outbox import Dispatcher, Outbox
 from alarmd.dispatch.routing import Router
 from alarmd.inventory import Inventory
 from alarmd.metrics import Metrics
-from alarmd.model import AlarmTransition, fingerprint
+from alarmd.model import AlarmTransition
 from alarmd.testing import FakeClock, FakeSink
-from tests.alarms.test_grouping import config, kinds
+from tests.alarms.test_grouping import config, kinds, line_los
 
 
 def announcer(cfg: Config, store: Store, dispatcher: Dispatcher, clock: FakeClock) -> Announcer:
@@ -56,20 +56,8 @@ class Owner:
         self.taken = 0
 
     def los(self, circuit: str, kind: str = "firing") -> None:
-        labels = {"alertname": "LineLOS", "device": f"r-{circuit}", "alarm_class": "transmission"}
         now = self.clock.now()
-        transition = AlarmTransition(
-            kind=kind,  # type: ignore[arg-type]
-            rule="LineLOS",
-            labels=labels,
-            annotations={"summary": "E1 loss of signal"},
-            value=1.0,
-            threshold=1.0,
-            at=now,
-            active_since=now,
-            fingerprint=fingerprint(labels),
-        )
-        self.announcer.tell_all(self.grouper.feed(self.book.apply(transition), now))
+        self.announcer.tell_all(self.grouper.feed(self.book.apply(line_los(circuit, kind, now)), now))
 
     def element_messages(self) -> list[tuple[bytes, bytes]]:
         """What this owner queued for the element topic since the last call."""
