@@ -10,6 +10,7 @@ SIGKILLed while the fault is open, and the survivor carries it on to its single 
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import pytest
 from aiokafka import AIOKafkaProducer
+from jsonschema import Draft202012Validator
 
 from alarmd.cluster.codec import encode_event
 from alarmd.dispatch.kafka import default_partition
@@ -44,6 +46,11 @@ def circuits_on_both_partitions(each: int) -> list[str]:
 
 
 CIRCUITS = circuits_on_both_partitions(2)
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+SCHEMAS = {
+    topic: Draft202012Validator(json.loads((SCHEMA_DIR / f"{name}.schema.json").read_text()))
+    for topic, name in (("workorders", "work-order"), ("notices", "notice"))
+}
 
 CONFIG = """\
 rule_files: [rules.yml]
@@ -206,6 +213,8 @@ async def test_circuits_on_two_correlators_make_one_major_fault_that_survives_it
             cleared = {o["circuit"] for o in inbox.of_type("work_order_clear") if o["alert"] == "LinkDown"}
             assert cleared == set(CIRCUITS)
             await until(lambda: opened(survivor) == 0, 5, "no major fault open")
+            for topic_name, message, _ in inbox.records:  # the shapes ticketing knows, as in --role all
+                SCHEMAS[topic_name.rsplit(".", 1)[1]].validate(message)
             restore = [e for e in survivor.events("partitions_restored") if e.get("faults_restored")]
             figures = [
                 (e["faults_restored"], e["seconds"], round(epoch(e["timestamp"]) - killed_at, 1))
