@@ -32,7 +32,7 @@ import structlog
 from alarmd.alarms.grouping import MEMBER_OF, Grouper, is_major
 from alarmd.alarms.inhibit import Correlator
 from alarmd.alarms.lifecycle import AlarmBook, Change
-from alarmd.alarms.store import Store, alarm_from_json, alarm_to_json
+from alarmd.alarms.store import Store, StoreError, alarm_from_json, alarm_to_json
 from alarmd.clock import Clock
 from alarmd.cluster.changelog import ChangelogStore
 from alarmd.cluster.codec import EventDecodeError, Keys
@@ -189,7 +189,12 @@ class ElementStage:
         )
         # The book's own gauges would count every circuit's alarm a second time: they stay private.
         self.book = AlarmBook(
-            inventory, route, Metrics(), Correlator(inventory, config.routing), flap_window=0.0
+            inventory,
+            route,
+            Metrics(),
+            Correlator(inventory, config.routing),
+            reopen_window=config.clocks.observation,
+            watch_window=config.clocks.business_watch,
         )
         self.no_rules = RuleEngine([])
         self.grouper = Grouper(inventory, self.book, config.major_faults, metrics, route)
@@ -308,9 +313,9 @@ class ElementStage:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume the element topic in the element group until ``stop``; then send what is queued."""
         self.owner.clear_cache()  # the changelog rebuilds what is assigned
-        dispatch_stop = asyncio.Event()
+        dispatch_stop, tick_stop = asyncio.Event(), asyncio.Event()
         sender = asyncio.ensure_future(self.dispatcher.run(dispatch_stop))
-        ticker = asyncio.ensure_future(self._ticking(stop))
+        ticker = asyncio.ensure_future(self._ticking(tick_stop))
         source: KafkaSource | None = None
         try:
             if await self._topics(stop):
@@ -335,6 +340,7 @@ class ElementStage:
         finally:
             if source is not None:
                 await source.close()
+            tick_stop.set()
             await ticker
             dispatch_stop.set()
             try:
@@ -368,7 +374,10 @@ class ElementStage:
 
     async def _ticking(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
-            self.tick(self.clock.now())
+            try:
+                self.tick(self.clock.now())
+            except StoreError as exc:  # the next tick tries again; the timers stay due meanwhile
+                log.error("store_write_failed", operation="element_tick", error=str(exc))  # noqa: TRY400
             if self.dispatcher.idle:
                 await self.owner.flush()
             with contextlib.suppress(TimeoutError):
