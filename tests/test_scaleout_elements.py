@@ -5,7 +5,8 @@ Two ``alarmd run --role correlator`` processes in one group on a real Kafka brok
 partition, so each correlator owns two.  Their linkDown traps arrive on the events topic as
 collectors publish them.  The element stage (in both correlators, one of which owns the
 segment's element partition) opens one major fault naming all four; its owner is then
-SIGKILLed while the fault is open, and the survivor carries it on to its single clear.
+stopped (SIGTERM) and started again, and the next owner SIGKILLed, while the fault is open;
+the survivor carries it on to its single clear.
 """
 
 from __future__ import annotations
@@ -185,11 +186,27 @@ async def test_circuits_on_two_correlators_make_one_major_fault_that_survives_it
             escalations = lambda: [n for n in inbox.of_type("escalation") if n["alarm_id"] == alarm_id]  # noqa: E731
             assert len(escalations()) == 1, "a major fault is escalated at once, once"
 
-            # SIGKILL the element stage's owner while the major fault is open.
+            # Stop (SIGTERM) the element stage's owner while the major fault is open, then start it again.
             opened = lambda d: d.metric("alarmd_major_faults_open")  # noqa: E731
             (owner,) = [d for d in pair if opened(d) == 1]
             (survivor,) = [d for d in pair if d is not owner]
             assert opened(survivor) == 0
+            stopped_at = time.time()
+            assert await owner.stop() == 0
+            await until(lambda: opened(survivor) == 1, LOAD_SLACK, "the major fault moved on SIGTERM")
+            handed_over = time.time() - stopped_at
+            owner.start()
+            await owner.wait_ready()
+            await until(
+                lambda: [(owned(d, "events"), owned(d, "elements")) for d in pair] == [(1, 1), (1, 1)],
+                40,
+                "one events and one element partition each again",
+            )
+
+            # SIGKILL whichever owns it now.
+            await until(lambda: sum(opened(d) for d in pair) == 1, LOAD_SLACK, "one owner of the major fault")
+            (owner,) = [d for d in pair if opened(d) == 1]
+            (survivor,) = [d for d in pair if d is not owner]
             owner.kill()
             killed_at = time.time()
             await until(
@@ -215,12 +232,17 @@ async def test_circuits_on_two_correlators_make_one_major_fault_that_survives_it
             await until(lambda: opened(survivor) == 0, 5, "no major fault open")
             for topic_name, message, _ in inbox.records:  # the shapes ticketing knows, as in --role all
                 SCHEMAS[topic_name.rsplit(".", 1)[1]].validate(message)
-            restore = [e for e in survivor.events("partitions_restored") if e.get("faults_restored")]
+            restore = [
+                e
+                for e in survivor.events("partitions_restored")
+                if e.get("faults_restored") and epoch(e["timestamp"]) > killed_at
+            ]
             figures = [
                 (e["faults_restored"], e["seconds"], round(epoch(e["timestamp"]) - killed_at, 1))
                 for e in restore
             ]
             print(  # the figures docs/scaleout.md quotes (pytest -s)
+                f"SIGTERM of the element owner to the major fault open on the other: {handed_over:.1f}s; "
                 f"SIGKILL of the element owner to the major fault restored on the survivor: "
                 f"{restored_at - killed_at:.1f}s (polled); "
                 f"restores (faults, seconds, s after SIGKILL): {figures}"
