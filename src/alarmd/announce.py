@@ -7,6 +7,7 @@ never repeats an escalation.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import structlog
@@ -67,6 +68,8 @@ class Announcer:
         self.clocks = clocks
         self.clock = clock
         self.metrics = metrics
+        #: Called with each batch of changes inside its store transaction, once they are announced.
+        self.also: Callable[[list[Change]], object] | None = None
 
     # ------------------------------------------------------------------ changes
 
@@ -87,6 +90,8 @@ class Announcer:
             with self.store.transaction():
                 for change in changes:
                     self._tell(change)
+                if self.also is not None:
+                    self.also(changes)
         except StoreError:
             for alarm, dispatched, extra in reversed(before):
                 alarm.dispatched, alarm.extra = dispatched, extra  # nothing was stored, nor announced

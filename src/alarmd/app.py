@@ -30,6 +30,7 @@ from alarmd.clock import Clock, SystemClock
 from alarmd.cluster.changelog import ChangelogStore
 from alarmd.cluster.codec import EventDecodeError, Keys, decode, encode_event, encode_sample
 from alarmd.cluster.dedup import SeenIds
+from alarmd.cluster.elements import ElementStage, local_grouping
 from alarmd.cluster.membership import DeviceShare
 from alarmd.cluster.owner import PartitionOwner
 from alarmd.cluster.spool import Message, Spool
@@ -145,7 +146,11 @@ class Daemon:
             watch_window=self.config.clocks.business_watch,
         )
         self.grouper = Grouper(
-            self.inventory, self.book, self.config.major_faults, self.metrics, self.router.lead_team
+            self.inventory,
+            self.book,
+            local_grouping(self.config.major_faults, role),
+            self.metrics,
+            self.router.lead_team,
         )
         self.repeats = Repeats(self.config.major_faults.repeat_window, self.metrics)
         self.store = (ChangelogStore if role == "correlator" else Store)(loaded.state_dir / "alarmd.sqlite")
@@ -190,6 +195,7 @@ class Daemon:
         self.prober = IcmpProber(metrics=self.metrics)
         self.ready = False
         self._cluster_roles()
+        self.elements = self._element_stage()
         self.api = Api.from_config(
             self.config.api,
             loaded.path.parent,
@@ -425,9 +431,10 @@ class Daemon:
             now = self.clock.now()
             self._judge(self.engine.tick(now))
             self._tell_all(self.grouper.feed(self.book.tick(now), now) + self.grouper.tick(now))
-            majors = self.grouper.open_majors()
-            self.metrics.major_faults_open.set(len(majors))
-            self.metrics.major_fault_circuits.set(sum(self.grouper.circuits_down(m) for m in majors))
+            if self.elements is None:  # a correlator's major faults are the element stage's
+                majors = self.grouper.open_majors()
+                self.metrics.major_faults_open.set(len(majors))
+                self.metrics.major_fault_circuits.set(sum(self.grouper.circuits_down(m) for m in majors))
             if self.owner is None or self.owner.settled:  # a correlator's clocks wait out a rebalance
                 self._stored("timers", functools.partial(self.announcer.on_timers, self.book, now))
             if self.owner is not None and self.dispatcher.idle:
@@ -557,6 +564,8 @@ class Daemon:
         else:
             intake.extend(self._start_cluster(tg, intake_stop))
         intake.append(tg.create_task(self._tick(intake_stop)))
+        if self.elements is not None:
+            intake.append(tg.create_task(self.elements.run(intake_stop)))
         self._run_sources(self._sources())
         side = self._side = [tg.create_task(self._consume_events())]
         if self.traps is not None:
@@ -624,12 +633,15 @@ class Daemon:
         self.book.inventory = self.inventory
         self.book.route = self.router.lead_team
         self.book.correlator = Correlator(self.inventory, new.routing)
-        self.grouper.inventory, self.grouper.config = self.inventory, new.major_faults
+        self.grouper.inventory = self.inventory
+        self.grouper.config = local_grouping(new.major_faults, self.role)
         self.grouper.route = self.router.lead_team
         self.repeats.window = new.major_faults.repeat_window
         self.announcer.router = self.router
         self.announcer.clocks = ClockPolicy(new.clocks)
         self.outages.configure(new.maintenance, new.clocks.utc_offset_hours)
+        if self.elements is not None:
+            self.elements.configure(new, self.inventory, self.router.lead_team)
         self._sync_outages(outages)
         self.config, self.loaded, self.profiles, self._snapshot = new, loaded, profiles, inventory
         self._write_running()
@@ -809,6 +821,35 @@ class Daemon:
             if topic.enabled:
                 sources.append(KafkaSource(self.config.kafka, topic, handle, _rejection, self.metrics))
         return sources
+
+    # ------------------------------------------------------------------ major faults across correlators
+
+    def _element_stage(self) -> ElementStage | None:
+        """Correlator with shared elements: the stage keyed by element that opens major faults (#17)."""
+        if self.role != "correlator" or not self.config.major_faults.enabled or not self.config.elements:
+            return None
+        stage = ElementStage(
+            self.config,
+            self.loaded.state_dir,
+            inventory=self.inventory,
+            route=self.router.lead_team,
+            metrics=self.metrics,
+            clock=self.clock,
+            announcer=lambda store, dispatcher: Announcer(
+                self.config.kafka.topics,
+                store=store,
+                dispatcher=dispatcher,
+                router=self.router,
+                clocks=ClockPolicy(self.config.clocks),
+                clock=self.clock,
+                metrics=self.metrics,
+                major_faults=self.config.major_faults,
+                locale=self.config.locale,
+            ),
+            rejection_of=_rejection,
+        )
+        self.announcer.also = functools.partial(stage.publish, self.dispatcher.submit)
+        return stage
 
     # ------------------------------------------------------------------ distributed mode (roles)
 

@@ -303,7 +303,8 @@ class Metrics:
         """Distributed mode: what this instance owns, rebalances, the spool, and duplicates seen."""
         self.partitions_owned = Gauge(
             "alarmd_cluster_partitions_owned",
-            "Partitions assigned to this instance, by group (collectors: inventory, correlators: events).",
+            "Partitions assigned to this instance, by group "
+            "(collectors: inventory; correlators: events, elements).",
             ["group"],
             registry=r,
         )
@@ -361,7 +362,7 @@ class Metrics:
         )
         for kind in ("state", "tombstone"):
             self.changelog_records.labels(kind)
-        for group in ("inventory", "events"):
+        for group in ("inventory", "events", "elements"):
             self.partitions_owned.labels(group)
             self.rebalances.labels(group)
         for kind in ("sample", "event"):

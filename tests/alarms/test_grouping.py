@@ -52,6 +52,22 @@ def config(**major_faults: Any) -> Config:
     )
 
 
+def line_los(circuit: str, kind: str, now: float) -> AlarmTransition:
+    """An E1 loss of signal on the circuit's router starting (``firing``) or ending (``resolved``) now."""
+    labels = {"alertname": "LineLOS", "device": f"r-{circuit}", "alarm_class": "transmission"}
+    return AlarmTransition(
+        kind=kind,  # type: ignore[arg-type]
+        rule="LineLOS",
+        labels=labels,
+        annotations={"summary": "E1 loss of signal"},
+        value=1.0,
+        threshold=1.0,
+        at=now,
+        active_since=now,
+        fingerprint=fingerprint(labels),
+    )
+
+
 class Timeline:
     """Book, grouping, repeats and announcer on a fake clock, wired as the daemon wires them."""
 
@@ -84,20 +100,8 @@ class Timeline:
             self.announcer.tell(change)
 
     def los(self, circuit: str, kind: str = "firing") -> None:
-        labels = {"alertname": "LineLOS", "device": f"r-{circuit}", "alarm_class": "transmission"}
         now = self.clock.now()
-        transition = AlarmTransition(
-            kind=kind,  # type: ignore[arg-type]
-            rule="LineLOS",
-            labels=labels,
-            annotations={"summary": "E1 loss of signal"},
-            value=1.0,
-            threshold=1.0,
-            at=now,
-            active_since=now,
-            fingerprint=fingerprint(labels),
-        )
-        self._tell(self.grouper.feed(self.book.apply(transition), now))
+        self._tell(self.grouper.feed(self.book.apply(line_los(circuit, kind, now)), now))
 
     def wait(self, seconds: float, step: float = 5.0) -> None:
         end = self.clock.now() + seconds
@@ -285,3 +289,46 @@ def test_an_open_major_fault_is_taken_back_after_a_restart_and_clears_with_its_c
         ("work_order_clear", None, "SEG-A"),
     ]
     assert again.orders()[-1]["work_order_id"] == major["work_order_id"]
+
+
+def recalled(tl: Timeline, tmp_path: Path, **major_faults: Any) -> Timeline:
+    """A new grouper on the same store, its book taken back and its grouping rebuilt (a hand-over)."""
+    tl.store.close()
+    again = Timeline(tmp_path, **major_faults)
+    again.clock = tl.clock
+    again.announcer.clock = tl.clock
+    for alarm in again.store.open_alarms():
+        again.book.restore(alarm)
+    again.grouper.recall(tl.clock.now())
+    return again
+
+
+def test_after_a_hand_over_alarms_not_yet_grouped_still_count_towards_a_major_fault(tmp_path: Path) -> None:
+    tl = Timeline(tmp_path)
+    tl.los("A1")
+    tl.wait(20)
+    tl.los("A2")
+    again = recalled(tl, tmp_path)
+    again.wait(20)
+    again.los("A3")  # the third within the window, counting the two from before the hand-over
+    assert [(t, u, c) for t, u, c in kinds(again.orders()) if c == "SEG-A"] == [("work_order", None, "SEG-A")]
+
+
+def test_after_a_hand_over_a_join_not_yet_announced_is_announced_and_a_lone_straggler_released(
+    tmp_path: Path,
+) -> None:
+    tl = Timeline(tmp_path, straggler_wait="30s")
+    for c in ("A1", "A2", "A3"):
+        tl.los(c)
+    tl.los("A5")  # joined; the update would go on the next tick, which never comes
+    for c in ("A1", "A2", "A3"):
+        tl.los(c, "resolved")
+    before = len(tl.orders())
+    again = recalled(tl, tmp_path, straggler_wait="30s")
+    again.wait(1)
+    assert kinds(again.orders()[before:]) == [("work_order_update", "circuit_added", "SEG-A")]
+    again.wait(30)  # one circuit still down, below min_circuits: released after straggler_wait
+    assert kinds(again.orders()[before + 1 :]) == [
+        ("work_order_clear", None, "SEG-A"),
+        ("work_order", None, "CIR-A5"),
+    ]

@@ -348,6 +348,32 @@ class Grouper:
             restored += 1
         return restored
 
+    def recall(self, now: float) -> int:
+        """Rebuild all grouping state from the book (a stage of its own, after a hand-over); return majors.
+
+        Besides the open major faults (:meth:`restore`), root alarms not yet grouped and still
+        within the window are candidates again; a major fault whose circuits changed since it
+        was last described is announced on the next tick; one with fewer than
+        ``min_circuits`` down gives them ``straggler_wait`` from now.
+        """
+        restored = self.restore()
+        for alarm in sorted(self.book.active.values(), key=lambda a: a.raised_at):
+            if is_major(alarm) or alarm.parent_id is not None or now - alarm.raised_at > self.config.window:
+                continue
+            for element in self.inventory.shared_by(alarm.circuit):
+                key = (element.name, alarm.alarm_class)
+                self._groups.setdefault(key, _Group(element, alarm.alarm_class)).recent.append(alarm)
+        for group in self._groups.values():
+            if group.major is None:
+                continue
+            detail = major_detail(group.major)
+            described = {c.alarm_id for c in detail.circuits} if detail is not None else set()
+            group.joined = described != {c.alarm_id for c in self._children(group.major)}
+            down = self._down(group.major)
+            if down < self.config.min_circuits:
+                group.release_at = now + self.config.straggler_wait if down else now
+        return restored
+
     def open_majors(self) -> list[Alarm]:
         """The major faults open now."""
         return [g.major for g in self._groups.values() if g.major is not None]
