@@ -221,6 +221,7 @@ class Metrics:
         )
         self._planned_outages(r)
         self._cluster(r)
+        self._cluster_view(r)
         for kind in ("cpe_router", "optical_transceiver", "protocol_converter"):
             self.poll_requests.labels(kind)
             for reason in POLL_ERROR_REASONS:
@@ -367,6 +368,35 @@ class Metrics:
         for kind in ("sample", "event"):
             for outcome in ("judged", "duplicate"):
                 self.events_consumed.labels(kind, outcome)
+
+    def _cluster_view(self, r: CollectorRegistry) -> None:
+        """Distributed mode: the cluster view a correlator reads from the changelog, and feedback re-keyed."""
+        self.view_faults = Gauge(
+            "alarmd_cluster_view_faults",
+            "Open faults of the whole cluster in this correlator's view (read from the changelog).",
+            registry=r,
+        )
+        self.view_lag = Gauge(
+            "alarmd_cluster_view_lag_seconds",
+            "Seconds between the last changelog record's write and its arrival in the view.",
+            registry=r,
+        )
+        self.view_ready = Gauge(
+            "alarmd_cluster_view_ready",
+            "1 once the view has read the changelog to the end it had when reading began, else 0.",
+            registry=r,
+        )
+        self.feedback_rekeyed = Counter(
+            "alarmd_cluster_feedback_total",
+            "Ticketing feedback a correlator read, by outcome: rekeyed (sent to its fault's partition "
+            "on the events topic) or unknown (no such fault in the view in time: dead-lettered).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("rekeyed", "unknown"):
+            self.feedback_rekeyed.labels(outcome)
+        self.events_consumed.labels("feedback", "judged")
+        self.events_consumed.labels("feedback", "duplicate")
 
     def forget(self, devices: Collection[str] = (), circuits: Collection[str] = ()) -> int:
         """Remove the series of devices and circuits that left the inventory; return how many went."""

@@ -384,6 +384,10 @@ class _Stopped(Exception):
     """``stop`` was set while waiting on the broker."""
 
 
+class ConsumeStopped(Exception):
+    """Raised by a handler that gives up as intake stops: its message stays uncommitted, ``run`` returns."""
+
+
 class _HandlerFailed(Exception):
     """The handler raised something that is not the message's fault."""
 
@@ -549,6 +553,8 @@ class KafkaSource:
     async def _one(self, record: Any, stop: asyncio.Event) -> None:
         try:
             await self._handle(record.value if record.value is not None else b"", record.key)
+        except ConsumeStopped:
+            raise _Stopped from None
         except Exception as exc:
             rejection = self._rejection_of(exc)
             if rejection is None:
@@ -836,3 +842,56 @@ async def read_compacted(
         with contextlib.suppress(KafkaError, OSError):
             await consumer.stop()
     return found
+
+
+CompactedRecord = Callable[[int, bytes, bytes | None, float], None]
+"""``take(partition, key, value, written_at)`` for each record; ``value`` None is a tombstone."""
+
+
+async def follow_compacted(
+    config: KafkaConfig,
+    topic: str,
+    partitions: int,
+    take: CompactedRecord,
+    stop: asyncio.Event,
+    *,
+    caught_up: Callable[[], None],
+) -> None:
+    """Read the ``partitions`` of ``topic`` from the start and follow them until ``stop``, without a group.
+
+    Only committed records are read (``read_committed``).  ``caught_up`` is called once every
+    partition has been read up to its end offset as it was when reading began.  Raises
+    ``KafkaStartError`` if the brokers cannot be reached or reading fails.
+    """
+    consumer = AIOKafkaConsumer(
+        **client_options(config),
+        client_id=f"{config.client_id}-view",
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    await _start_client(consumer, config, "view consumer")
+    try:
+        wanted = [TopicPartition(topic, p) for p in range(partitions)]
+        consumer.assign(wanted)
+        await consumer.seek_to_beginning(*wanted)
+        ends = await consumer.end_offsets(wanted)
+        behind = {tp for tp in wanted if ends[tp] > await consumer.position(tp)}
+        if not behind:
+            caught_up()
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=500, max_records=1000)
+            for tp, records in batch.items():
+                for record in records:
+                    take(tp.partition, record.key or b"", record.value, record.timestamp / 1000)
+            if behind:
+                for tp in list(behind):
+                    if await consumer.position(tp) >= ends[tp]:
+                        behind.discard(tp)
+                if not behind:
+                    caught_up()
+    except KafkaError as exc:
+        raise KafkaStartError(_reason(exc), _redact(config, f"{topic}: {_text(exc)}")) from None
+    finally:
+        with contextlib.suppress(KafkaError, OSError):
+            await consumer.stop()
