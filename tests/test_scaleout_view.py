@@ -12,9 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 import time
 import urllib.request
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +37,14 @@ pytestmark = pytest.mark.integration
 TOKEN = "noc-wall-" + uuid.uuid4().hex
 CIRCUITS = {"CIR-0001": "cpe-router-01", "CIR-0003": "cpe-router-03"}  # events partitions 0 and 1 of 2
 FEEDBACK_WAIT = 2.0
+OBSERVATION = 2.0  # a cleared fault closes this long after its clear
 
 CONFIG = """\
 rule_files: [rules.yml]
 profile_files: ["{profiles}"]
 state_dir: state
 dial_test: {{every: 0s, preprocess_budget: 0s}}
+clocks: {{observation: {observation}s}}
 api: {{tokens_file: tokens.yml}}
 customers:
   - {{id: CUST-0001, name: Harbour Logistics Group, tier: gold}}
@@ -71,7 +77,14 @@ def correlator(root: Path, name: str, bootstrap: str, topic: str) -> Daemon:
     directory = root / name
     directory.mkdir()
     http = free_port()
-    text = CONFIG.format(profiles=PROFILES, snmp=free_port(), topic=topic, wait=FEEDBACK_WAIT, http=http)
+    text = CONFIG.format(
+        profiles=PROFILES,
+        snmp=free_port(),
+        topic=topic,
+        wait=FEEDBACK_WAIT,
+        observation=OBSERVATION,
+        http=http,
+    )
     (directory / "alarmd.yml").write_text(text)
     (directory / "rules.yml").write_text(RULES)
     digest = hashlib.sha256(TOKEN.encode()).hexdigest()
@@ -99,16 +112,17 @@ async def produce(bootstrap: str, records: list[tuple[str, bytes, bytes]]) -> No
         await producer.stop()
 
 
-def link_down(device: str) -> bytes:
-    """A linkDown trap of the device's ifIndex 2, as a collector publishes it."""
+def link(device: str, trap: str = "linkDown") -> bytes:
+    """A linkDown (or linkUp) trap of the device's ifIndex 2, as a collector publishes it."""
+    uptime = 1000 if trap == "linkDown" else 2000
     labels = {
-        "trap": "linkDown",
+        "trap": trap,
         "if_index": "2",
         "source_address": "127.0.0.1",
         "device": device,
         "interface": "GigabitEthernet0/0/1",
     }
-    return encode_event(Event("trap", "linkDown", time.time(), labels, uptime=1000))[1]
+    return encode_event(Event("trap", trap, time.time(), labels, uptime=uptime))[1]
 
 
 def acknowledged(alarm_id: str) -> bytes:
@@ -145,7 +159,7 @@ async def test_every_correlator_shows_every_fault_and_feedback_is_applied_once_b
             await until(lambda: [owned(d) for d in pair] == [1, 1], 30, "one events partition each")
             await produce(
                 kafka_bootstrap,
-                [(f"{topic}.events", c.encode(), link_down(device)) for c, device in CIRCUITS.items()],
+                [(f"{topic}.events", c.encode(), link(device)) for c, device in CIRCUITS.items()],
             )
             assert await inbox.until(lambda _: len(inbox.of_type("work_order")) == 2, 30), "no work orders"
             alarm_of = {o["circuit"]: o["alarm_id"] for o in inbox.of_type("work_order")}
@@ -203,11 +217,51 @@ async def test_every_correlator_shows_every_fault_and_feedback_is_applied_once_b
             assert reader.metric("alarmd_cluster_feedback_total", outcome="unknown") == 1
             (dead,) = reader.events("upstream_dead_letter")
             assert dead["reason"] == "unknown_alarm"
+
+            # A fault clears and closes on its owner: gone from every view, kept in the history topic,
+            # and `alarmd report --cluster` on either instance covers both faults.
+            await produce(
+                kafka_bootstrap, [(f"{topic}.events", b"CIR-0001", link("cpe-router-01", "linkUp"))]
+            )
+            history = lambda d: d.metric("alarmd_cluster_history_records_total", outcome="written")  # noqa: E731
+            await until(
+                lambda: sum(history(d) for d in pair) == 1,
+                OBSERVATION + 20,
+                "the closed fault in the history topic",
+            )
+            await until(
+                lambda: all(listed(d) == [alarm_of["CIR-0003"]] for d in pair), 5, "closed: off the views"
+            )
+            for daemon in pair:
+                own = {r["circuit"]: r["faults"] for r in report(daemon)}
+                assert own == {
+                    c: 1 for c in alarm_of if default_partition(c.encode(), 2) in _assigned(daemon)
+                }
+                assert {r["circuit"]: r["faults"] for r in report(daemon, "--cluster")} == dict.fromkeys(
+                    alarm_of, 1
+                )
             for daemon in pair:
                 assert await daemon.stop() == 0
     finally:
         for daemon in pair:
             daemon.close()
+
+
+def report(daemon: Daemon, *more: str) -> list[dict[str, Any]]:
+    """``alarmd report`` of the last hour and the next, by circuit, as JSON."""
+    now = time.time()
+    start, end = (datetime.fromtimestamp(t, UTC).isoformat() for t in (now - 3600, now + 3600))
+    window = ["--from", start, "--to", end]
+    done = subprocess.run(
+        [sys.executable, "-m", "alarmd", "report", "-c", str(daemon.dir), *window, "--format", "json", *more],
+        env={**os.environ, "KAFKA_BOOTSTRAP_SERVERS": daemon.bootstrap},
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    rows: list[dict[str, Any]] = json.loads(done.stdout)
+    return rows
 
 
 def _assigned(daemon: Daemon) -> list[int]:

@@ -38,6 +38,7 @@ from alarmd.cluster.codec import (
     kind_of,
 )
 from alarmd.cluster.dedup import SeenIds
+from alarmd.cluster.history import ClosedFaults, history_topic
 from alarmd.cluster.membership import DeviceShare
 from alarmd.cluster.owner import PartitionOwner
 from alarmd.cluster.rekey import FeedbackRekeyer, RekeyError
@@ -857,9 +858,21 @@ class Daemon:
             )
         self.view: ClusterView | None = None
         self.rekeyer: FeedbackRekeyer | None = None
+        self.history: ClosedFaults | None = None
         if self.owner is not None:
+            owner = self.owner
             changelog = f"{cluster.events_topic}.changelog"
             self.view = ClusterView(self.config.kafka, changelog, cluster.events_partitions, self.metrics)
+            self.history = ClosedFaults(
+                self.store,
+                lambda: owner.owned,
+                self.events_sink,
+                history_topic(cluster.events_topic),
+                self.metrics,
+                kafka=self.config.kafka,
+                partitions=cluster.events_partitions,
+            )
+            self.view.on_close = self.history.closed
             self.rekeyer = FeedbackRekeyer(
                 self.view,
                 lambda: self.keys,
@@ -879,7 +892,9 @@ class Daemon:
         cluster = self.config.cluster
         if self.role == "correlator":
             assert self.view is not None
-            return [tg.create_task(self._consume_cluster_events(stop)), tg.create_task(self.view.run(stop))]
+            assert self.history is not None
+            views = [tg.create_task(self.view.run(stop)), tg.create_task(self.history.run(stop))]
+            return [tg.create_task(self._consume_cluster_events(stop)), *views]
         self.fleet.start(tg, self._publish_sample)  # each device once this collector is assigned it
         self._spool_task = tg.create_task(self.spool.run(self._publish, self._spool_stop))
         membership = KafkaMembership(

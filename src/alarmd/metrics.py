@@ -395,6 +395,15 @@ class Metrics:
         )
         for outcome in ("rekeyed", "unknown"):
             self.feedback_rekeyed.labels(outcome)
+        self.history_records = Counter(
+            "alarmd_cluster_history_records_total",
+            "Closed faults written to the history topic (written), or closed here but gone from the "
+            "store before they could be (missing: their partition moved meanwhile).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("written", "missing"):
+            self.history_records.labels(outcome)
         self.events_consumed.labels("feedback", "judged")
         self.events_consumed.labels("feedback", "duplicate")
 

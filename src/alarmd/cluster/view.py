@@ -62,6 +62,8 @@ class ClusterView:
         self.ready = False
         self.stopped = False
         self._arrived = asyncio.Event()
+        #: Told ``(partition, alarm_id)`` of every tombstone read (a fault closed).
+        self.on_close: Callable[[int, str], None] | None = None
         #: While the changelog is read again after a broken connection: the faults read so far.
         self._reloading: dict[str, tuple[int, Alarm]] | None = None
 
@@ -112,6 +114,8 @@ class ClusterView:
     ) -> None:
         if value is None:
             faults.pop(alarm_id, None)
+            if self.on_close is not None:
+                self.on_close(partition, alarm_id)
             self._closed[alarm_id] = partition
             self._closed.move_to_end(alarm_id)
             while len(self._closed) > CLOSED_REMEMBERED:
