@@ -378,7 +378,7 @@ class Metrics:
         )
         self.view_lag = Gauge(
             "alarmd_cluster_view_lag_seconds",
-            "Seconds between the last changelog record's write and its arrival in the view.",
+            "Seconds from the last changelog record's write to its arrival in the view (0 once caught up).",
             registry=r,
         )
         self.view_ready = Gauge(

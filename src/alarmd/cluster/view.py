@@ -137,6 +137,7 @@ class ClusterView:
             self.active = {a.fingerprint: a for _, a in self._faults.values() if a.state == "firing"}
             self.recent = {a.fingerprint: a for _, a in self._faults.values() if a.state != "firing"}
             self.metrics.view_faults.set(len(self._faults))
+        self.metrics.view_lag.set(0)  # what was read so far is as old as it is, but nothing newer is missing
         if not self.ready:
             log.info("cluster_view_ready", topic=self.topic, faults=len(self._faults))
         self.ready = True
