@@ -17,7 +17,7 @@ from collections.abc import Callable
 import structlog
 
 from alarmd.alarms.store import Store, alarm_from_json
-from alarmd.cluster.changelog import ChangelogError, decode, encode
+from alarmd.cluster.changelog import encode, read_back
 from alarmd.cluster.rekey import PartitionSink
 from alarmd.config import Config, KafkaConfig
 from alarmd.dispatch.kafka import KafkaStartError, ensure_topics, read_compacted
@@ -109,12 +109,6 @@ async def cluster_faults(config: Config) -> tuple[list[Alarm], list[str]]:
     skipped: list[str] = []
     for topic in (history_topic(cluster.events_topic), f"{cluster.events_topic}.changelog"):
         found = await read_compacted(config.kafka, topic, partitions)
-        for partition, values in found.items():
-            for key, value in values.items():
-                try:
-                    alarm, _ = decode(value)
-                except ChangelogError as exc:
-                    skipped.append(f"{topic}/{partition}/{key.decode(errors='replace')}: {exc}")
-                    continue
-                faults.setdefault(alarm.alarm_id, alarm)  # closed (history) before open (changelog)
+        for _, alarm, _ in read_back(found, skipped, f"{topic}/"):
+            faults.setdefault(alarm.alarm_id, alarm)  # closed (history) before open (changelog)
     return list(faults.values()), skipped

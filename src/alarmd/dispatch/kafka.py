@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, TypeVar
 
 import structlog
@@ -810,20 +810,9 @@ async def read_compacted(
     found: dict[int, dict[bytes, bytes]] = {p: {} for p in partitions}
     if not partitions:
         return found
-    consumer = AIOKafkaConsumer(
-        **client_options(config),
-        client_id=f"{config.client_id}-restore",
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-    )
-    await _start_client(consumer, config, "restore consumer")
+    consumer = await _reader(config, "restore")
     try:
-        wanted = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(wanted)
-        await consumer.seek_to_beginning(*wanted)
-        ends = await consumer.end_offsets(wanted)
-        left = {tp for tp in wanted if ends[tp] > await consumer.position(tp)}
+        ends, left = await _from_the_start(consumer, topic, partitions)
         async with asyncio.timeout(within):
             while left:
                 batch = await consumer.getmany(*left, timeout_ms=500, max_records=1000)
@@ -842,6 +831,30 @@ async def read_compacted(
         with contextlib.suppress(KafkaError, OSError):
             await consumer.stop()
     return found
+
+
+async def _reader(config: KafkaConfig, name: str) -> Any:
+    """A started consumer outside any group that reads committed records only."""
+    consumer = AIOKafkaConsumer(
+        **client_options(config),
+        client_id=f"{config.client_id}-{name}",
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    await _start_client(consumer, config, f"{name} consumer")
+    return consumer
+
+
+async def _from_the_start(
+    consumer: Any, topic: str, partitions: Iterable[int]
+) -> tuple[dict[Any, int], set[Any]]:
+    """Assign the partitions from their beginning: their end offsets now, and those not yet read to it."""
+    wanted = [TopicPartition(topic, p) for p in sorted(partitions)]
+    consumer.assign(wanted)
+    await consumer.seek_to_beginning(*wanted)
+    ends: dict[Any, int] = await consumer.end_offsets(wanted)
+    return ends, {tp for tp in wanted if ends[tp] > await consumer.position(tp)}
 
 
 CompactedRecord = Callable[[int, bytes, bytes | None, float], None]
@@ -863,20 +876,9 @@ async def follow_compacted(
     partition has been read up to its end offset as it was when reading began.  Raises
     ``KafkaStartError`` if the brokers cannot be reached or reading fails.
     """
-    consumer = AIOKafkaConsumer(
-        **client_options(config),
-        client_id=f"{config.client_id}-view",
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-    )
-    await _start_client(consumer, config, "view consumer")
+    consumer = await _reader(config, "view")
     try:
-        wanted = [TopicPartition(topic, p) for p in range(partitions)]
-        consumer.assign(wanted)
-        await consumer.seek_to_beginning(*wanted)
-        ends = await consumer.end_offsets(wanted)
-        behind = {tp for tp in wanted if ends[tp] > await consumer.position(tp)}
+        ends, behind = await _from_the_start(consumer, topic, range(partitions))
         if not behind:
             caught_up()
         while not stop.is_set():
