@@ -30,7 +30,7 @@ from alarmd.cluster.codec import encode_event
 from alarmd.dispatch.kafka import default_partition
 from alarmd.model import Event
 from tests.chaos.harness import PROFILES, Daemon, Inbox, free_port
-from tests.test_scaleout_restore import RULES, until
+from tests.test_scaleout_restore import RULES, start_with_one_partition_each, until
 
 pytestmark = pytest.mark.integration
 
@@ -151,12 +151,7 @@ async def test_every_correlator_shows_every_fault_and_feedback_is_applied_once_b
     pair = [correlator(tmp_path, name, kafka_bootstrap, topic) for name in ("a", "b")]
     try:
         async with Inbox(kafka_bootstrap, f"{topic}.workorders", f"{topic}.feedback.dead-letter") as inbox:
-            for daemon in pair:
-                daemon.start()
-            for daemon in pair:
-                await daemon.wait_ready()
-            owned = lambda d: d.metric("alarmd_cluster_partitions_owned", group="events")  # noqa: E731
-            await until(lambda: [owned(d) for d in pair] == [1, 1], 30, "one events partition each")
+            await start_with_one_partition_each(pair)
             await produce(
                 kafka_bootstrap,
                 [(f"{topic}.events", c.encode(), link(device)) for c, device in CIRCUITS.items()],
