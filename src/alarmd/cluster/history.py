@@ -78,9 +78,7 @@ class ClosedFaults:
         if not records:
             return
         try:
-            if not self._created:
-                await ensure_topics(self.kafka, [(self.topic, self.partitions)], compacted=[self.topic])
-                self._created = True
+            await self._create()
             await self.sink.send_to_partitions(self.topic, records)
         except (SinkError, KafkaStartError) as exc:
             log.warning("history_write_failed", topic=self.topic, error=str(exc), pending=len(records))
@@ -89,9 +87,17 @@ class ClosedFaults:
             return
         self.metrics.history_records.labels("written").inc(len(records))
 
+    async def _create(self) -> None:
+        """Create the history topic if it is missing (once), so that a report finds it even before a close."""
+        if not self._created:
+            await ensure_topics(self.kafka, [(self.topic, self.partitions)], compacted=[self.topic])
+            self._created = True
+
     async def run(self, stop: asyncio.Event) -> None:
-        """Flush every second until ``stop``, then once more."""
+        """Create the topic, then flush every second until ``stop``, then once more."""
         while not stop.is_set():
+            with contextlib.suppress(KafkaStartError):  # tried again with the next flush
+                await self._create()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
             await self.flush()
