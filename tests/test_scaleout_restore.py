@@ -115,6 +115,16 @@ async def until(predicate: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.2)
 
 
+async def start_with_one_partition_each(pair: list[Daemon]) -> None:
+    """Start the correlators and wait until each owns one events partition."""
+    for daemon in pair:
+        daemon.start()
+    for daemon in pair:
+        await daemon.wait_ready()
+    owned = lambda d: d.metric("alarmd_cluster_partitions_owned", group="events")  # noqa: E731
+    await until(lambda: [owned(d) for d in pair] == [1, 1], 30, "one events partition each")
+
+
 async def test_a_killed_correlators_fault_keeps_its_id_and_its_due_escalation_fires_once_on_the_survivor(
     tmp_path: Path, kafka_bootstrap: str
 ) -> None:
@@ -122,12 +132,8 @@ async def test_a_killed_correlators_fault_keeps_its_id_and_its_due_escalation_fi
     pair = [correlator(tmp_path, name, kafka_bootstrap, topic) for name in ("a", "b")]
     try:
         async with Inbox(kafka_bootstrap, f"{topic}.workorders", f"{topic}.notices") as inbox:
-            for daemon in pair:
-                daemon.start()
-            for daemon in pair:
-                await daemon.wait_ready()
+            await start_with_one_partition_each(pair)
             owned = lambda d: d.metric("alarmd_cluster_partitions_owned", group="events")  # noqa: E731
-            await until(lambda: [owned(d) for d in pair] == [1, 1], 30, "one events partition each")
             await publish_trap(kafka_bootstrap, topic, "linkDown", uptime=1000)
 
             orders = lambda kind: [o for o in inbox.of_type(kind) if o["alert"] == "LinkDown"]  # noqa: E731

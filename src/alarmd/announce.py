@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Literal
 
 import structlog
-from pydantic import ValidationError
 
 from alarmd.alarms.clocks import ClockPolicy, NoticeKind, Timer
 from alarmd.alarms.grouping import is_major
@@ -302,11 +301,9 @@ class Announcer:
     def feedback(self, payload: bytes, book: AlarmBook) -> None:
         """Apply ticketing's word on a work order; acknowledgement stops no clock (SPEC §4)."""
         try:
-            fb = TicketFeedback.model_validate_json(payload)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first["loc"]) or "(message)"
-            raise FeedbackRejectedError("schema", f"{where}: {first['msg']}") from None
+            fb = TicketFeedback.read(payload)
+        except ValueError as exc:
+            raise FeedbackRejectedError("schema", str(exc)) from None
         alarm = book.find(fb.work_order_id.removeprefix("WO-"))
         if alarm is None:
             log.warning(

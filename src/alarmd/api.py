@@ -33,10 +33,9 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import Field, ValidationError
 
 from alarmd.alarms.clocks import ClockPolicy
-from alarmd.alarms.lifecycle import AlarmBook
 from alarmd.alarms.maintenance import Outage, OutageError, Outages, OutageSpec
 from alarmd.alarms.store import Store, StoreError
-from alarmd.board import board_json, board_rows
+from alarmd.board import OpenFaults, board_json, board_rows
 from alarmd.config import ApiConfig, Strict, read_yaml, validate
 from alarmd.inventory import Inventory
 from alarmd.locale import Locale
@@ -72,7 +71,7 @@ class Api:
 
     config: ApiConfig
     tokens: list[TokenSpec]
-    book: Callable[[], AlarmBook]
+    book: Callable[[], OpenFaults]
     store: Store
     inventory: Callable[[], Inventory]
     clocks: Callable[[], ClockPolicy]
@@ -338,6 +337,7 @@ class Api:
             "raised_at": alarm.raised_at,
             "cleared_at": alarm.cleared_at,
             "occurrences": alarm.occurrences,
+            "ticket_state": alarm.extra.get("ticket_state"),
             "due": due,
         }
 

@@ -25,15 +25,26 @@ from alarmd.alarms.repeats import Repeats
 from alarmd.alarms.store import Store, StoreError
 from alarmd.announce import Announcer, FeedbackRejectedError
 from alarmd.api import Api
-from alarmd.board import BOARD_HTML
+from alarmd.board import BOARD_HTML, OpenFaults
 from alarmd.clock import Clock, SystemClock
 from alarmd.cluster.changelog import ChangelogStore
-from alarmd.cluster.codec import EventDecodeError, Keys, decode, encode_event, encode_sample
+from alarmd.cluster.codec import (
+    EventDecodeError,
+    Feedback,
+    Keys,
+    decode,
+    encode_event,
+    encode_sample,
+    kind_of,
+)
 from alarmd.cluster.dedup import SeenIds
 from alarmd.cluster.elements import ElementStage, local_grouping
+from alarmd.cluster.history import ClosedFaults, history_topic
 from alarmd.cluster.membership import DeviceShare
 from alarmd.cluster.owner import PartitionOwner
+from alarmd.cluster.rekey import FeedbackRekeyer, RekeyError
 from alarmd.cluster.spool import Message, Spool
+from alarmd.cluster.view import ClusterView
 from alarmd.collector.fastsnmp import FastSnmpClient
 from alarmd.collector.fleet import PollerFleet
 from alarmd.collector.poller import DevicePoller
@@ -69,7 +80,7 @@ Role = Literal["all", "collector", "correlator"]
 
 def _rejection(exc: Exception) -> tuple[str, str] | None:
     """A consumed message that is bad in itself goes to the dead-letter topic; anything else is ours."""
-    if isinstance(exc, UpstreamError | FeedbackRejectedError | EventDecodeError):
+    if isinstance(exc, UpstreamError | FeedbackRejectedError | EventDecodeError | RekeyError):
         return exc.reason, exc.detail
     return None
 
@@ -200,7 +211,7 @@ class Daemon:
             self.config.api,
             loaded.path.parent,
             loaded.state_dir,
-            book=lambda: self.book,
+            book=self.faults,
             store=self.store,
             inventory=lambda: self.inventory,
             clocks=lambda: self.announcer.clocks,
@@ -444,7 +455,8 @@ class Daemon:
             )
             self.dispatcher.refresh_metrics(now)
             self._export_outages()
-            stages = Counter(a.lifecycle for a in (*self.book.active.values(), *self.book.recent.values()))
+            faults = self.faults()
+            stages = Counter(a.lifecycle for a in (*faults.active.values(), *faults.recent.values()))
             for stage in ("firing", "dispatched", "acknowledged", "escalated", "observing"):
                 self.metrics.alarms_open.labels(stage).set(stages.get(stage, 0))
             upcoming = self.store.next_due()
@@ -818,7 +830,13 @@ class Daemon:
             (self.config.upstream, self._on_upstream),
             (self.config.ticketing, self._on_feedback),
         ):
-            if topic.enabled:
+            if topic.enabled and topic is self.config.ticketing and self.rekeyer is not None:
+                group = f"{self.config.cluster.correlator_group}.feedback"  # one correlator reads each
+                ticketing = topic.model_copy(update={"group_id": group})
+                sources.append(
+                    KafkaSource(self.config.kafka, ticketing, self.rekeyer.handle, _rejection, self.metrics)
+                )
+            elif topic.enabled:
                 sources.append(KafkaSource(self.config.kafka, topic, handle, _rejection, self.metrics))
         return sources
 
@@ -879,12 +897,45 @@ class Daemon:
                 metrics=self.metrics,
                 now=self.clock.now,
             )
+        self.view: ClusterView | None = None
+        self.rekeyer: FeedbackRekeyer | None = None
+        self.history: ClosedFaults | None = None
+        if self.owner is not None:
+            owner = self.owner
+            changelog = f"{cluster.events_topic}.changelog"
+            self.view = ClusterView(self.config.kafka, changelog, cluster.events_partitions, self.metrics)
+            self.history = ClosedFaults(
+                self.store,
+                lambda: owner.owned,
+                self.events_sink,
+                history_topic(cluster.events_topic),
+                self.metrics,
+                kafka=self.config.kafka,
+                partitions=cluster.events_partitions,
+            )
+            self.view.on_close = self.history.closed
+            self.rekeyer = FeedbackRekeyer(
+                self.view,
+                lambda: self.keys,
+                self.events_sink,
+                cluster.events_topic,
+                self.metrics,
+                wait=cluster.feedback_wait,
+                backoff=self.config.kafka.retry_backoff,
+            )
+
+    def faults(self) -> OpenFaults:
+        """What the board, the API and open-fault metrics read: a correlator's cluster view, else the book."""
+        return self.view if self.view is not None else self.book
 
     def _start_cluster(self, tg: asyncio.TaskGroup, stop: asyncio.Event) -> list[asyncio.Task[None]]:
         """Collector: join the location's group and publish; correlator: consume the events topic."""
         cluster = self.config.cluster
         if self.role == "correlator":
-            return [tg.create_task(self._consume_cluster_events(stop))]
+            assert self.view is not None
+            assert self.history is not None
+            views = [tg.create_task(self.view.run(stop)), tg.create_task(self.history.run(stop))]
+            return [tg.create_task(self._consume_cluster_events(stop)), *views]
         self.fleet.start(tg, self._publish_sample)  # each device once this collector is assigned it
         self._spool_task = tg.create_task(self.spool.run(self._publish, self._spool_stop))
         membership = KafkaMembership(
@@ -997,12 +1048,14 @@ class Daemon:
         """Judge a sample or event; return once the alarm changes it caused are stored (then it commits)."""
         envelope = decode(payload)
         item = envelope.item
-        kind = "sample" if isinstance(item, Sample) else "event"
+        kind = kind_of(item)
         if self.seen.check(envelope.id, self.clock.now()):
             self.metrics.events_consumed.labels(kind, "duplicate").inc()
             return
         self.metrics.events_consumed.labels(kind, "judged").inc()
-        if isinstance(item, Sample):
+        if isinstance(item, Feedback):
+            await self._on_feedback(item.payload, key)  # re-keyed here by FeedbackRekeyer
+        elif isinstance(item, Sample):
             self._judge_sample(item)
         else:
             self._judge_event(self.enrich(item))

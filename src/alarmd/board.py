@@ -1,11 +1,12 @@
 """The read-only NOC board: firing root faults with their folded children, as rows, JSON and one HTML page.
 
-:func:`board_rows` is pure: it reads an :class:`AlarmBook` and a :class:`ClockPolicy` at a
-given time and changes neither.  :data:`BOARD_HTML` is a self-contained page (inline CSS
-and JavaScript, no external assets) that polls ``/api/v1/board`` every 5 s with the bearer
-token given once in the address (``/board#token=...``; a fragment never reaches the server or
-its logs) and renders every text with ``textContent``, never ``innerHTML``.  The page holds no
-data, so it may be served without a token; the rows behind it may not.
+:func:`board_rows` is pure: it reads the open faults (an alarm book, or a correlator's
+cluster view) and a :class:`ClockPolicy` at a given time and changes neither.
+:data:`BOARD_HTML` is a self-contained page (inline CSS and JavaScript, no external
+assets) that polls ``/api/v1/board`` every 5 s with the bearer token given once in the
+address (``/board#token=...``; a fragment never reaches the server or its logs) and renders
+every text with ``textContent``, never ``innerHTML``.  The page holds no data, so it may be
+served without a token; the rows behind it may not.
 """
 
 from __future__ import annotations
@@ -14,16 +15,28 @@ import base64
 import hashlib
 import json
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from alarmd.alarms.clocks import ClockPolicy
-from alarmd.alarms.lifecycle import AlarmBook
 from alarmd.locale import BOARD_TEXT, Locale
 from alarmd.model import Alarm, Team, Tier, major_detail, summary_of
 
 BoardRow = dict[str, Any]
+
+
+class OpenFaults(Protocol):
+    """What the board and the read API read: firing faults and cleared ones, each by fingerprint."""
+
+    @property
+    def active(self) -> Mapping[str, Alarm]:
+        """Firing faults."""
+
+    @property
+    def recent(self) -> Mapping[str, Alarm]:
+        """Cleared faults (in observation, or closed lately)."""
+
 
 BOARD_SCHEMA_VERSION = 1
 _TIER_RANK = {Tier.DIAMOND: 0, Tier.GOLD: 1, Tier.ORDINARY: 2}
@@ -109,7 +122,7 @@ def _sort_key(row: BoardRow) -> tuple[bool, int, bool, float]:
 
 
 def board_rows(
-    book: AlarmBook,
+    book: OpenFaults,
     clocks: ClockPolicy,
     now: float,
     *,

@@ -852,6 +852,11 @@ class ClusterConfig(Strict):
         600.0, description="how long an event id is remembered: a copy within it is a duplicate"
     )
     dedup_size: int = Field(1_000_000, ge=1, description="event ids remembered at most")
+    feedback_wait: Duration = Field(
+        30.0,
+        description="how long ticketing feedback for a fault not yet in the cluster view is held "
+        "before it goes to the dead-letter topic",
+    )
 
     @field_validator("session_timeout")
     @classmethod

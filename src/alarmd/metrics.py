@@ -221,6 +221,7 @@ class Metrics:
         )
         self._planned_outages(r)
         self._cluster(r)
+        self._cluster_view(r)
         for kind in ("cpe_router", "optical_transceiver", "protocol_converter"):
             self.poll_requests.labels(kind)
             for reason in POLL_ERROR_REASONS:
@@ -368,6 +369,44 @@ class Metrics:
         for kind in ("sample", "event"):
             for outcome in ("judged", "duplicate"):
                 self.events_consumed.labels(kind, outcome)
+
+    def _cluster_view(self, r: CollectorRegistry) -> None:
+        """Distributed mode: the cluster view a correlator reads from the changelog, and feedback re-keyed."""
+        self.view_faults = Gauge(
+            "alarmd_cluster_view_faults",
+            "Open faults of the whole cluster in this correlator's view (read from the changelog).",
+            registry=r,
+        )
+        self.view_lag = Gauge(
+            "alarmd_cluster_view_lag_seconds",
+            "Seconds from the last changelog record's write to its arrival in the view (0 once caught up).",
+            registry=r,
+        )
+        self.view_ready = Gauge(
+            "alarmd_cluster_view_ready",
+            "1 once the view has read the changelog to the end it had when reading began, else 0.",
+            registry=r,
+        )
+        self.feedback_rekeyed = Counter(
+            "alarmd_cluster_feedback_total",
+            "Ticketing feedback a correlator read, by outcome: rekeyed (sent to its fault's partition "
+            "on the events topic) or unknown (no such fault in the view in time: dead-lettered).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("rekeyed", "unknown"):
+            self.feedback_rekeyed.labels(outcome)
+        self.history_records = Counter(
+            "alarmd_cluster_history_records_total",
+            "Closed faults written to the history topic (written), or closed here but gone from the "
+            "store before they could be (missing: their partition moved meanwhile).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("written", "missing"):
+            self.history_records.labels(outcome)
+        self.events_consumed.labels("feedback", "judged")
+        self.events_consumed.labels("feedback", "duplicate")
 
     def forget(self, devices: Collection[str] = (), circuits: Collection[str] = ()) -> int:
         """Remove the series of devices and circuits that left the inventory; return how many went."""

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from alarmd.locale import Locale, fault_summary, major_summary
 
@@ -508,3 +508,13 @@ class TicketFeedback(BaseModel):
         except (OverflowError, ValueError, OSError):
             raise ValueError("timestamp is out of range") from None
         return value
+
+    @classmethod
+    def read(cls, payload: bytes) -> TicketFeedback:
+        """A feedback message from its bytes; raises ValueError naming the first field that is wrong."""
+        try:
+            return cls.model_validate_json(payload)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"]) or "(message)"
+            raise ValueError(f"{where}: {first['msg']}") from None

@@ -70,6 +70,8 @@ class FakeSink:
     """Records what was sent; while ``failing`` every send raises like an unreachable broker."""
 
     sent: list[tuple[str, bytes, bytes]] = field(default_factory=list)
+    #: ``(topic, partition, key, value)`` of what ``send_to_partitions`` delivered.
+    placed: list[tuple[str, int | None, bytes, bytes | None]] = field(default_factory=list)
     failing: bool = False
     started: bool = False
 
@@ -86,6 +88,14 @@ class FakeSink:
         if self.failing:
             raise SinkError("unavailable", "fake broker down")
         self.sent.append((topic, key, value))
+
+    async def send_to_partitions(
+        self, topic: str, records: Sequence[tuple[int | None, bytes, bytes | None]]
+    ) -> None:
+        """Record ``(partition, key, value)`` records (or fail while ``failing``)."""
+        if self.failing:
+            raise SinkError("unavailable", "fake broker down")
+        self.placed.extend((topic, partition, key, value) for partition, key, value in records)
 
     async def stop(self) -> None:
         """Disconnect."""

@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import pytest
 
-from alarmd.cluster.codec import EventDecodeError, Keys, decode, encode_event, encode_sample, trap_fingerprint
+from alarmd.cluster.codec import (
+    Envelope,
+    EventDecodeError,
+    Feedback,
+    Keys,
+    decode,
+    encode_event,
+    encode_feedback,
+    encode_sample,
+    kind_of,
+    trap_fingerprint,
+)
 from alarmd.config import Config
 from alarmd.inventory import Inventory
 from alarmd.model import Event, Sample, VarBind
@@ -108,3 +119,13 @@ def test_messages_are_keyed_by_circuit_then_device_then_sender() -> None:
     assert keys.of({"device": "spare"}) == b"spare"
     assert keys.of({"circuit": "CIR-9"}) == b"CIR-9"
     assert keys.of({"agent_address": "10.9.9.9", "source_address": "10.0.0.254"}) == b"10.9.9.9"
+
+
+def test_ticketing_feedback_travels_as_its_own_bytes_with_an_id_that_depends_on_them_only() -> None:
+    payload = b'{"type":"acknowledged","work_order_id":"WO-0123456789abcdef0123"}'
+    event_id, body = encode_feedback(payload)
+    envelope = decode(body)
+    assert envelope == Envelope(event_id, Feedback(payload))
+    assert kind_of(envelope.item) == "feedback"
+    assert encode_feedback(payload)[0] == event_id
+    assert encode_feedback(payload.replace(b"acknowledged", b"resolved"))[0] != event_id

@@ -10,7 +10,7 @@ lifecycle and clocks (with their original due times) when its partition moves.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import cast, get_args
 
@@ -95,6 +95,20 @@ def decode(value: bytes) -> tuple[Alarm, list[Timer]]:
     return alarm, timers
 
 
+def read_back(
+    found: Mapping[int, Mapping[bytes, bytes]], skipped: list[str], where: str = ""
+) -> Iterator[tuple[int, Alarm, list[Timer]]]:
+    """``(partition, fault, clocks)`` of each record read back; what cannot be read goes to ``skipped``."""
+    for partition, values in found.items():
+        for key, value in values.items():
+            try:
+                alarm, timers = decode(value)
+            except ChangelogError as exc:
+                skipped.append(f"{where}{partition}/{key.decode(errors='replace')}: {exc}")
+                continue
+            yield partition, alarm, timers
+
+
 def _timer(alarm_id: str, kind: object, seq: object, due: object) -> Timer:
     if kind not in get_args(TimerKind):
         raise ChangelogError(f"unknown timer kind {kind!r}")
@@ -134,17 +148,11 @@ class Changelog:
         alarms: list[Alarm] = []
         skipped: list[str] = []
         with self.store.transaction():
-            for partition, values in found.items():
-                for key, value in values.items():
-                    try:
-                        alarm, timers = decode(value)
-                    except ChangelogError as exc:
-                        skipped.append(f"{partition}/{key.decode(errors='replace')}: {exc}")
-                        continue
-                    self.store.drop(alarm.alarm_id)
-                    self.store.load(alarm, timers, at)
-                    self._homes[alarm.alarm_id] = partition
-                    alarms.append(alarm)
+            for partition, alarm, timers in read_back(found, skipped):
+                self.store.drop(alarm.alarm_id)
+                self.store.load(alarm, timers, at)
+                self._homes[alarm.alarm_id] = partition
+                alarms.append(alarm)
         return alarms, skipped
 
     def forget(self, alarm_id: str) -> None:

@@ -33,11 +33,25 @@ class EventDecodeError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class Feedback:
+    """Ticketing feedback re-keyed onto the events topic: the ticketing message's bytes as it was produced."""
+
+    payload: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Envelope:
-    """A decoded message: its id and the sample or event it carries."""
+    """A decoded message: its id and the sample, event or ticketing feedback it carries."""
 
     id: str
-    item: Sample | Event
+    item: Sample | Event | Feedback
+
+
+def kind_of(item: Sample | Event | Feedback) -> Literal["sample", "event", "feedback"]:
+    """The message type of an envelope's item, as metrics label it."""
+    if isinstance(item, Sample):
+        return "sample"
+    return "feedback" if isinstance(item, Feedback) else "event"
 
 
 def _digest(*parts: object) -> str:
@@ -131,6 +145,13 @@ def encode_event(event: Event, event_id: str | None = None) -> tuple[str, bytes]
     return event_id, json.dumps(body, separators=(",", ":")).encode()
 
 
+def encode_feedback(payload: bytes) -> tuple[str, bytes]:
+    """``(id, bytes)`` of ticketing feedback; the id hashes its bytes, so a redelivery is a duplicate."""
+    event_id = _digest("feedback", payload)
+    body = {"format": FORMAT, "type": "feedback", "id": event_id, "payload": payload.decode(errors="replace")}
+    return event_id, json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
+
+
 def decode(payload: bytes) -> Envelope:
     """The sample or event in a message; raises ``EventDecodeError`` saying what is wrong."""
     try:
@@ -139,10 +160,13 @@ def decode(payload: bytes) -> Envelope:
         raise EventDecodeError(f"not JSON: {exc}") from None
     if not isinstance(body, dict) or body.get("format") != FORMAT:
         raise EventDecodeError(f"not an events message of format {FORMAT}")
-    if body.get("type") not in ("sample", "event"):
-        raise EventDecodeError(f"unknown message type {body.get('type')!r}")
+    kind = body.get("type")
+    if kind not in ("sample", "event", "feedback"):
+        raise EventDecodeError(f"unknown message type {kind!r}")
     try:
-        return Envelope(str(body["id"]), _sample(body) if body["type"] == "sample" else _event(body))
+        if kind == "feedback":
+            return Envelope(str(body["id"]), Feedback(str(body["payload"]).encode()))
+        return Envelope(str(body["id"]), _sample(body) if kind == "sample" else _event(body))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise EventDecodeError(f"{type(exc).__name__}: {exc}") from None
 

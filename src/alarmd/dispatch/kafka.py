@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, TypeVar
 
 import structlog
@@ -384,6 +384,10 @@ class _Stopped(Exception):
     """``stop`` was set while waiting on the broker."""
 
 
+class ConsumeStopped(Exception):
+    """Raised by a handler that gives up as intake stops: its message stays uncommitted, ``run`` returns."""
+
+
 class _HandlerFailed(Exception):
     """The handler raised something that is not the message's fault."""
 
@@ -549,6 +553,8 @@ class KafkaSource:
     async def _one(self, record: Any, stop: asyncio.Event) -> None:
         try:
             await self._handle(record.value if record.value is not None else b"", record.key)
+        except ConsumeStopped:
+            raise _Stopped from None
         except Exception as exc:
             rejection = self._rejection_of(exc)
             if rejection is None:
@@ -804,20 +810,9 @@ async def read_compacted(
     found: dict[int, dict[bytes, bytes]] = {p: {} for p in partitions}
     if not partitions:
         return found
-    consumer = AIOKafkaConsumer(
-        **client_options(config),
-        client_id=f"{config.client_id}-restore",
-        group_id=None,
-        enable_auto_commit=False,
-        isolation_level="read_committed",
-    )
-    await _start_client(consumer, config, "restore consumer")
+    consumer = await _reader(config, "restore")
     try:
-        wanted = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(wanted)
-        await consumer.seek_to_beginning(*wanted)
-        ends = await consumer.end_offsets(wanted)
-        left = {tp for tp in wanted if ends[tp] > await consumer.position(tp)}
+        ends, left = await _from_the_start(consumer, topic, partitions)
         async with asyncio.timeout(within):
             while left:
                 batch = await consumer.getmany(*left, timeout_ms=500, max_records=1000)
@@ -836,3 +831,69 @@ async def read_compacted(
         with contextlib.suppress(KafkaError, OSError):
             await consumer.stop()
     return found
+
+
+async def _reader(config: KafkaConfig, name: str) -> Any:
+    """A started consumer outside any group that reads committed records only."""
+    consumer = AIOKafkaConsumer(
+        **client_options(config),
+        client_id=f"{config.client_id}-{name}",
+        group_id=None,
+        enable_auto_commit=False,
+        isolation_level="read_committed",
+    )
+    await _start_client(consumer, config, f"{name} consumer")
+    return consumer
+
+
+async def _from_the_start(
+    consumer: Any, topic: str, partitions: Iterable[int]
+) -> tuple[dict[Any, int], set[Any]]:
+    """Assign the partitions from their beginning: their end offsets now, and those not yet read to it."""
+    wanted = [TopicPartition(topic, p) for p in sorted(partitions)]
+    consumer.assign(wanted)
+    await consumer.seek_to_beginning(*wanted)
+    ends: dict[Any, int] = await consumer.end_offsets(wanted)
+    return ends, {tp for tp in wanted if ends[tp] > await consumer.position(tp)}
+
+
+CompactedRecord = Callable[[int, bytes, bytes | None, float], None]
+"""``take(partition, key, value, written_at)`` for each record; ``value`` None is a tombstone."""
+
+
+async def follow_compacted(
+    config: KafkaConfig,
+    topic: str,
+    partitions: int,
+    take: CompactedRecord,
+    stop: asyncio.Event,
+    *,
+    caught_up: Callable[[], None],
+) -> None:
+    """Read the ``partitions`` of ``topic`` from the start and follow them until ``stop``, without a group.
+
+    Only committed records are read (``read_committed``).  ``caught_up`` is called once every
+    partition has been read up to its end offset as it was when reading began.  Raises
+    ``KafkaStartError`` if the brokers cannot be reached or reading fails.
+    """
+    consumer = await _reader(config, "view")
+    try:
+        ends, behind = await _from_the_start(consumer, topic, range(partitions))
+        if not behind:
+            caught_up()
+        while not stop.is_set():
+            batch = await consumer.getmany(timeout_ms=500, max_records=1000)
+            for tp, records in batch.items():
+                for record in records:
+                    take(tp.partition, record.key or b"", record.value, record.timestamp / 1000)
+            if behind:
+                for tp in list(behind):
+                    if await consumer.position(tp) >= ends[tp]:
+                        behind.discard(tp)
+                if not behind:
+                    caught_up()
+    except KafkaError as exc:
+        raise KafkaStartError(_reason(exc), _redact(config, f"{topic}: {_text(exc)}")) from None
+    finally:
+        with contextlib.suppress(KafkaError, OSError):
+            await consumer.stop()
