@@ -11,6 +11,7 @@ the survivor carries it on to its single clear.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 import uuid
@@ -26,6 +27,7 @@ from alarmd.dispatch.kafka import default_partition
 from alarmd.model import Event
 from tests.chaos.harness import PROFILES, Daemon, Inbox, free_port
 from tests.test_scaleout_restore import RULES, epoch, until
+from tests.test_scaleout_view import TOKEN, api
 
 pytestmark = pytest.mark.integration
 
@@ -112,6 +114,10 @@ def correlator(root: Path, name: str, bootstrap: str, topic: str) -> Daemon:
         )
     )
     (directory / "rules.yml").write_text(RULES)
+    with (directory / "alarmd.yml").open("a") as config:
+        config.write("api: {tokens_file: tokens.yml}\n")
+    digest = hashlib.sha256(TOKEN.encode()).hexdigest()
+    (directory / "tokens.yml").write_text(f"tokens:\n  - {{name: wall, sha256: {digest}, scope: all}}\n")
     return Daemon(directory, bootstrap, http, "--role", "correlator")
 
 
@@ -185,6 +191,9 @@ async def test_circuits_on_two_correlators_make_one_major_fault_that_survives_it
             assert {o["parent_alarm_id"] for o in reparented} == {alarm_id}
             escalations = lambda: [n for n in inbox.of_type("escalation") if n["alarm_id"] == alarm_id]  # noqa: E731
             assert len(escalations()) == 1, "a major fault is escalated at once, once"
+            # Both correlators' read API (and so their boards) show the major fault, whichever owns it.
+            listed = lambda d: {a["alarm_id"] for a in api(d, "/api/v1/alarms")}  # noqa: E731
+            await until(lambda: all(alarm_id in listed(d) for d in pair), 10, "the major fault on both APIs")
 
             # Stop (SIGTERM) the element stage's owner while the major fault is open, then start it again.
             opened = lambda d: d.metric("alarmd_major_faults_open")  # noqa: E731

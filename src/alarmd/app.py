@@ -16,7 +16,7 @@ import structlog
 
 from alarmd import heap, systemd
 from alarmd.alarms.clocks import ClockPolicy
-from alarmd.alarms.grouping import Grouper
+from alarmd.alarms.grouping import Grouper, is_major
 from alarmd.alarms.inhibit import Correlator
 from alarmd.alarms.lifecycle import AlarmBook, Change
 from alarmd.alarms.maintenance import FileOutage, Outages, load_outage_files
@@ -44,7 +44,7 @@ from alarmd.cluster.membership import DeviceShare
 from alarmd.cluster.owner import PartitionOwner
 from alarmd.cluster.rekey import FeedbackRekeyer, RekeyError
 from alarmd.cluster.spool import Message, Spool
-from alarmd.cluster.view import ClusterView
+from alarmd.cluster.view import ClusterView, Together
 from alarmd.collector.fastsnmp import FastSnmpClient
 from alarmd.collector.fleet import PollerFleet
 from alarmd.collector.poller import DevicePoller
@@ -207,6 +207,16 @@ class Daemon:
         self.ready = False
         self._cluster_roles()
         self.elements = self._element_stage()
+        #: A correlator's view of the element stage's major faults (its changelog), beside the cluster view.
+        self.majors: ClusterView | None = None
+        if self.elements is not None and self.view is not None:
+            self.majors = ClusterView(
+                self.config.kafka,
+                self.elements.changelog_topic,
+                self.config.cluster.events_partitions,
+                self.metrics,
+                keep=is_major,
+            )
         self.api = Api.from_config(
             self.config.api,
             loaded.path.parent,
@@ -926,7 +936,9 @@ class Daemon:
 
     def faults(self) -> OpenFaults:
         """What the board, the API and open-fault metrics read: a correlator's cluster view, else the book."""
-        return self.view if self.view is not None else self.book
+        if self.view is None:
+            return self.book
+        return self.view if self.majors is None else Together(self.view, self.majors)
 
     def _start_cluster(self, tg: asyncio.TaskGroup, stop: asyncio.Event) -> list[asyncio.Task[None]]:
         """Collector: join the location's group and publish; correlator: consume the events topic."""
@@ -935,6 +947,8 @@ class Daemon:
             assert self.view is not None
             assert self.history is not None
             views = [tg.create_task(self.view.run(stop)), tg.create_task(self.history.run(stop))]
+            if self.majors is not None:
+                views.append(tg.create_task(self.majors.run(stop)))
             return [tg.create_task(self._consume_cluster_events(stop)), *views]
         self.fleet.start(tg, self._publish_sample)  # each device once this collector is assigned it
         self._spool_task = tg.create_task(self.spool.run(self._publish, self._spool_stop))

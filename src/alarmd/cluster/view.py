@@ -49,9 +49,12 @@ class ClusterView:
         metrics: Metrics,
         *,
         now: Callable[[], float] = time.time,
+        keep: Callable[[Alarm], bool] | None = None,
     ) -> None:
         self.kafka, self.topic, self.partitions = kafka, topic, partitions
         self.metrics, self._now = metrics, now
+        #: Which faults of the topic the view shows (all without it); the others it does not count either.
+        self._keep = keep
         #: Firing faults by fingerprint.
         self.active: dict[str, Alarm] = {}
         #: Cleared faults in observation, by fingerprint.
@@ -104,8 +107,9 @@ class ClusterView:
             if (found := self._faults.get(alarm_id)) is not None:
                 alarm = found[1]
                 (self.active if alarm.state == "firing" else self.recent)[alarm.fingerprint] = alarm
-        self.metrics.view_lag.set(max(self._now() - written_at, 0.0))
-        self.metrics.view_faults.set(len(self._faults))
+        if self._keep is None:  # the changelog's own view is the one the view metrics describe
+            self.metrics.view_lag.set(max(self._now() - written_at, 0.0))
+            self.metrics.view_faults.set(len(self._faults))
         self._arrived.set()
         self._arrived = asyncio.Event()
 
@@ -128,6 +132,9 @@ class ClusterView:
                 "view_record_skipped", topic=self.topic, partition=partition, key=alarm_id, reason=str(exc)
             )
             return
+        if self._keep is not None and not self._keep(alarm):
+            faults.pop(alarm_id, None)
+            return
         faults[alarm_id] = (partition, alarm)
         self._closed.pop(alarm_id, None)
 
@@ -136,12 +143,13 @@ class ClusterView:
             self._faults, self._reloading = self._reloading, None
             self.active = {a.fingerprint: a for _, a in self._faults.values() if a.state == "firing"}
             self.recent = {a.fingerprint: a for _, a in self._faults.values() if a.state != "firing"}
-            self.metrics.view_faults.set(len(self._faults))
-        self.metrics.view_lag.set(0)  # what was read so far is as old as it is, but nothing newer is missing
         if not self.ready:
             log.info("cluster_view_ready", topic=self.topic, faults=len(self._faults))
         self.ready = True
-        self.metrics.view_ready.set(1)
+        if self._keep is None:
+            self.metrics.view_faults.set(len(self._faults))
+            self.metrics.view_lag.set(0)  # what was read is as old as it is, but nothing newer is missing
+            self.metrics.view_ready.set(1)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Read the changelog and follow it until ``stop``; after a broken link, again from the start."""
@@ -167,3 +175,20 @@ class ClusterView:
         finally:
             self.stopped = True
             self._arrived.set()
+
+
+class Together:
+    """Several views shown as one: the board and the API read the cluster's faults and its major faults."""
+
+    def __init__(self, *views: ClusterView) -> None:
+        self.views = views
+
+    @property
+    def active(self) -> dict[str, Alarm]:
+        """Firing faults of every view."""
+        return {k: a for view in self.views for k, a in view.active.items()}
+
+    @property
+    def recent(self) -> dict[str, Alarm]:
+        """Cleared faults of every view."""
+        return {k: a for view in self.views for k, a in view.recent.items()}
