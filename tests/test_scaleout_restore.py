@@ -23,7 +23,7 @@ from tests.chaos.harness import PROFILES, Daemon, Inbox, free_port
 pytestmark = pytest.mark.integration
 
 SESSION_TIMEOUT = 6.0  # the broker's lowest allowed session timeout
-ESCALATION = 6.0  # seconds from dispatch: due while the killed owner is dead, before the survivor takes over
+ESCALATION = 4.0  # seconds from dispatch: due while the killed owner is dead, before the survivor takes over
 LOAD_SLACK = 15.0  # rebalance and restore on a machine shared with other test runs
 
 CONFIG = """\
