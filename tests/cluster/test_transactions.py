@@ -147,3 +147,8 @@ async def test_a_new_assignment_closes_the_producers_that_went_and_takes_the_new
     assert sorted(harness.committer.producers) == [1, 2]
     assert not harness.producers["corr.events-0"].started
     assert harness.producers["corr.events-2"].started
+
+    harness.raise_fault("A1", "cpe-01")  # judged in a batch cut by the rebalance: its partition went
+    assert await harness.committer.commit()
+    assert harness.outbox.depth() == 0
+    assert harness.producers["corr.events-0"].committed == []

@@ -26,7 +26,7 @@ from alarmd.cluster.dedup import SeenIds
 from alarmd.cluster.owner import PartitionOwner
 from alarmd.cluster.transactions import PartitionCommitter
 from alarmd.config import Config, ConsumedTopic
-from alarmd.dispatch.kafka import KafkaSource, KafkaStartError, RejectionOf, default_partition, ensure_topics
+from alarmd.dispatch.kafka import KafkaSource, KafkaStartError, RejectionOf, ensure_topics
 from alarmd.dispatch.outbox import Outbox
 from alarmd.metrics import Metrics
 from alarmd.model import Event, Sample
@@ -87,6 +87,7 @@ class Correlation:
         )
         #: True from a batch's first message until its offsets are noted: its output waits for them.
         self._in_batch = False
+        self._source: KafkaSource | None = None
 
     @property
     def settled(self) -> bool:
@@ -126,7 +127,7 @@ class Correlation:
             group_id=cluster.correlator_group,
             dead_letter_topic=f"{cluster.events_topic}.dead-letter",
         )
-        source = KafkaSource(
+        source = self._source = KafkaSource(
             self.config.kafka,
             topic,
             self._on_event,
@@ -165,9 +166,8 @@ class Correlation:
     async def _on_event(self, payload: bytes, key: bytes | None) -> None:
         """Judge a sample or event; return once the alarm changes it caused are stored."""
         self._in_batch = True
-        lost = self.committer.lost
-        if lost and key is not None and default_partition(key, self.owner.partitions) in lost:
-            return  # fenced out of its partition: its new owner judges it
+        if self._source is not None and self._source.partition not in self.committer.producers:
+            return  # revoked while its batch was judged, or fenced out: the partition's owner judges it
         envelope = decode(payload)
         item = envelope.item
         kind = "sample" if isinstance(item, Sample) else "event"

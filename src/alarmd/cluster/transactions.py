@@ -119,7 +119,8 @@ class PartitionCommitter:
         self.producers: dict[int, Transactions] = {}
         #: The next offset to commit of each owned partition, once its messages' changes are stored.
         self.offsets: dict[int, int] = {}
-        #: Partitions a newer owner fenced us out of: nothing more is committed for them until assigned again.
+        #: Partitions this instance owned and lost (revoked, or fenced by a newer owner): their faults'
+        #: messages and changelog records are dropped, never sent, until they are assigned here again.
         self.lost: set[int] = set()
         self._assigned_at: dict[int, float] = {}
         self.plain = plain or KafkaSink(kafka)
@@ -141,11 +142,12 @@ class PartitionCommitter:
 
         Retries until every new id is taken or ``stop`` is set (False then).
         """
-        for partition in set(self.producers) - partitions:
+        gone = set(self.producers) - partitions
+        for partition in gone:
             await self.producers.pop(partition).stop()
             self.offsets.pop(partition, None)
             self._assigned_at.pop(partition, None)
-        self.lost.clear()
+        self.lost = (self.lost | gone) - partitions
         came = partitions - set(self.producers)
         now = self._monotonic()
         delay = max(self.kafka.retry_backoff, 0.05)
@@ -173,7 +175,7 @@ class PartitionCommitter:
     def note(self, offsets: dict[int, int]) -> None:
         """A fetched batch is judged and its changes stored: its offsets go with the next commit."""
         for partition, offset in offsets.items():
-            if partition not in self.lost:
+            if partition in self.producers:  # not one revoked or fenced meanwhile
                 self.offsets[partition] = max(offset, self.offsets.get(partition, 0))
 
     async def commit(self) -> bool:
@@ -306,6 +308,8 @@ class PartitionCommitter:
                 self._count_changelog(records)
         except SinkError as exc:
             self.changelog.put_back(records)
+            if records:
+                self.metrics.changelog_failures.inc()
             self.metrics.kafka_errors.labels(exc.reason).inc()
             log.warning("send_failed", reason=exc.reason, detail=exc.detail, depth=self.outbox.depth())
             return False

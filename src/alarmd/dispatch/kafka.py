@@ -562,6 +562,8 @@ class KafkaSource:
         self._consumer: Any = None
         self._producer: Any = None
         self._delay = self._base_backoff
+        #: The partition of the message being handled (None before the first).
+        self.partition: int | None = None
         for outcome in ("accepted", "dead_letter"):
             metrics.upstream_received.labels(outcome)
 
@@ -668,6 +670,7 @@ class KafkaSource:
                 done[tp] = record.offset + 1
 
     async def _one(self, record: Any, stop: asyncio.Event) -> None:
+        self.partition = record.partition
         try:
             await self._handle(record.value if record.value is not None else b"", record.key)
         except Exception as exc:
