@@ -434,7 +434,7 @@ class KafkaTransactions:
         if self._producer is not None:
             producer, self._producer = self._producer, None
             with contextlib.suppress(Exception):
-                await producer.stop()
+                await asyncio.wait_for(producer.stop(), self.config.request_timeout)
 
 
 # --------------------------------------------------------------------------- upstream alarms in
