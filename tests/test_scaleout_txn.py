@@ -17,73 +17,27 @@ from aiokafka import AIOKafkaProducer
 
 from alarmd.cluster.codec import encode_event
 from alarmd.model import Event
-from tests.chaos.harness import PROFILES, Daemon, Inbox, free_port
-from tests.test_scaleout_restore import RULES, until
+from tests.chaos.harness import Daemon, Inbox
+from tests.test_scaleout_restore import ESCALATION, LOAD_SLACK, SESSION_TIMEOUT, correlator, until
 
 pytestmark = pytest.mark.integration
 
-SESSION_TIMEOUT = 6.0  # the broker's lowest allowed session timeout
-ESCALATION = 4.0  # due while the owner is paused or dead, before the survivor takes over
-LOAD_SLACK = 15.0  # rebalance and restore on a machine shared with other test runs
 CIRCUITS = 40
 
-CONFIG = """\
-rule_files: [rules.yml]
-profile_files: ["{profiles}"]
-state_dir: state
-dial_test: {{every: 0s, preprocess_budget: 0s}}
-customers:
-  - {{id: CUST-0001, name: Harbour Logistics Group, tier: gold}}
-devices:
-{devices}
-circuits:
-{circuits}
-clocks: {{important_escalation: {escalation}s, ordinary_escalation: {escalation}s}}
-kafka:
-  request_timeout: 5s
-  retry_backoff: 500ms
-  topics: {{work_orders: {topic}.workorders, notices: {topic}.notices}}
-cluster:
-  events_topic: {topic}.events
-  events_partitions: 2
-  correlator_group: {topic}.correlators
-  session_timeout: {session}s
-http: {{listen: "127.0.0.1:{http}"}}
-"""
 
-
-def correlator(root: Path, name: str, bootstrap: str, topic: str) -> Daemon:
-    """A config directory for one correlator of ``CIRCUITS`` single-device circuits, and its daemon."""
-    directory = root / name
-    directory.mkdir()
-    http = free_port()
-    devices = "\n".join(
-        f"  - {{name: cpe-{i:02d}, kind: cpe_router, address: 127.0.0.1, port: {free_port()}, "
-        "snmp: {community: x}}"
-        for i in range(CIRCUITS)
-    )
-    circuits = "\n".join(
-        f"  - {{id: CIR-{i:04d}, customer: CUST-0001, path: [{{device: cpe-{i:02d}, interface: Gi0/1}}]}}"
-        for i in range(CIRCUITS)
-    )
-    (directory / "alarmd.yml").write_text(
-        CONFIG.format(
-            profiles=PROFILES,
-            devices=devices,
-            circuits=circuits,
-            escalation=ESCALATION,
-            topic=topic,
-            session=SESSION_TIMEOUT,
-            http=http,
-        )
-    )
-    (directory / "rules.yml").write_text(RULES)
-    return Daemon(directory, bootstrap, http, "--role", "correlator")
+def pair_member(root: Path, name: str, bootstrap: str, topic: str) -> Daemon:
+    """One of the two correlators, with ``CIRCUITS`` circuits."""
+    return correlator(root, name, bootstrap, topic, circuits=CIRCUITS)
 
 
 def link_down(circuit: int) -> tuple[bytes, bytes]:
     """A linkDown trap of a circuit's device as a collector publishes it: (key, payload)."""
-    labels = {"trap": "linkDown", "if_index": "2", "device": f"cpe-{circuit:02d}", "interface": "Gi0/1"}
+    labels = {
+        "trap": "linkDown",
+        "if_index": "2",
+        "device": f"cpe-router-{circuit:02d}",
+        "interface": "GigabitEthernet0/0/1",
+    }
     _, payload = encode_event(Event("trap", "linkDown", time.time(), labels, uptime=1000 + circuit))
     return f"CIR-{circuit:04d}".encode(), payload
 
@@ -129,11 +83,11 @@ async def test_a_paused_owner_is_fenced_when_it_resumes_and_commits_nothing_more
     tmp_path: Path, kafka_bootstrap: str
 ) -> None:
     topic = f"alarmd.txn.{uuid.uuid4().hex[:8]}"
-    pair = [correlator(tmp_path, name, kafka_bootstrap, topic) for name in ("a", "b")]
+    pair = [pair_member(tmp_path, name, kafka_bootstrap, topic) for name in ("a", "b")]
     try:
         async with Inbox(kafka_bootstrap, f"{topic}.workorders", f"{topic}.notices") as inbox:
             await started(pair)
-            await publish(kafka_bootstrap, topic, range(1))
+            await publish(kafka_bootstrap, topic, range(1, 2))
             assert await inbox.until(lambda _: inbox.of_type("work_order"), 30), "no work order"
             (order,) = inbox.of_type("work_order")
             zombie, survivor = sorted(pair, key=judged, reverse=True)
@@ -176,7 +130,7 @@ async def test_an_owner_killed_while_judging_leaves_every_fault_ordered_and_esca
     tmp_path: Path, kafka_bootstrap: str
 ) -> None:
     topic = f"alarmd.txn.{uuid.uuid4().hex[:8]}"
-    pair = [correlator(tmp_path, name, kafka_bootstrap, topic) for name in ("a", "b")]
+    pair = [pair_member(tmp_path, name, kafka_bootstrap, topic) for name in ("a", "b")]
     topics = (f"{topic}.workorders", f"{topic}.notices")
     try:
         async with (
@@ -184,7 +138,7 @@ async def test_an_owner_killed_while_judging_leaves_every_fault_ordered_and_esca
             Inbox(kafka_bootstrap, *topics, isolation="read_uncommitted") as raw,
         ):
             await started(pair)
-            stream = asyncio.create_task(publish(kafka_bootstrap, topic, range(CIRCUITS), every=0.1))
+            stream = asyncio.create_task(publish(kafka_bootstrap, topic, range(1, CIRCUITS + 1), every=0.1))
             # Kill whichever has judged most once about half the traps are out, in the middle of its batches.
             await until(lambda: sum(judged(d) for d in pair) >= CIRCUITS // 2, 30, "half the traps judged")
             victim, survivor = sorted(pair, key=judged, reverse=True)
