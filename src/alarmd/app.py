@@ -429,10 +429,9 @@ class Daemon:
             majors = self.grouper.open_majors()
             self.metrics.major_faults_open.set(len(majors))
             self.metrics.major_fault_circuits.set(sum(self.grouper.circuits_down(m) for m in majors))
-            # a correlator's clocks wait out a rebalance
-            if self.correlation is None or self.correlation.settled:
+            if self.owner is None or self.owner.settled:  # a correlator's clocks wait out a rebalance
                 self._stored("timers", functools.partial(self.announcer.on_timers, self.book, now))
-            if self.correlation is not None:
+            if self.correlation is not None:  # its partitions' transactions
                 await self.correlation.tick()
             self._stored(
                 "maintenance", functools.partial(self.announcer.on_outages, self.book, self.inventory, now)
@@ -843,6 +842,7 @@ class Daemon:
                 took=lambda partitions: self._took("events", partitions),
                 restoring=self._unassigned,
             )
+        self.owner = self.correlation.owner if self.correlation is not None else None
 
     def _start_cluster(self, tg: asyncio.TaskGroup, stop: asyncio.Event) -> list[asyncio.Task[None]]:
         """Collector: join the location's group and publish; correlator: consume the events topic."""

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 
 from alarmd.cluster.changelog import Changelog, ChangelogStore
-from alarmd.cluster.transactions import PartitionCommitter
+from alarmd.cluster.transactions import PartitionCommitter, alarm_of
 from alarmd.config import KafkaConfig
-from alarmd.dispatch.outbox import Outbox
+from alarmd.dispatch.outbox import Message, Outbox
 from alarmd.metrics import Metrics
 from alarmd.model import Alarm
 from alarmd.testing import FakeClock, FakeTransactions
@@ -152,3 +152,13 @@ async def test_a_new_assignment_closes_the_producers_that_went_and_takes_the_new
     assert await harness.committer.commit()
     assert harness.outbox.depth() == 0
     assert harness.producers["corr.events-0"].committed == []
+
+
+def test_a_message_names_its_fault_by_alarm_id_or_carries_the_whole_alarm() -> None:
+    def message(body: object) -> Message:
+        return Message(1, "t", b"k", json.dumps(body).encode(), "kind", 0.0)
+
+    assert alarm_of(message({"type": "work_order", "alarm_id": "A1"})) == "A1"
+    assert alarm_of(message({"type": "root", "alarm": {"alarm_id": "A2"}})) == "A2"
+    assert alarm_of(message({"type": "planned_outage", "outage_id": "O1"})) is None
+    assert alarm_of(Message(1, "t", b"k", b"not json", "kind", 0.0)) is None

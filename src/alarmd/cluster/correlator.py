@@ -71,6 +71,7 @@ class Correlation:
             keys=keys,
             metrics=metrics,
             now=clock.now,
+            writes=False,  # the changelog goes in the partitions' transactions
         )
         self.committer = PartitionCommitter(
             config.kafka,

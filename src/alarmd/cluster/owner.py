@@ -13,7 +13,8 @@ from alarmd.alarms.lifecycle import AlarmBook
 from alarmd.cluster.changelog import Changelog, ChangelogStore
 from alarmd.cluster.codec import Keys
 from alarmd.config import KafkaConfig
-from alarmd.dispatch.kafka import KafkaStartError, default_partition, read_compacted
+from alarmd.dispatch.kafka import KafkaSink, KafkaStartError, default_partition, read_compacted
+from alarmd.dispatch.outbox import SinkError
 from alarmd.metrics import Metrics
 from alarmd.model import Alarm
 from alarmd.rules.engine import RuleEngine
@@ -29,8 +30,9 @@ class PartitionOwner:
     owner carries them on); partitions newly owned are read back from the changelog (from
     the start to its end at that moment) and their faults, with their clocks and original
     due times, are taken into the store, the book and the rule engine.  A clock that came
-    due meanwhile fires on the next tick.  The faults that changed are written by
-    :class:`alarmd.cluster.transactions.PartitionCommitter`, in their partition's transaction.
+    due meanwhile fires on the next tick.  :meth:`flush` writes the faults that changed;
+    with ``writes=False`` it writes nothing, and the caller takes the changelog records
+    (:class:`alarmd.cluster.transactions.PartitionCommitter`, in each partition's transaction).
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class PartitionOwner:
         keys: Callable[[], Keys],
         metrics: Metrics,
         now: Callable[[], float],
+        writes: bool = True,
     ) -> None:
         self.kafka, self.topic, self.store = kafka, topic, store
         self._book, self._engine, self._keys = book, engine, keys
@@ -54,6 +57,8 @@ class PartitionOwner:
         #: False from a rebalance's revocation until the new assignment is restored: clocks wait meanwhile.
         self.settled = False
         self.changelog = Changelog(store, self.home)
+        self.sink = KafkaSink(kafka) if writes else None
+        self._lock = asyncio.Lock()
 
     def home(self, alarm: Alarm) -> int:
         """The events partition (and so the changelog partition) of a fault: that of its circuit's key."""
@@ -68,23 +73,25 @@ class PartitionOwner:
         self.store.changed.clear()
         return len(cached)
 
-    async def assign(self, partitions: set[int], stop: asyncio.Event) -> bool:
-        """Drop the faults of partitions that went, restore those that came; False if ``stop`` came first."""
+    async def assign(self, partitions: set[int], stop: asyncio.Event) -> None:
+        """Drop the faults of partitions that went, restore those that came (retrying until ``stop``)."""
         started = time.monotonic()
         keep = self.owned & partitions
-        gone = self._drop(lambda home: home not in keep)
-        found = await self._read(partitions - keep, stop)
-        if found is None:
-            return False
         book, engine = self._book(), self._engine()
-        now = self._now()
-        alarms, skipped = self.changelog.restore(found, now)
-        for alarm in alarms:
-            book.restore(alarm)
-            if alarm.state == "firing":
-                engine.restore(alarm.rule, alarm.fingerprint, alarm.labels, alarm.raised_at, now)
-        self.owned = set(partitions)
-        self.settled = True
+        async with self._lock:
+            await self._write()  # what changed here before the rebalance goes out first
+            gone = self._drop(lambda home: home not in keep)
+            found = await self._read(partitions - keep, stop)
+            if found is None:
+                return
+            now = self._now()
+            alarms, skipped = self.changelog.restore(found, now)
+            for alarm in alarms:
+                book.restore(alarm)
+                if alarm.state == "firing":
+                    engine.restore(alarm.rule, alarm.fingerprint, alarm.labels, alarm.raised_at, now)
+            self.owned = set(partitions)
+            self.settled = True
         seconds = time.monotonic() - started
         self.metrics.restore_seconds.observe(seconds)
         self.metrics.restored_records.inc(len(alarms))
@@ -99,7 +106,6 @@ class PartitionOwner:
             timers_due=len(self.store.due_timers(now)),
             seconds=round(seconds, 3),
         )
-        return True
 
     def release(self, partitions: set[int]) -> int:
         """Drop the faults of partitions another instance took (no clear, no notice); how many went."""
@@ -133,3 +139,32 @@ class PartitionOwner:
                     await asyncio.wait_for(stop.wait(), delay)
                 delay = min(delay * 2, 30.0)
         return None
+
+    async def flush(self) -> bool:
+        """Write the faults changed since the last write; False (they stay pending) if Kafka refused."""
+        async with self._lock:
+            return await self._write()
+
+    async def _write(self) -> bool:
+        if self.sink is None:
+            return True  # the caller takes the records
+        records = self.changelog.take()
+        if not records:
+            return True
+        try:
+            await self.sink.send_to_partitions(self.topic, records)
+        except SinkError as exc:
+            self.changelog.put_back(records)
+            self.metrics.changelog_failures.inc()
+            log.warning("changelog_write_failed", topic=self.topic, error=str(exc), pending=len(records))
+            return False
+        tombstones = sum(1 for _, _, value in records if value is None)
+        self.metrics.changelog_records.labels("tombstone").inc(tombstones)
+        self.metrics.changelog_records.labels("state").inc(len(records) - tombstones)
+        return True
+
+    async def close(self) -> None:
+        """Write what changed last, then disconnect the changelog producer."""
+        await self.flush()
+        if self.sink is not None:
+            await self.sink.stop()

@@ -52,12 +52,19 @@ class StagedDispatcher(Dispatcher):
 
 
 def alarm_of(message: Message) -> str | None:
-    """The alarm id a work order or notice is about; None for a message of no fault (an outage notice)."""
+    """The alarm id a message is about; None for a message of no fault (an outage notice).
+
+    Work orders and notices carry ``alarm_id``; a circuit's root alarm change for the element
+    topic carries the whole alarm.
+    """
     try:
         body = json.loads(message.value)
     except ValueError:
         return None
-    alarm_id = body.get("alarm_id") if isinstance(body, dict) else None
+    if not isinstance(body, dict):
+        return None
+    alarm = body.get("alarm")
+    alarm_id = body.get("alarm_id", alarm.get("alarm_id") if isinstance(alarm, dict) else None)
     return alarm_id if isinstance(alarm_id, str) else None
 
 
