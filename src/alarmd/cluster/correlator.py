@@ -34,6 +34,10 @@ from alarmd.rules.engine import RuleEngine
 
 log = structlog.get_logger("alarmd.cluster")
 
+#: Messages of the events topic judged per fetched batch, so per transaction round: a commit
+#: takes a few round trips to the brokers, so the batch is larger than other consumers'.
+BATCH = 500
+
 Judge = Callable[[Sample | Event], Awaitable[None]]
 """Runs a sample or event through the stages; returns once the alarm changes it caused are stored."""
 
@@ -139,6 +143,7 @@ class Correlation:
             on_revoke=self.owner.revoking,
             commit=self._commit_batch,
             session_timeout=cluster.session_timeout,
+            max_batch=BATCH,
         )
         try:
             await source.run(stop)
