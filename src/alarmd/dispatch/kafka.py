@@ -411,7 +411,9 @@ class KafkaTransactions:
             await producer.send(topic, value=value, key=key, partition=partition, headers=list(headers))
             for topic, partition, key, value, headers in records
         ]
-        await asyncio.gather(*futures)
+        for result in await asyncio.gather(*futures, return_exceptions=True):  # every outcome retrieved
+            if isinstance(result, BaseException):
+                raise result
         if offsets:
             await producer.send_offsets_to_transaction(
                 {TopicPartition(topic, partition): offset for (topic, partition), offset in offsets.items()},
