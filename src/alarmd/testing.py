@@ -98,20 +98,30 @@ class FakeTransactions:
     """A transactional producer in memory: records each committed transaction.
 
     While ``fenced`` every call raises ``FencedError`` (a newer holder took the id); while
-    ``failing`` every commit raises ``SinkError`` (the transaction is aborted).
+    ``failing`` every commit raises ``SinkError`` (the transaction is aborted); with
+    ``outcome_lost`` a failing commit also loses the id (as when the abort fails too), and
+    :meth:`start` must take it again.
     """
 
     transactional_id: str
     committed: list[tuple[list[OutRecord], dict[tuple[str, int], int]]] = field(default_factory=list)
     fenced: bool = False
     failing: bool = False
+    outcome_lost: bool = False
     started: bool = False
+    starts: int = 0
+
+    @property
+    def ready(self) -> bool:
+        """The id is held."""
+        return self.started
 
     async def start(self) -> None:
         """Take the id."""
         if self.fenced:
             raise FencedError(self.transactional_id)
         self.started = True
+        self.starts += 1
 
     async def commit(
         self, records: Sequence[OutRecord], offsets: dict[tuple[str, int], int], group_id: str
@@ -120,6 +130,7 @@ class FakeTransactions:
         if self.fenced:
             raise FencedError(self.transactional_id)
         if self.failing:
+            self.started = not self.outcome_lost
             raise SinkError("timeout", "fake coordinator silent")
         self.committed.append((list(records), dict(offsets)))
 

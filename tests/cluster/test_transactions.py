@@ -162,3 +162,39 @@ def test_a_message_names_its_fault_by_alarm_id_or_carries_the_whole_alarm() -> N
     assert alarm_of(message({"type": "root", "alarm": {"alarm_id": "A2"}})) == "A2"
     assert alarm_of(message({"type": "planned_outage", "outage_id": "O1"})) is None
     assert alarm_of(Message(1, "t", b"k", b"not json", "kind", 0.0)) is None
+
+
+async def test_after_a_lost_outcome_the_id_is_taken_again_only_once_a_session_timeout_passed(
+    harness: Harness,
+) -> None:
+    producer = harness.producers["corr.events-0"]
+    harness.raise_fault("A1", "cpe-01")
+    harness.committer.note({0: 42})
+    producer.failing = producer.outcome_lost = True
+    assert not await harness.committer.commit()
+    assert not producer.ready
+    producer.failing = False
+
+    harness.clock.advance(5)  # a frozen instance may be out of the group without knowing yet
+    assert not await harness.committer.commit()
+    assert producer.starts == 1  # the id not taken again: it would fence the partition's new owner
+    assert harness.outbox.depth() == 1
+
+    harness.clock.advance(6)  # past the session timeout (10 s) and no rebalance: still ours
+    assert await harness.committer.commit()
+    assert producer.starts == 2
+    assert harness.transactions(0) == [(["workorders", "events.changelog"], {("events", 0): 42})]
+
+
+async def test_a_new_assignment_takes_again_the_id_of_a_kept_partition_whose_outcome_was_lost(
+    harness: Harness,
+) -> None:
+    producer = harness.producers["corr.events-0"]
+    harness.raise_fault("A1", "cpe-01")
+    producer.failing = producer.outcome_lost = True
+    assert not await harness.committer.commit()
+    producer.failing = False
+    assert await harness.committer.claim({0, 1}, asyncio.Event())
+    assert producer.starts == 2
+    assert await harness.committer.commit()
+    assert harness.outbox.depth() == 0

@@ -89,6 +89,7 @@ class Correlation:
             home=self.owner.home,
             metrics=metrics,
             on_fenced=lambda partition: self.owner.release({partition}),
+            session_timeout=cluster.session_timeout,
         )
         #: True from a batch's first message until its offsets are noted: its output waits for them.
         self._in_batch = False

@@ -73,6 +73,11 @@ class Transactions(Protocol):
 
     transactional_id: str
 
+    @property
+    def ready(self) -> bool:
+        """The id is held: commits may be made."""
+        ...
+
     async def start(self) -> None:
         """Take the id, fencing its previous holder."""
         ...
@@ -114,6 +119,7 @@ class PartitionCommitter:
         home: Callable[[Alarm], int],
         metrics: Metrics,
         on_fenced: Callable[[int], object],
+        session_timeout: float = 10.0,
         monotonic: Callable[[], float] = time.monotonic,
         producer: Callable[[str], Transactions] | None = None,
         plain: KafkaSink | None = None,
@@ -130,6 +136,9 @@ class PartitionCommitter:
         #: messages and changelog records are dropped, never sent, until they are assigned here again.
         self.lost: set[int] = set()
         self._assigned_at: dict[int, float] = {}
+        self.session_timeout = session_timeout
+        #: When a partition's producer lost a transaction's outcome (it must take its id again).
+        self._broken: dict[int, float] = {}
         self.plain = plain or KafkaSink(kafka)
         self.lock = asyncio.Lock()
 
@@ -154,8 +163,11 @@ class PartitionCommitter:
             await self.producers.pop(partition).stop()
             self.offsets.pop(partition, None)
             self._assigned_at.pop(partition, None)
+            self._broken.pop(partition, None)
         self.lost = (self.lost | gone) - partitions
-        came = partitions - set(self.producers)
+        # kept, but its producer lost a transaction's outcome: assigned anew, its id is taken again
+        retake = {p for p in partitions & set(self.producers) if p in self._broken}
+        came = (partitions - set(self.producers)) | retake
         now = self._monotonic()
         delay = max(self.kafka.retry_backoff, 0.05)
         while came and not stop.is_set():
@@ -171,7 +183,9 @@ class PartitionCommitter:
                     )
                     continue
                 self.producers[partition] = producer
-                self._assigned_at[partition] = now
+                if partition not in retake:
+                    self._assigned_at[partition] = now
+                self._broken.pop(partition, None)
                 came.discard(partition)
             if came:
                 with contextlib.suppress(TimeoutError):
@@ -242,6 +256,9 @@ class PartitionCommitter:
 
     async def _one(self, partition: int, staged: _Staged) -> bool:
         producer = self.producers[partition]
+        if not producer.ready and not await self._retake(partition, producer):
+            self.changelog.put_back(staged.changelog)
+            return False
         offset = self.offsets.get(partition)
         offsets = {(self.events_topic, partition): offset} if offset is not None else {}
         try:
@@ -253,6 +270,8 @@ class PartitionCommitter:
         except SinkError as exc:
             self.changelog.put_back(staged.changelog)
             self.metrics.transactions.labels("aborted").inc()
+            if not producer.ready:
+                self._broken[partition] = self._monotonic()
             log.warning(
                 "transaction_aborted",
                 partition=partition,
@@ -284,12 +303,34 @@ class PartitionCommitter:
             )
         return True
 
+    async def _retake(self, partition: int, producer: Transactions) -> bool:
+        """Take the id again after a transaction's outcome was lost, once it is safe to fence its holder.
+
+        Taking it fences whoever holds it, which may be this partition's new owner if this
+        instance was frozen and is out of the group without knowing yet.  So it waits one
+        session timeout: a member that is out of the group learns it from its next heartbeat
+        (a third of that), and the rebalance that follows takes the id or closes the producer.
+        """
+        broken = self._broken.setdefault(partition, self._monotonic())
+        if self._monotonic() - broken < self.session_timeout:
+            return False
+        try:
+            await producer.start()
+        except (SinkError, FencedError) as exc:
+            log.warning(
+                "transactional_id_unavailable", transactional_id=producer.transactional_id, error=str(exc)
+            )
+            return False
+        self._broken.pop(partition, None)
+        return True
+
     def _fenced(self, partition: int, staged: _Staged, error: str) -> None:
         """A newer owner holds the partition: drop its producer, output and faults; commit nothing more."""
         producer = self.producers.pop(partition)
         self.lost.add(partition)
         self.offsets.pop(partition, None)
         self._assigned_at.pop(partition, None)
+        self._broken.pop(partition, None)
         self.metrics.transactions.labels("fenced").inc()
         log.error(
             "partition_fenced",

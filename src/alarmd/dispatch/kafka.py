@@ -342,6 +342,11 @@ class KafkaTransactions:
     ``PRODUCER_FENCED`` / ``INVALID_PRODUCER_EPOCH``, raised here as ``FencedError``.  The
     consumed offsets go in with ``TxnOffsetCommit`` (aiokafka 0.14 sends version 0: group id
     only, no generation), so fencing relies on one transactional id per input partition.
+
+    A transaction that fails is aborted with the same producer, which stays :attr:`ready`.
+    If even the abort fails (the outcome is unknown) the producer is dropped and the id must
+    be taken again (:meth:`start`) before the next commit; taking it fences whoever holds it,
+    so the caller decides when that is safe.
     """
 
     def __init__(self, config: KafkaConfig, transactional_id: str, *, timeout: float = 60.0) -> None:
@@ -379,6 +384,11 @@ class KafkaTransactions:
         await producer.begin_transaction()
         await producer.commit_transaction()
 
+    @property
+    def ready(self) -> bool:
+        """The id is held: :meth:`commit` may be called."""
+        return self._producer is not None
+
     async def commit(
         self, records: Sequence[OutRecord], offsets: dict[tuple[str, int], int], group_id: str
     ) -> None:
@@ -388,15 +398,16 @@ class KafkaTransactions:
         else; in both cases nothing of this transaction becomes visible (it is aborted, or
         the producer is dropped and the coordinator aborts it when the id is taken again).
         """
-        if self._producer is None:
-            await self.start()
         producer = self._producer
         if producer is None:
-            raise SinkError("internal", "transactional producer did not start")
+            raise SinkError("internal", f"{self.transactional_id}: the id must be taken again first")
         try:
             await self._bounded(self._transaction(producer, records, offsets, group_id))
         except SinkError:
-            await self.stop()  # the open transaction is aborted by the coordinator when the id is taken again
+            try:
+                await self._bounded(producer.abort_transaction())
+            except SinkError:
+                await self.stop()  # outcome unknown: the coordinator aborts it when the id is taken again
             raise
 
     async def _transaction(
