@@ -139,6 +139,8 @@ class PartitionCommitter:
         self.session_timeout = session_timeout
         #: When a partition's producer lost a transaction's outcome (it must take its id again).
         self._broken: dict[int, float] = {}
+        #: Home partition of each outbox row read so far (None: no fault of this store).
+        self._rows: dict[int, int | None] = {}
         self.plain = plain or KafkaSink(kafka)
         self.lock = asyncio.Lock()
 
@@ -243,15 +245,23 @@ class PartitionCommitter:
         return all(results) and sent
 
     def _partition_of(self, message: Message) -> int | None:
-        alarm_id = alarm_of(message)
-        alarm = self.store.alarm(alarm_id) if alarm_id is not None else None
-        return self.home(alarm) if alarm is not None else None
+        """The home partition of a staged message's fault (remembered: a row waiting is read every commit)."""
+        if message.id not in self._rows:
+            alarm_id = alarm_of(message)
+            alarm = self.store.alarm(alarm_id) if alarm_id is not None else None
+            self._rows[message.id] = self.home(alarm) if alarm is not None else None
+        return self._rows[message.id]
+
+    def _remove(self, messages: list[Message]) -> None:
+        self.outbox.remove([m.id for m in messages])
+        for message in messages:
+            self._rows.pop(message.id, None)
 
     def _drop(self, messages: list[Message]) -> None:
         """Messages of faults that left this instance: their partition's new owner judges the input again."""
         if not messages:
             return
-        self.outbox.remove([m.id for m in messages])
+        self._remove(messages)
         log.info("outbox_dropped", messages=len(messages), detail="their faults moved to another owner")
 
     async def _one(self, partition: int, staged: _Staged) -> bool:
@@ -285,7 +295,7 @@ class PartitionCommitter:
         self.metrics.transactions.labels("committed").inc()
         if self.offsets.get(partition) == offset:
             self.offsets.pop(partition, None)
-        self.outbox.remove([m.id for m in staged.rows])
+        self._remove(staged.rows)
         for kind, count in Counter(m.kind for m in staged.rows).items():
             self.metrics.workorders_sent.labels(kind).inc(count)
         self._count_changelog(staged.changelog)
@@ -350,6 +360,7 @@ class PartitionCommitter:
             for message in messages:
                 await self.plain.send(message.topic, message.key, message.value, headers(message.kind))
                 self.outbox.ack(message.id)
+                self._rows.pop(message.id, None)
                 self.metrics.workorders_sent.labels(message.kind).inc()
             if records:
                 await self.plain.send_to_partitions(self.changelog_topic, records)
