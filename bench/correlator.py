@@ -3,9 +3,10 @@
 One ``alarmd run --role correlator`` on a real broker (``KAFKA_BOOTSTRAP_SERVERS``, else a
 local KRaft node) owns every partition of a fresh events topic.  ``events`` linkDown trap
 events go onto the topic first, as collectors publish them (keyed by circuit), over
-``circuits`` circuits: each circuit's first trap raises a fault (work order, notice,
-changelog record), the others are repeats (a changelog record each).  Then the correlator
-starts and works through the backlog.  Measured, from the correlator's own metrics:
+``circuits`` circuits.  Judged by the shipped ``rules/*.yml``, each circuit's first trap
+raises a fault (work order, notice, changelog record), the others are repeats (a changelog
+record each).  Then the correlator starts and works through the backlog.  Measured, from the
+correlator's own metrics:
 
 * ``events_per_second``: events judged, from the first to the last;
 * ``transactions``: committed per-partition transactions, and the mean events per one;
@@ -43,7 +44,7 @@ from bench.host import host_facts, write_result
 ROOT = latency.ROOT
 
 CONFIG = """\
-rule_files: [rules.yml]
+rule_files: ["{root}/rules/*.yml"]
 profile_files: ["{root}/config/profiles/*.yml"]
 state_dir: state
 dial_test: {{every: 0s, preprocess_budget: 0s}}
@@ -61,16 +62,6 @@ cluster:
   correlator_group: {topic}.correlators
   session_timeout: 6s
 http: {{listen: "127.0.0.1:{http}"}}
-"""
-RULES = """\
-groups:
-  - name: traps
-    rules:
-      - alert: LinkDown
-        event: '{trap="linkDown"}'
-        resolve: '{trap="linkUp"}'
-        by: [device, if_index]
-        labels: {severity: critical, alarm_class: transmission}
 """
 
 
@@ -170,7 +161,6 @@ async def measure(options: Options, run: latency.Run, bootstrap: str, topic: str
     config_dir = run.workdir / "config"
     config_dir.mkdir()
     (config_dir / "alarmd.yml").write_text(config_text(options, topic, http), encoding="utf-8")
-    (config_dir / "rules.yml").write_text(RULES, encoding="utf-8")
     daemon = Correlator(config_dir, bootstrap, http)
     run.daemon = daemon
     daemon.start()  # it creates the topics, then waits for its assignment
