@@ -23,7 +23,7 @@ from tests.chaos.harness import PROFILES, Daemon, Inbox, free_port
 pytestmark = pytest.mark.integration
 
 SESSION_TIMEOUT = 6.0  # the broker's lowest allowed session timeout
-ESCALATION = 6.0  # seconds from dispatch: due while the killed owner is dead, before the survivor takes over
+ESCALATION = 4.0  # seconds from dispatch: due while the killed owner is dead, before the survivor takes over
 LOAD_SLACK = 15.0  # rebalance and restore on a machine shared with other test runs
 
 CONFIG = """\
@@ -34,11 +34,9 @@ dial_test: {{every: 0s, preprocess_budget: 0s}}
 customers:
   - {{id: CUST-0001, name: Harbour Logistics Group, tier: gold}}
 devices:
-  - {{name: cpe-router-01, kind: cpe_router, address: 127.0.0.1, port: {snmp}, snmp: {{community: x}}}}
+{devices}
 circuits:
-  - id: CIR-0001
-    customer: CUST-0001
-    path: [{{device: cpe-router-01, interface: GigabitEthernet0/0/1}}]
+{circuits}
 clocks: {{important_escalation: {escalation}s, ordinary_escalation: {escalation}s}}
 kafka:
   request_timeout: 5s
@@ -63,16 +61,31 @@ groups:
 """
 
 
-def correlator(root: Path, name: str, bootstrap: str, topic: str) -> Daemon:
-    """A config directory for one correlator and the daemon that runs it."""
+def correlator(
+    root: Path, name: str, bootstrap: str, topic: str, *, circuits: int = 1, escalation: float = ESCALATION
+) -> Daemon:
+    """A config directory for one correlator and the daemon that runs it.
+
+    Circuit ``CIR-000<i>`` (i from 1) is one gold customer's, over device ``cpe-router-0<i>``.
+    """
     directory = root / name
     directory.mkdir()
     http = free_port()
+    numbers = range(1, circuits + 1)
     (directory / "alarmd.yml").write_text(
         CONFIG.format(
             profiles=PROFILES,
-            snmp=free_port(),
-            escalation=ESCALATION,
+            devices="\n".join(
+                f"  - {{name: cpe-router-{i:02d}, kind: cpe_router, address: 127.0.0.1, "
+                f"port: {free_port()}, snmp: {{community: x}}}}"
+                for i in numbers
+            ),
+            circuits="\n".join(
+                f"  - {{id: CIR-{i:04d}, customer: CUST-0001, "
+                f"path: [{{device: cpe-router-{i:02d}, interface: GigabitEthernet0/0/1}}]}}"
+                for i in numbers
+            ),
+            escalation=escalation,
             topic=topic,
             session=SESSION_TIMEOUT,
             http=http,

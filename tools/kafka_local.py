@@ -93,6 +93,7 @@ offsets.topic.replication.factor={replicas}
 offsets.topic.num.partitions=3
 transaction.state.log.replication.factor={replicas}
 transaction.state.log.min.isr={min_isr}
+transaction.state.log.num.partitions=3
 group.initial.rebalance.delay.ms=0
 auto.create.topics.enable=true
 """

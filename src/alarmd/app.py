@@ -32,18 +32,16 @@ from alarmd.cluster.codec import (
     EventDecodeError,
     Feedback,
     Keys,
-    decode,
     encode_event,
     encode_sample,
-    kind_of,
 )
-from alarmd.cluster.dedup import SeenIds
+from alarmd.cluster.correlator import Correlation
 from alarmd.cluster.elements import ElementStage, local_grouping
 from alarmd.cluster.history import ClosedFaults, history_topic
 from alarmd.cluster.membership import DeviceShare
-from alarmd.cluster.owner import PartitionOwner
 from alarmd.cluster.rekey import FeedbackRekeyer, RekeyError
 from alarmd.cluster.spool import Message, Spool
+from alarmd.cluster.transactions import StagedDispatcher
 from alarmd.cluster.view import ClusterView, Together
 from alarmd.collector.fastsnmp import FastSnmpClient
 from alarmd.collector.fleet import PollerFleet
@@ -54,8 +52,8 @@ from alarmd.collector.snmp import PysnmpClient, SnmpClient
 from alarmd.collector.trapdefs import TrapDefinitions
 from alarmd.collector.traps import TrapReceiver
 from alarmd.collector.upstream import UpstreamError, parse_upstream
-from alarmd.config import Config, ConfigError, ConsumedTopic, DeviceConfig, Loaded, SnmpV3, load, read_yaml
-from alarmd.dispatch.kafka import KafkaMembership, KafkaSink, KafkaSource, KafkaStartError, ensure_topics
+from alarmd.config import Config, ConfigError, DeviceConfig, Loaded, SnmpV3, load, read_yaml
+from alarmd.dispatch.kafka import KafkaMembership, KafkaSink, KafkaSource, ensure_topics
 from alarmd.dispatch.outbox import Dispatcher, Outbox, WorkOrderSink
 from alarmd.dispatch.routing import Router
 from alarmd.http import HttpServer
@@ -169,7 +167,8 @@ class Daemon:
         self.outages = Outages(
             self.store, self.config.maintenance, self.config.clocks.utc_offset_hours, self.metrics
         )
-        self.dispatcher = Dispatcher(
+        # a correlator's outbox is sent by its partitions' transactions
+        self.dispatcher = (StagedDispatcher if role == "correlator" else Dispatcher)(
             self.outbox, self.sink, self.metrics, backoff=self.config.kafka.retry_backoff
         )
         self.announcer = Announcer(
@@ -458,8 +457,8 @@ class Daemon:
                 self.metrics.major_fault_circuits.set(sum(self.grouper.circuits_down(m) for m in majors))
             if self.owner is None or self.owner.settled:  # a correlator's clocks wait out a rebalance
                 self._stored("timers", functools.partial(self.announcer.on_timers, self.book, now))
-            if self.owner is not None and self.dispatcher.idle:
-                await self.owner.flush()
+            if self.correlation is not None:  # its partitions' transactions
+                await self.correlation.tick()
             self._stored(
                 "maintenance", functools.partial(self.announcer.on_outages, self.book, self.inventory, now)
             )
@@ -888,25 +887,29 @@ class Daemon:
         self.keys = Keys(self.inventory)
         self.spool = Spool(cluster.spool_size, self.metrics)
         self.events_sink = KafkaSink(self.config.kafka)
-        self.seen = SeenIds(cluster.dedup_window, cluster.dedup_size)
         self._spool_task: asyncio.Task[None] | None = None
         self._spool_stop = asyncio.Event()
         self._events_ready = False  # the events topic is known to exist
         self.share = DeviceShare(
             self.pollers, cluster.inventory_partitions, self.fleet.resume, self.fleet.pause
         )
-        self.owner: PartitionOwner | None = None
+        self.correlation: Correlation | None = None
         if isinstance(self.store, ChangelogStore):
-            self.owner = PartitionOwner(
-                self.config.kafka,
-                f"{cluster.events_topic}.changelog",
+            self.correlation = Correlation(
+                self.config,
                 self.store,
+                self.outbox,
                 book=lambda: self.book,
                 engine=lambda: self.engine,
                 keys=lambda: self.keys,
+                judge=self._judge_cluster_item,
+                rejection_of=_rejection,
                 metrics=self.metrics,
-                now=self.clock.now,
+                clock=self.clock,
+                took=lambda partitions: self._took("events", partitions),
+                restoring=self._unassigned,
             )
+        self.owner = self.correlation.owner if self.correlation is not None else None
         self.view: ClusterView | None = None
         self.rekeyer: FeedbackRekeyer | None = None
         self.history: ClosedFaults | None = None
@@ -943,13 +946,13 @@ class Daemon:
     def _start_cluster(self, tg: asyncio.TaskGroup, stop: asyncio.Event) -> list[asyncio.Task[None]]:
         """Collector: join the location's group and publish; correlator: consume the events topic."""
         cluster = self.config.cluster
-        if self.role == "correlator":
+        if self.correlation is not None:
             assert self.view is not None
             assert self.history is not None
             views = [tg.create_task(self.view.run(stop)), tg.create_task(self.history.run(stop))]
             if self.majors is not None:
                 views.append(tg.create_task(self.majors.run(stop)))
-            return [tg.create_task(self._consume_cluster_events(stop)), *views]
+            return [tg.create_task(self.correlation.run(stop)), *views]
         self.fleet.start(tg, self._publish_sample)  # each device once this collector is assigned it
         self._spool_task = tg.create_task(self.spool.run(self._publish, self._spool_stop))
         membership = KafkaMembership(
@@ -995,80 +998,14 @@ class Daemon:
             if left:
                 log.warning("spool_not_drained", left=left, detail="lost: the spool lives in memory")
 
-    async def _consume_cluster_events(self, stop: asyncio.Event) -> None:
-        """Correlator: make sure the events topic exists, then consume it in the correlators' group."""
-        cluster = self.config.cluster
-        delay = max(self.config.kafka.retry_backoff, 0.05)
-        changelog = f"{cluster.events_topic}.changelog"
-        wanted = [(cluster.events_topic, cluster.events_partitions), (changelog, cluster.events_partitions)]
-        while not stop.is_set():
-            try:
-                found = await ensure_topics(self.config.kafka, wanted, compacted=[changelog])
-                if self.owner is not None:
-                    self.owner.partitions = found.get(cluster.events_topic, cluster.events_partitions)
-                break
-            except KafkaStartError as exc:
-                log.warning("events_topic_unavailable", error=str(exc), retry_in=delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-                delay = min(delay * 2, 30.0)
-        topic = ConsumedTopic(
-            enabled=True,
-            topic=cluster.events_topic,
-            group_id=cluster.correlator_group,
-            dead_letter_topic=f"{cluster.events_topic}.dead-letter",
-        )
-        source = KafkaSource(
-            self.config.kafka,
-            topic,
-            self._on_cluster_event,
-            _rejection,
-            self.metrics,
-            on_assign=lambda partitions: self._took("events", partitions),
-            on_restore=functools.partial(self._restoring, stop=stop),
-            on_revoke=self.owner.revoking if self.owner is not None else None,
-            before_commit=self._hand_over if self.owner is not None else None,
-            session_timeout=cluster.session_timeout,
-        )
-        try:
-            await source.run(stop)
-        finally:
-            await source.close()
-            if self.owner is not None:
-                await self.owner.close()
+    def _unassigned(self) -> None:
+        """A correlator restores a new assignment: /-/ready is false until it is done."""
+        self.assigned = False
 
-    async def _hand_over(self) -> None:
-        """Correlator, before a fetched batch's offsets are committed: messages sent, then the changelog.
-
-        A fault recorded in the changelog as dispatched (or escalated) has had its message
-        acknowledged, so the partition's next owner never leaves it unsent; an owner killed in
-        between makes the next one send it again, under the same id.
-        """
-        assert self.owner is not None
-        try:
-            async with asyncio.timeout(self.config.kafka.request_timeout * 2):
-                await self.dispatcher.wait_idle()
-        except TimeoutError:
-            log.warning("outbox_not_sent_before_changelog", pending=self.outbox.depth())
-        await self.owner.flush()
-
-    async def _restoring(self, partitions: set[int], stop: asyncio.Event) -> None:
-        """A correlator's new assignment: /-/ready is false until its partitions' state is restored."""
-        if self.owner is not None:
-            self.assigned = False
-            await self.owner.assign(partitions, stop)
-
-    async def _on_cluster_event(self, payload: bytes, key: bytes | None) -> None:
-        """Judge a sample or event; return once the alarm changes it caused are stored (then it commits)."""
-        envelope = decode(payload)
-        item = envelope.item
-        kind = kind_of(item)
-        if self.seen.check(envelope.id, self.clock.now()):
-            self.metrics.events_consumed.labels(kind, "duplicate").inc()
-            return
-        self.metrics.events_consumed.labels(kind, "judged").inc()
+    async def _judge_cluster_item(self, item: Sample | Event | Feedback) -> None:
+        """Judge a sample, event or re-keyed feedback; return once the alarm changes it caused are stored."""
         if isinstance(item, Feedback):
-            await self._on_feedback(item.payload, key)  # re-keyed here by FeedbackRekeyer
+            await self._on_feedback(item.payload, None)  # re-keyed here by FeedbackRekeyer
         elif isinstance(item, Sample):
             self._judge_sample(item)
         else:
@@ -1078,8 +1015,10 @@ class Daemon:
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; then stop intake, drain, flush the outbox within the deadline."""
         self._sync_outages(load_outage_files(self.loaded))
-        if self.owner is not None:
-            self.owner.clear_cache()  # a correlator's open faults come from the changelog on assignment
+        if self.correlation is not None:  # a correlator's open faults come from the changelog on assignment
+            cached, dropped = self.correlation.start()
+            if dropped:
+                log.info("outbox_uncommitted_dropped", messages=dropped, faults_cached=cached)
         restored = self._restore()
         self._write_running()
         if restored:

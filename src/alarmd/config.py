@@ -844,6 +844,12 @@ class ClusterConfig(Strict):
     )
     collector_group: str = Field("alarmd-collectors", description="'.<location>' is appended")
     correlator_group: str = "alarmd-correlators"
+    transactional_id_prefix: str | None = Field(
+        None,
+        min_length=1,
+        description="correlators' transactional ids are '<prefix>-<events partition>'; "
+        "default '<correlator_group>.<events_topic>'",
+    )
     session_timeout: Duration = Field(
         10.0, description="a silent member is dropped after this (broker bounds: 6s-30min by default)"
     )
@@ -869,6 +875,11 @@ class ClusterConfig(Strict):
     def location_topic(self) -> str:
         """The inventory (membership) topic of this location."""
         return f"{self.inventory_topic}.{self.location}"
+
+    @property
+    def transactional_prefix(self) -> str:
+        """The prefix of the correlators' transactional ids (one id per events partition)."""
+        return self.transactional_id_prefix or f"{self.correlator_group}.{self.events_topic}"
 
     @property
     def location_group(self) -> str:

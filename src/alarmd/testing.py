@@ -1,4 +1,4 @@
-"""Fakes for unit tests: a clock you move by hand, an SNMP agent in a dict, a sink that records."""
+"""Fakes for unit tests: a clock moved by hand, an SNMP agent in a dict, sinks and transactions."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from alarmd.collector.snmp import SnmpError, SnmpValue, Target
+from alarmd.dispatch.kafka import FencedError, OutRecord
 from alarmd.dispatch.outbox import SinkError
 
 
@@ -96,6 +97,52 @@ class FakeSink:
         if self.failing:
             raise SinkError("unavailable", "fake broker down")
         self.placed.extend((topic, partition, key, value) for partition, key, value in records)
+
+    async def stop(self) -> None:
+        """Disconnect."""
+        self.started = False
+
+
+@dataclass
+class FakeTransactions:
+    """A transactional producer in memory: records each committed transaction.
+
+    While ``fenced`` every call raises ``FencedError`` (a newer holder took the id); while
+    ``failing`` every commit raises ``SinkError`` (the transaction is aborted); with
+    ``outcome_lost`` a failing commit also loses the id (as when the abort fails too), and
+    :meth:`start` must take it again.
+    """
+
+    transactional_id: str
+    committed: list[tuple[list[OutRecord], dict[tuple[str, int], int]]] = field(default_factory=list)
+    fenced: bool = False
+    failing: bool = False
+    outcome_lost: bool = False
+    started: bool = False
+    starts: int = 0
+
+    @property
+    def ready(self) -> bool:
+        """The id is held."""
+        return self.started
+
+    async def start(self) -> None:
+        """Take the id."""
+        if self.fenced:
+            raise FencedError(self.transactional_id)
+        self.started = True
+        self.starts += 1
+
+    async def commit(
+        self, records: Sequence[OutRecord], offsets: dict[tuple[str, int], int], group_id: str
+    ) -> None:
+        """Record one transaction (or fail while ``fenced`` or ``failing``)."""
+        if self.fenced:
+            raise FencedError(self.transactional_id)
+        if self.failing:
+            self.started = not self.outcome_lost
+            raise SinkError("timeout", "fake coordinator silent")
+        self.committed.append((list(records), dict(offsets)))
 
     async def stop(self) -> None:
         """Disconnect."""

@@ -185,6 +185,16 @@ class Daemon:
                 return int(line.split()[1]) / 1024
         return 0.0
 
+    def pause(self) -> None:
+        """SIGSTOP: the process is frozen (a zombie once its group's session timeout passes)."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT: a paused process goes on where it stopped."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
     def kill(self) -> None:
         """SIGKILL, as a crash."""
         assert self.proc is not None
@@ -206,15 +216,16 @@ class Daemon:
 
 
 class Inbox:
-    """Every record of the given topics, with the time it was read."""
+    """Every committed record of the topics (``read_committed``, as ticketing reads) and when it was read."""
 
-    def __init__(self, bootstrap: str, *topics: str) -> None:
+    def __init__(self, bootstrap: str, *topics: str, isolation: str = "read_committed") -> None:
         self.consumer = AIOKafkaConsumer(
             *topics,
             bootstrap_servers=bootstrap,
             auto_offset_reset="earliest",
             group_id=None,
             metadata_max_age_ms=1000,
+            isolation_level=isolation,
         )
         self.records: list[tuple[str, dict[str, Any], float]] = []
 

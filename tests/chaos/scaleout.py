@@ -12,11 +12,12 @@ escalation.  Clocks are compressed (polling interval, session timeout, escalatio
 Every phase starts fresh topics and state on the same inputs; ``reference`` has no faults and
 says what the others should produce.  The fault phases: ``kill`` (SIGKILL a random process at
 a random moment, restarted a little later), ``sigstop`` (a correlator stopped past the session
-timeout, then continued), ``brokers`` (the group coordinator's broker killed, then the
-broker leading most event partitions), ``rolling`` (each machine SIGTERMed and restarted in
-turn), ``cold`` (after one machine, the others started one by one while traffic flows) and
-``receiver`` (one trap receiver dead for a while); ``single`` runs the reference load on one
-machine to compare CPU.
+timeout, then continued: its transactions are fenced), ``brokers`` (the broker that is
+transaction coordinator of the correlators' first transactional id killed, then the group
+coordinator's, or the events leader's if that is the same), ``rolling`` (each machine
+SIGTERMed and restarted in turn), ``cold`` (after one machine, the others started one by one
+while traffic flows) and ``receiver`` (one trap receiver dead for a while); ``single`` runs
+the reference load on one machine to compare CPU.
 
 ``python -m tests.chaos.scaleout [--quick]`` prints a table and writes
 tests/artifacts/scaleout-summary.json.  Everything it starts dies with it (SIGTERM, Ctrl-C):
@@ -368,6 +369,7 @@ class Recorder:
             group_id=None,
             metadata_max_age_ms=1000,
             request_timeout_ms=10_000,
+            isolation_level="read_committed",  # as ticketing reads: aborted transactions unseen
         )
 
     async def __aenter__(self) -> Recorder:
@@ -751,26 +753,32 @@ async def stop_continue(phase: Phase, recorder: Recorder) -> None:
     victim.signal(signal.SIGCONT)
     await asyncio.sleep(10)
     after = Counter(e.get("event", "?") for e in victim.logs()[lines_before:])
-    phase.notes.append(f"after SIGCONT {victim.name} logged {dict(after.most_common(6))}")
+    phase.notes.append(
+        f"after SIGCONT {victim.name} logged {dict(after.most_common(6))}, "
+        f"partition_fenced {after.get('partition_fenced', 0)} times"
+    )
 
 
 async def kill_brokers(phase: Phase, recorder: Recorder) -> None:
-    """Kill the correlators' group coordinator's broker, restart it; then the broker leading most events."""
+    """Kill the transaction coordinator's broker, restart it; then the group coordinator's (or a leader's)."""
     import kafka_local  # noqa: PLC0415 - tools/ is on the path once the cluster runs
 
     await asyncio.sleep(phase.plan.seconds * 0.2)
     nodes = {i + 1: Path(d) for i, d in enumerate(phase.broker_dirs)}
+    transactional_id = f"{phase.prefix}.correlators.{phase.prefix}.events-0"  # the default prefix
+    txn = await recorder.admin.find_coordinator(transactional_id, coordinator_type=1)
     group = await recorder.admin.find_coordinator(f"{phase.prefix}.correlators")
     leaders: Counter[int] = Counter()
     described = await recorder.admin.describe_topics([f"{phase.prefix}.events"])
     for partition in described[0]["partitions"]:
         leaders[partition["leader"]] += 1
     lead = leaders.most_common(1)[0][0]
+    second, second_what = (group, "group coordinator") if group != txn else (lead, "events leader")
     phase.notes.append(
-        "no transactional producer exists yet, so there is no transaction coordinator to kill: "
-        f"killed the group coordinator (node {group}), then node {lead}, leader of most event partitions"
+        f"killed node {txn}, transaction coordinator of {transactional_id}, then node {second}, "
+        f"{second_what} (group coordinator: node {group})"
     )
-    for node, what in ((group, "group coordinator"), (lead, "events leader")):
+    for node, what in ((txn, "transaction coordinator"), (second, second_what)):
         moment = time.time()
         await asyncio.to_thread(kafka_local.kill, nodes[node])
         phase.kills.append({"signal": f"broker SIGKILL ({what})", "member": f"node-{node}", "role": "broker",

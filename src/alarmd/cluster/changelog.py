@@ -66,6 +66,11 @@ class ChangelogStore(Store):
         ).fetchone()
         return alarm_from_json(row[1]) if row and row[0] != "closed" else None
 
+    def alarm(self, alarm_id: str) -> Alarm | None:
+        """The fault as stored, open or closed; None if this store does not have it (any more)."""
+        row = self.connection.execute("SELECT body FROM alarms WHERE alarm_id = ?", (alarm_id,)).fetchone()
+        return alarm_from_json(row[0]) if row else None
+
     def load(self, alarm: Alarm, timers: list[Timer], at: float) -> None:
         """Take in a fault restored from the changelog, with its clocks, without noting it as changed."""
         Store.save(self, alarm, "restored", "from the changelog", at=at)

@@ -30,7 +30,9 @@ class PartitionOwner:
     owner carries them on); partitions newly owned are read back from the changelog (from
     the start to its end at that moment) and their faults, with their clocks and original
     due times, are taken into the store, the book and the rule engine.  A clock that came
-    due meanwhile fires on the next tick.  :meth:`flush` writes the faults that changed.
+    due meanwhile fires on the next tick.  :meth:`flush` writes the faults that changed;
+    with ``writes=False`` it writes nothing, and the caller takes the changelog records
+    (:class:`alarmd.cluster.transactions.PartitionCommitter`, in each partition's transaction).
     """
 
     def __init__(
@@ -44,6 +46,7 @@ class PartitionOwner:
         keys: Callable[[], Keys],
         metrics: Metrics,
         now: Callable[[], float],
+        writes: bool = True,
     ) -> None:
         self.kafka, self.topic, self.store = kafka, topic, store
         self._book, self._engine, self._keys = book, engine, keys
@@ -54,7 +57,7 @@ class PartitionOwner:
         #: False from a rebalance's revocation until the new assignment is restored: clocks wait meanwhile.
         self.settled = False
         self.changelog = Changelog(store, self.home)
-        self.sink = KafkaSink(kafka)
+        self.sink = KafkaSink(kafka) if writes else None
         self._lock = asyncio.Lock()
 
     def home(self, alarm: Alarm) -> int:
@@ -77,14 +80,7 @@ class PartitionOwner:
         book, engine = self._book(), self._engine()
         async with self._lock:
             await self._write()  # what changed here before the rebalance goes out first
-            gone = [a for a in self.store.open_alarms() if self.home(a) not in keep]
-            with self.store.transaction():
-                for alarm in gone:
-                    self.store.drop(alarm.alarm_id)
-            for alarm in gone:
-                book.drop(alarm.fingerprint)
-                engine.drop(alarm.rule, alarm.fingerprint)
-                self.changelog.forget(alarm.alarm_id)
+            gone = self._drop(lambda home: home not in keep)
             found = await self._read(partitions - keep, stop)
             if found is None:
                 return
@@ -106,10 +102,27 @@ class PartitionOwner:
             partitions=sorted(partitions - keep),
             kept=sorted(keep),
             faults_restored=len(alarms),
-            faults_dropped=len(gone),
+            faults_dropped=gone,
             timers_due=len(self.store.due_timers(now)),
             seconds=round(seconds, 3),
         )
+
+    def release(self, partitions: set[int]) -> int:
+        """Drop the faults of partitions another instance took (no clear, no notice); how many went."""
+        self.owned -= partitions
+        return self._drop(lambda home: home in partitions)
+
+    def _drop(self, leaving: Callable[[int], bool]) -> int:
+        book, engine = self._book(), self._engine()
+        gone = [a for a in self.store.open_alarms() if leaving(self.home(a))]
+        with self.store.transaction():
+            for alarm in gone:
+                self.store.drop(alarm.alarm_id)
+        for alarm in gone:
+            book.drop(alarm.fingerprint)
+            engine.drop(alarm.rule, alarm.fingerprint)
+            self.changelog.forget(alarm.alarm_id)
+        return len(gone)
 
     def revoking(self) -> None:
         """A rebalance began: what this instance owns may move, so its clocks wait for the new assignment."""
@@ -133,6 +146,8 @@ class PartitionOwner:
             return await self._write()
 
     async def _write(self) -> bool:
+        if self.sink is None:
+            return True  # the caller takes the records
         records = self.changelog.take()
         if not records:
             return True
@@ -151,4 +166,5 @@ class PartitionOwner:
     async def close(self) -> None:
         """Write what changed last, then disconnect the changelog producer."""
         await self.flush()
-        await self.sink.stop()
+        if self.sink is not None:
+            await self.sink.stop()

@@ -22,11 +22,13 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
+from aiokafka.errors import InvalidProducerEpoch as InvalidProducerEpochError
 from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
     NodeNotReadyError,
+    ProducerFenced,
     RequestTimedOutError,
     SaslAuthenticationFailed,
     TopicAlreadyExistsError,
@@ -320,6 +322,134 @@ class KafkaSink:
             await producer.stop()
 
 
+# --------------------------------------------------------------------------- transactions
+
+
+class FencedError(Exception):
+    """Another producer took this transactional id (a newer owner of the partition): commit nothing more."""
+
+
+OutRecord = tuple[str, int | None, bytes, bytes | None, Sequence[tuple[str, bytes]]]
+"""``(topic, partition, key, value, headers)``: partition None is chosen by key, value None is a tombstone."""
+
+
+class KafkaTransactions:
+    """One transactional producer: each :meth:`commit` makes its records and consumed offsets visible at once.
+
+    :meth:`start` registers ``transactional_id`` with the transaction coordinator
+    (``InitProducerId``), which aborts the open transaction of any earlier producer of that
+    id and fences it: from then on every request of the earlier producer is refused with
+    ``PRODUCER_FENCED`` / ``INVALID_PRODUCER_EPOCH``, raised here as ``FencedError``.  The
+    consumed offsets go in with ``TxnOffsetCommit`` (aiokafka 0.14 sends version 0: group id
+    only, no generation), so fencing relies on one transactional id per input partition.
+
+    A transaction that fails is aborted with the same producer, which stays :attr:`ready`.
+    If even the abort fails (the outcome is unknown) the producer is dropped and the id must
+    be taken again (:meth:`start`) before the next commit; taking it fences whoever holds it,
+    so the caller decides when that is safe.
+    """
+
+    def __init__(self, config: KafkaConfig, transactional_id: str, *, timeout: float = 60.0) -> None:
+        self.config = config
+        self.transactional_id = transactional_id
+        self._timeout_ms = int(timeout * 1000)
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        """Connect and take the transactional id (fencing its previous holder); raises ``SinkError``."""
+        try:
+            producer = AIOKafkaProducer(
+                **client_options(self.config),
+                client_id=f"{self.config.client_id}-{self.transactional_id}",
+                acks="all",
+                enable_idempotence=True,
+                transactional_id=self.transactional_id,
+                transaction_timeout_ms=self._timeout_ms,
+                linger_ms=0,
+            )
+            await _start_client(producer, self.config, "transactional producer")
+        except KafkaStartError as exc:
+            raise SinkError(exc.reason, str(exc)) from None
+        self._producer = producer
+        try:
+            # An empty transaction waits for InitProducerId: once it returns, the id is ours.
+            await self._bounded(self._empty(producer))
+        except FencedError:
+            raise
+        except SinkError:
+            await self.stop()
+            raise
+
+    async def _empty(self, producer: AIOKafkaProducer) -> None:
+        await producer.begin_transaction()
+        await producer.commit_transaction()
+
+    @property
+    def ready(self) -> bool:
+        """The id is held: :meth:`commit` may be called."""
+        return self._producer is not None
+
+    async def commit(
+        self, records: Sequence[OutRecord], offsets: dict[tuple[str, int], int], group_id: str
+    ) -> None:
+        """Send ``records`` and commit ``offsets`` (next offset to read) for ``group_id`` in one transaction.
+
+        Raises ``FencedError`` if a newer producer holds the id, ``SinkError`` for anything
+        else; in both cases nothing of this transaction becomes visible (it is aborted, or
+        the producer is dropped and the coordinator aborts it when the id is taken again).
+        """
+        producer = self._producer
+        if producer is None:
+            raise SinkError("internal", f"{self.transactional_id}: the id must be taken again first")
+        try:
+            await self._bounded(self._transaction(producer, records, offsets, group_id))
+        except SinkError:
+            try:
+                await self._bounded(producer.abort_transaction())
+            except SinkError:
+                await self.stop()  # outcome unknown: the coordinator aborts it when the id is taken again
+            raise
+
+    async def _transaction(
+        self,
+        producer: AIOKafkaProducer,
+        records: Sequence[OutRecord],
+        offsets: dict[tuple[str, int], int],
+        group_id: str,
+    ) -> None:
+        await producer.begin_transaction()
+        futures = [
+            await producer.send(topic, value=value, key=key, partition=partition, headers=list(headers))
+            for topic, partition, key, value, headers in records
+        ]
+        for result in await asyncio.gather(*futures, return_exceptions=True):  # every outcome retrieved
+            if isinstance(result, BaseException):
+                raise result
+        if offsets:
+            await producer.send_offsets_to_transaction(
+                {TopicPartition(topic, partition): offset for (topic, partition), offset in offsets.items()},
+                group_id,
+            )
+        await producer.commit_transaction()
+
+    async def _bounded(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run a transaction step within twice the request timeout, mapping errors to Fenced/SinkError."""
+        try:
+            await asyncio.wait_for(work, self.config.request_timeout * 2)
+        except (ProducerFenced, InvalidProducerEpochError) as exc:
+            raise FencedError(f"{self.transactional_id}: {_text(exc)}") from None
+        except Exception as exc:
+            detail = _redact(self.config, f"{self.transactional_id}: {_text(exc)}")
+            raise SinkError(_reason(exc), detail) from None
+
+    async def stop(self) -> None:
+        """Disconnect; a transaction left open is aborted by the coordinator (timeout or the next holder)."""
+        if self._producer is not None:
+            producer, self._producer = self._producer, None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), self.config.request_timeout)
+
+
 # --------------------------------------------------------------------------- upstream alarms in
 
 
@@ -408,7 +538,9 @@ class KafkaSource:
     ``upstream_handler_failed`` and propagates out of ``run``: the message stays uncommitted
     and is delivered again after a restart.  A broker that is unreachable (at start or
     later) is retried with exponential backoff and logged; ``stop`` ends the waiting, and
-    whatever was fetched but not committed is delivered again next time.
+    whatever was fetched but not committed is delivered again next time.  With ``commit``
+    the offsets done (partition → next offset) are handed to it instead, to be committed in
+    the caller's transactions (``KafkaTransactions``).
     """
 
     def __init__(
@@ -426,10 +558,12 @@ class KafkaSource:
         on_restore: Restore | None = None,
         on_revoke: Callable[[], None] | None = None,
         before_commit: Callable[[], Awaitable[None]] | None = None,
+        commit: Callable[[dict[int, int]], Awaitable[None]] | None = None,
         session_timeout: float | None = None,
     ) -> None:
         self.kafka = kafka
         self._before_commit = before_commit
+        self._commit_with = commit
         self._on_assign = on_assign
         self._on_restore = on_restore
         self._on_revoke = on_revoke
@@ -445,6 +579,8 @@ class KafkaSource:
         self._consumer: Any = None
         self._producer: Any = None
         self._delay = self._base_backoff
+        #: The partition of the message being handled (None before the first).
+        self.partition: int | None = None
         for outcome in ("accepted", "dead_letter"):
             metrics.upstream_received.labels(outcome)
 
@@ -551,6 +687,7 @@ class KafkaSource:
                 done[tp] = record.offset + 1
 
     async def _one(self, record: Any, stop: asyncio.Event) -> None:
+        self.partition = record.partition
         try:
             await self._handle(record.value if record.value is not None else b"", record.key)
         except ConsumeStopped:
@@ -599,6 +736,9 @@ class KafkaSource:
 
     async def _commit(self, done: dict[Any, int], stop: asyncio.Event) -> None:
         if not done:
+            return
+        if self._commit_with is not None:  # the caller commits them (in its transactions)
+            await self._commit_with({tp.partition: offset for tp, offset in done.items()})
             return
         if self._before_commit is not None:
             await self._before_commit()

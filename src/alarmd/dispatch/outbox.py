@@ -47,6 +47,11 @@ class WorkOrderSink(Protocol):
         ...
 
 
+def headers(kind: str) -> list[tuple[str, bytes]]:
+    """The Kafka headers every message of alarmd carries: its type and the schema version."""
+    return [("alarmd-type", kind.encode()), ("alarmd-schema-version", SCHEMA_VERSION)]
+
+
 @dataclass(frozen=True, slots=True)
 class Message:
     """A stored message awaiting acknowledgement."""
@@ -113,6 +118,10 @@ class Outbox:
             self._db.execute("DELETE FROM outbox WHERE id = ?", (message_id,))
         finally:
             self._db.execute("PRAGMA synchronous=FULL")
+
+    def remove(self, message_ids: Sequence[int]) -> None:
+        """Forget several messages at once (committed in a Kafka transaction, or never to be sent)."""
+        self._db.executemany("DELETE FROM outbox WHERE id = ?", [(i,) for i in message_ids])
 
     def depth(self) -> int:
         """How many messages wait."""
@@ -225,11 +234,7 @@ class Dispatcher:
                 try:
                     await self._ensure_started()
                     started = self._monotonic()
-                    headers = [
-                        ("alarmd-type", message.kind.encode()),
-                        ("alarmd-schema-version", SCHEMA_VERSION),
-                    ]
-                    await self.sink.send(message.topic, message.key, message.value, headers)
+                    await self.sink.send(message.topic, message.key, message.value, headers(message.kind))
                 except SinkError as exc:
                     self.metrics.kafka_errors.labels(exc.reason).inc()
                     log.warning(

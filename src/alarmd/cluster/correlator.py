@@ -1,0 +1,185 @@
+"""The correlator role's path through Kafka: consume the events topic, judge, commit each partition's output.
+
+For each fetched batch of the events topic: every message is decoded, dropped if its id
+was seen, otherwise judged by the stages ``--role all`` runs, and the batch is done once
+the alarm changes it caused are stored (SQLite: store and outbox).  Then each partition's
+messages, changelog records and offsets are committed in that partition's transaction
+(:class:`~alarmd.cluster.transactions.PartitionCommitter`).  A new assignment first
+commits what waits, then takes the transactional ids of the partitions that came (fencing
+their previous owners), then restores their faults from the changelog, and only then lets
+their input be fetched.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+
+import structlog
+
+from alarmd.alarms.lifecycle import AlarmBook
+from alarmd.clock import Clock
+from alarmd.cluster.changelog import ChangelogStore
+from alarmd.cluster.codec import Feedback, Keys, decode, kind_of
+from alarmd.cluster.dedup import SeenIds
+from alarmd.cluster.owner import PartitionOwner
+from alarmd.cluster.transactions import PartitionCommitter
+from alarmd.config import Config, ConsumedTopic
+from alarmd.dispatch.kafka import KafkaSource, KafkaStartError, RejectionOf, ensure_topics
+from alarmd.dispatch.outbox import Outbox
+from alarmd.metrics import Metrics
+from alarmd.model import Event, Sample
+from alarmd.rules.engine import RuleEngine
+
+log = structlog.get_logger("alarmd.cluster")
+
+#: Messages of the events topic judged per fetched batch, so per transaction round: a commit
+#: takes a few round trips to the brokers, so the batch is larger than other consumers'.
+BATCH = 500
+
+Judge = Callable[[Sample | Event | Feedback], Awaitable[None]]
+"""Runs a sample, event or re-keyed feedback through the stages; returns once its changes are stored."""
+
+
+class Correlation:
+    """A correlator's share of the events topic: consume, judge, restore on assignment, commit."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: ChangelogStore,
+        outbox: Outbox,
+        *,
+        book: Callable[[], AlarmBook],
+        engine: Callable[[], RuleEngine],
+        keys: Callable[[], Keys],
+        judge: Judge,
+        rejection_of: RejectionOf,
+        metrics: Metrics,
+        clock: Clock,
+        took: Callable[[set[int]], None],
+        restoring: Callable[[], None],
+    ) -> None:
+        cluster = config.cluster
+        self.config, self.metrics, self.clock = config, metrics, clock
+        self._judge, self._rejection_of, self._took, self._restoring = judge, rejection_of, took, restoring
+        self.changelog_topic = f"{cluster.events_topic}.changelog"
+        self.seen = SeenIds(cluster.dedup_window, cluster.dedup_size)
+        self.owner = PartitionOwner(
+            config.kafka,
+            self.changelog_topic,
+            store,
+            book=book,
+            engine=engine,
+            keys=keys,
+            metrics=metrics,
+            now=clock.now,
+            writes=False,  # the changelog goes in the partitions' transactions
+        )
+        self.committer = PartitionCommitter(
+            config.kafka,
+            prefix=cluster.transactional_prefix,
+            group=cluster.correlator_group,
+            events_topic=cluster.events_topic,
+            changelog_topic=self.changelog_topic,
+            outbox=outbox,
+            store=store,
+            changelog=self.owner.changelog,
+            home=self.owner.home,
+            metrics=metrics,
+            on_fenced=lambda partition: self.owner.release({partition}),
+            session_timeout=cluster.session_timeout,
+        )
+        #: True from a batch's first message until its offsets are noted: its output waits for them.
+        self._in_batch = False
+        self._source: KafkaSource | None = None
+
+    @property
+    def settled(self) -> bool:
+        """False from a rebalance's revocation until the new assignment is restored: clocks wait meanwhile."""
+        return self.owner.settled
+
+    def start(self) -> tuple[int, int]:
+        """At start: empty the cache of open faults, drop their uncommitted messages; how many of each."""
+        return self.owner.clear_cache(), self.committer.discard_uncommitted()
+
+    async def tick(self) -> None:
+        """Commit what clocks and feedback changed, unless a batch is being judged (its commit takes it)."""
+        if not self._in_batch:
+            await self.committer.commit()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Make sure the topics exist, then consume the events topic in the group until ``stop``."""
+        cluster = self.config.cluster
+        delay = max(self.config.kafka.retry_backoff, 0.05)
+        wanted = [
+            (cluster.events_topic, cluster.events_partitions),
+            (self.changelog_topic, cluster.events_partitions),
+        ]
+        while not stop.is_set():
+            try:
+                found = await ensure_topics(self.config.kafka, wanted, compacted=[self.changelog_topic])
+                self.owner.partitions = found.get(cluster.events_topic, cluster.events_partitions)
+                break
+            except KafkaStartError as exc:
+                log.warning("events_topic_unavailable", error=str(exc), retry_in=delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 30.0)
+        topic = ConsumedTopic(
+            enabled=True,
+            topic=cluster.events_topic,
+            group_id=cluster.correlator_group,
+            dead_letter_topic=f"{cluster.events_topic}.dead-letter",
+        )
+        source = self._source = KafkaSource(
+            self.config.kafka,
+            topic,
+            self._on_event,
+            self._rejection_of,
+            self.metrics,
+            on_assign=self._took,
+            on_restore=lambda partitions: self._assign(partitions, stop),
+            on_revoke=self.owner.revoking,
+            commit=self._commit_batch,
+            session_timeout=cluster.session_timeout,
+            max_batch=BATCH,
+        )
+        try:
+            await source.run(stop)
+        finally:
+            self._in_batch = False
+            await self.committer.commit()  # the last changes go out before the group is left
+            await source.close()
+            await self.committer.close()
+
+    async def _assign(self, partitions: set[int], stop: asyncio.Event) -> None:
+        """A new assignment: commit what waits, take the new ids (fencing), restore the new faults."""
+        self._restoring()
+        async with self.committer.lock:
+            # a batch cut by the rebalance commits its kept partitions' output with its offsets
+            if not self._in_batch:
+                await self.committer.commit_held()
+            if await self.committer.claim(partitions, stop):
+                await self.owner.assign(partitions, stop)
+
+    async def _commit_batch(self, offsets: dict[int, int]) -> None:
+        """A fetched batch is judged: its partitions' output and offsets go in their transactions."""
+        self.committer.note(offsets)
+        self._in_batch = False
+        await self.committer.commit()
+
+    async def _on_event(self, payload: bytes, key: bytes | None) -> None:
+        """Judge a sample or event; return once the alarm changes it caused are stored."""
+        self._in_batch = True
+        if self._source is not None and self._source.partition not in self.committer.producers:
+            return  # revoked while its batch was judged, or fenced out: the partition's owner judges it
+        envelope = decode(payload)
+        item = envelope.item
+        kind = kind_of(item)
+        if self.seen.check(envelope.id, self.clock.now()):
+            self.metrics.events_consumed.labels(kind, "duplicate").inc()
+            return
+        self.metrics.events_consumed.labels(kind, "judged").inc()
+        await self._judge(item)
