@@ -343,10 +343,11 @@ class KafkaTransactions:
     consumed offsets go in with ``TxnOffsetCommit`` (aiokafka 0.14 sends version 0: group id
     only, no generation), so fencing relies on one transactional id per input partition.
 
-    A transaction that fails is aborted with the same producer, which stays :attr:`ready`.
-    If even the abort fails (the outcome is unknown) the producer is dropped and the id must
-    be taken again (:meth:`start`) before the next commit; taking it fences whoever holds it,
-    so the caller decides when that is safe.
+    A transaction that fails is aborted, and the id is taken again at once by a fresh producer
+    (a failed send leaves aiokafka's sequence numbers out of step with the broker's, so the
+    old producer could never commit again).  If the abort fails (the outcome is unknown) the
+    producer is dropped and the id must be taken again (:meth:`start`) before the next commit;
+    taking it fences whoever holds it, so the caller decides when that is safe.
     """
 
     def __init__(self, config: KafkaConfig, transactional_id: str, *, timeout: float = 60.0) -> None:
@@ -408,6 +409,15 @@ class KafkaTransactions:
                 await self._bounded(producer.abort_transaction())
             except SinkError:
                 await self.stop()  # outcome unknown: the coordinator aborts it when the id is taken again
+                raise
+            # The abort went through, so the id was this producer's a moment ago.  A send that
+            # failed leaves its sequence numbers out of step with the broker's, and every later
+            # transaction would fail with OutOfOrderSequenceNumber: a fresh producer takes the
+            # id again, in a new epoch.  If that fails the id waits to be taken again (ready is
+            # False); if a newer holder has it, FencedError says so.
+            await self.stop()
+            with contextlib.suppress(SinkError):
+                await self.start()
             raise
 
     async def _transaction(
