@@ -33,6 +33,7 @@ from alarmd.cluster.dedup import SeenIds
 from alarmd.cluster.membership import DeviceShare
 from alarmd.cluster.owner import PartitionOwner
 from alarmd.cluster.spool import Message, Spool
+from alarmd.cluster.takeover import Takeover
 from alarmd.collector.fastsnmp import FastSnmpClient
 from alarmd.collector.fleet import PollerFleet
 from alarmd.collector.poller import DevicePoller
@@ -823,8 +824,9 @@ class Daemon:
         self._spool_task: asyncio.Task[None] | None = None
         self._spool_stop = asyncio.Event()
         self._events_ready = False  # the events topic is known to exist
+        self.takeover = Takeover(self.fleet, self.metrics, self.clock, cluster.takeover_spread)
         self.share = DeviceShare(
-            self.pollers, cluster.inventory_partitions, self.fleet.resume, self.fleet.pause
+            self.pollers, cluster.inventory_partitions, self.takeover.start, self.takeover.stop
         )
         self.owner: PartitionOwner | None = None
         if isinstance(self.store, ChangelogStore):
@@ -853,6 +855,7 @@ class Daemon:
             cluster.inventory_partitions,
             self._assigned_devices,
             session_timeout=cluster.session_timeout,
+            balance=self.share.balance,
         )
         return [tg.create_task(membership.run(stop))]
 

@@ -337,6 +337,14 @@ class Metrics:
             ["type", "outcome"],
             registry=r,
         )
+        self.takeover_seconds = Histogram(
+            "alarmd_cluster_takeover_seconds",
+            "Seconds from a partition's assignment to its first committed output (events) "
+            "or its devices' first completed poll (inventory).",
+            ["group"],
+            buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120),
+            registry=r,
+        )
         self.restore_seconds = Histogram(
             "alarmd_cluster_restore_seconds",
             "Time a correlator took to restore the state of newly assigned partitions from the changelog.",

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
 
-from alarmd.collector.poller import DevicePoller
+from alarmd.collector.poller import Cadence, DevicePoller
 from alarmd.config import DeviceConfig
 from alarmd.model import Sample
 
@@ -52,10 +52,14 @@ class PollerFleet:
             if self._owns(name):
                 self._run(name)
 
-    def resume(self, name: str) -> None:
-        """Start polling a device this instance has come to own; a no-op while it runs already."""
+    def resume(self, name: str, cadence: Cadence | None = None) -> None:
+        """Start polling a device this instance has come to own; a no-op while it runs already.
+
+        ``cadence`` says when its first and later polls come (by default: a random offset
+        within its interval, then every interval).
+        """
         if name in self.pollers and name not in self._running:
-            self._run(name)
+            self._run(name, cadence)
 
     def pause(self, name: str) -> None:
         """Stop polling a device another instance now owns; its poller, and baselines, stay."""
@@ -64,11 +68,13 @@ class PollerFleet:
             stop.set()
         self._running.pop(name, None)
 
-    def _run(self, name: str) -> None:
+    def _run(self, name: str, cadence: Cadence | None = None) -> None:
         if self._group is None or self._emit is None:
             return  # not running yet: start() runs it
         stop = self._stops[name] = asyncio.Event()
-        task = self._running[name] = self._group.create_task(self.pollers[name].run(self._emit, stop))
+        task = self._running[name] = self._group.create_task(
+            self.pollers[name].run(self._emit, stop, cadence)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
