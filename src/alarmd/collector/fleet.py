@@ -41,6 +41,7 @@ class PollerFleet:
         self._tasks: set[asyncio.Task[None]] = set()
         self._group: asyncio.TaskGroup | None = None
         self._emit: Emit | None = None
+        self._stopped = False
 
     def __len__(self) -> int:
         return len(self.pollers)
@@ -69,8 +70,8 @@ class PollerFleet:
         self._running.pop(name, None)
 
     def _run(self, name: str, cadence: Cadence | None = None) -> None:
-        if self._group is None or self._emit is None:
-            return  # not running yet: start() runs it
+        if self._group is None or self._emit is None or self._stopped:
+            return  # not running yet (start() runs it), or shutting down (an assignment may come late)
         stop = self._stops[name] = asyncio.Event()
         task = self._running[name] = self._group.create_task(
             self.pollers[name].run(self._emit, stop, cadence)
@@ -106,7 +107,8 @@ class PollerFleet:
         return retired
 
     async def stop(self) -> None:
-        """Stop every poller and wait for the polls in progress to end."""
+        """Stop every poller and wait for the polls in progress to end; none starts after this."""
+        self._stopped = True
         for stop in self._stops.values():
             stop.set()
         self._stops.clear()
