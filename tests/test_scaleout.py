@@ -447,3 +447,46 @@ async def test_a_collector_spools_while_kafka_is_away_counts_what_it_drops_and_s
     assert kept, "what was polled while Kafka was away and kept in the spool arrived afterwards"
     assert dropped > 0
     assert_one_payload_per_id(messages)
+
+
+@pytest.mark.chaos
+async def test_a_collector_killed_while_kafka_is_away_sends_its_disk_spool_after_the_restart(
+    tmp_path: Path, kafka_broker: kafka_local.Broker | None, sim_network: Any
+) -> None:
+    if kafka_broker is None:
+        pytest.skip("pauses its own broker; an external cluster cannot be paused from here")
+    topic = f"alarmd.diskspool.{uuid.uuid4().hex[:8]}"
+    collector = instance(tmp_path, "a", sim_network.port, kafka_broker.bootstrap, topic, "collector")
+    config = collector.dir / "alarmd.yml"
+    config.write_text(
+        config.read_text().replace("  session_timeout:", "  spool_disk_bytes: 4000000\n  session_timeout:")
+    )
+    paused = False
+    try:
+        collector.start()
+        await collector.wait_ready()
+        await until(lambda: collector.metric("alarmd_cluster_events_published_total") > 0, 20, "publishing")
+        os.killpg(kafka_broker.pid, signal.SIGSTOP)  # Kafka is away
+        paused, away_at = True, time.time()
+        await until(lambda: collector.metric("alarmd_cluster_spool_depth") > 100, 20, "a spool filling")
+        held = collector.metric("alarmd_cluster_spool_depth")
+        collector.kill()  # crashed while Kafka was away: its spool is on disk
+        killed_at = time.time()
+        os.killpg(kafka_broker.pid, signal.SIGCONT)
+        paused = False
+        collector.start()
+        await until(lambda: collector.events("spool_recovered"), 30, "the spool read back")
+        recovered = collector.events("spool_recovered")[0]["messages"]
+        await until(
+            lambda: collector.metric("alarmd_cluster_events_published_total") >= recovered, 60, "sent"
+        )
+        assert await collector.stop() == 0
+    finally:
+        if paused:
+            os.killpg(kafka_broker.pid, signal.SIGCONT)
+        collector.close()
+    assert recovered >= held
+    messages = await samples(kafka_broker.bootstrap, f"{topic}.events", 2)
+    polled_while_away = {m["id"] for m in messages if away_at < m.get("at", 0) < killed_at}
+    assert len(polled_while_away) >= held, "what the killed collector held arrived after its restart"
+    assert_one_payload_per_id(messages)

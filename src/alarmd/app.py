@@ -32,7 +32,7 @@ from alarmd.cluster.codec import EventDecodeError, Keys, decode, encode_event, e
 from alarmd.cluster.dedup import SeenIds
 from alarmd.cluster.membership import DeviceShare
 from alarmd.cluster.owner import PartitionOwner
-from alarmd.cluster.spool import Message, Spool
+from alarmd.cluster.spool import Message, Spool, disk_spool
 from alarmd.cluster.takeover import Takeover
 from alarmd.collector.fastsnmp import FastSnmpClient
 from alarmd.collector.fleet import PollerFleet
@@ -818,7 +818,10 @@ class Daemon:
         cluster = self.config.cluster
         self.assigned = self.role == "all"  # /-/ready waits for the first assignment in the other roles
         self.keys = Keys(self.inventory)
-        self.spool = Spool(cluster.spool_size, self.metrics)
+        disk = (
+            disk_spool(self.loaded.state_dir, cluster.spool_disk_bytes) if self.role == "collector" else None
+        )
+        self.spool = Spool(cluster.spool_size, self.metrics, disk=disk, max_bytes=cluster.spool_disk_bytes)
         self.events_sink = KafkaSink(self.config.kafka)
         self.seen = SeenIds(cluster.dedup_window, cluster.dedup_size)
         self._spool_task: asyncio.Task[None] | None = None
@@ -889,8 +892,9 @@ class Daemon:
             self._spool_stop.set()  # the batch in flight finishes first: cancelled, it would go twice
             await self._spool_task
             left = await self.spool.drain(self._publish, self.config.shutdown_timeout)
+            self.spool.close()
             if left:
-                log.warning("spool_not_drained", left=left, detail="lost: the spool lives in memory")
+                log.warning("spool_not_drained", left=left, detail=self.spool.left_behind)
 
     async def _consume_cluster_events(self, stop: asyncio.Event) -> None:
         """Correlator: make sure the events topic exists, then consume it in the correlators' group."""
