@@ -828,6 +828,8 @@ class Daemon:
         self._spool_stop = asyncio.Event()
         self._events_ready = False  # the events topic is known to exist
         self.takeover = Takeover(self.fleet, self.metrics, self.clock, cluster.takeover_spread)
+        if self.role == "collector":
+            self.fleet.cadence = self.takeover.on_slot  # devices added by a reload start on their slot too
         self.share = DeviceShare(
             self.pollers, cluster.inventory_partitions, self.takeover.start, self.takeover.stop
         )

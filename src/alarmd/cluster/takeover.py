@@ -70,17 +70,26 @@ class Takeover:
             poller = self._fleet.pollers.get(device)
             if poller is None:
                 continue
-            interval = poller.interval
-            slot = slot_of(device, interval)
             if taken_over:
                 pending.devices.add(device)
-                first = random.uniform(0, min(self.spread, interval))  # noqa: S311 - spread, not crypto
-                cadence = Cadence(first, slot, partial(self._polled, device))
+                first = random.uniform(0, min(self.spread, poller.interval))  # noqa: S311 - spread, not crypto
+                cadence: Cadence | None = Cadence(
+                    first, slot_of(device, poller.interval), partial(self._polled, device)
+                )
             else:
-                cadence = Cadence(next_slot(now, slot, interval) - now, slot)
+                cadence = self.on_slot(device, now)
             self._fleet.resume(device, cadence)
         if pending.devices:
             self._waiting.append(pending)
+
+    def on_slot(self, device: str, now: float | None = None) -> Cadence | None:
+        """The cadence of a device nobody polled off its slot: its first poll on its next slot."""
+        poller = self._fleet.pollers.get(device)
+        if poller is None:
+            return None
+        now = self._clock.now() if now is None else now
+        slot = slot_of(device, poller.interval)
+        return Cadence(next_slot(now, slot, poller.interval) - now, slot)
 
     def stop(self, devices: set[str]) -> None:
         """Stop polling ``devices`` (another collector has them now); a take-over no longer waits for them."""

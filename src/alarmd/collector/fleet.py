@@ -42,6 +42,8 @@ class PollerFleet:
         self._group: asyncio.TaskGroup | None = None
         self._emit: Emit | None = None
         self._stopped = False
+        #: When a poller started without a cadence of its own polls (None: at random within its interval).
+        self.cadence: Callable[[str], Cadence | None] = lambda _name: None
 
     def __len__(self) -> int:
         return len(self.pollers)
@@ -73,6 +75,7 @@ class PollerFleet:
         if self._group is None or self._emit is None or self._stopped:
             return  # not running yet (start() runs it), or shutting down (an assignment may come late)
         stop = self._stops[name] = asyncio.Event()
+        cadence = cadence or self.cadence(name)
         task = self._running[name] = self._group.create_task(
             self.pollers[name].run(self._emit, stop, cadence)
         )
