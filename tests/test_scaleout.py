@@ -73,7 +73,7 @@ cluster:
   inventory_partitions: {partitions}
   collector_group: {topic}.collectors
   correlator_group: {topic}.correlators
-  session_timeout: {session}s
+{spool}  session_timeout: {session}s
 http: {{listen: "127.0.0.1:{http}"}}
 """
 RULES = (
@@ -100,11 +100,12 @@ def instance(
     fleet: dict[str, str] | None = None,
     interval: float = 1.0,
     partitions: int = INVENTORY_PARTITIONS,
+    spool: str = "",
 ) -> Daemon:
     """A config directory for one instance and the daemon that runs ``--role role`` on it.
 
     ``fleet`` maps device names to the simulated device that answers for them (the three
-    :data:`DEVICES` by default).
+    :data:`DEVICES` by default); ``spool`` is a setting of the spool (``"spool_size: 10"``).
     """
     directory = root / name
     directory.mkdir()
@@ -125,6 +126,7 @@ def instance(
             partitions=partitions,
             session=SESSION_TIMEOUT,
             interval=interval,
+            spool=f"  {spool}\n" if spool else "",
             http=http,
         )
     )
@@ -291,27 +293,27 @@ async def test_a_killed_or_stopped_collectors_devices_are_polled_again_within_a_
         await until(
             lambda: owned(first) + owned(second) == 24 and owned(first) * owned(second) > 0, 30, "shared"
         )
-        await asyncio.sleep(1.5 * HANDOVER_INTERVAL)  # both poll their share on their cadence
+        await asyncio.sleep(1.2 * HANDOVER_INTERVAL)  # both poll their share on their cadence
         victim, survivor = (first, second) if owned(first) >= owned(second) else (second, first)
         lost = held(victim)
         killed_at = time.time()
         victim.kill()
         await until(lambda: owned(survivor) == 24, SESSION_TIMEOUT + 20, "take-over")
         assigned_kill = survivor.events("devices_assigned")[-1]["timestamp"]
-        await asyncio.sleep(1.5 * HANDOVER_INTERVAL)
+        await asyncio.sleep(1.2 * HANDOVER_INTERVAL)
         victim.start()  # back again: it takes a share, then the survivor is stopped cleanly
         await victim.wait_ready()
         await until(
             lambda: 0 < owned(victim) < 24 and owned(survivor) + owned(victim) == 24, 30, "shared again"
         )
-        await asyncio.sleep(1.5 * HANDOVER_INTERVAL)
+        await asyncio.sleep(1.2 * HANDOVER_INTERVAL)
         left = held(survivor)
         stopped_at = time.time()
         assert survivor.proc is not None
         survivor.proc.send_signal(signal.SIGTERM)
         await until(lambda: owned(victim) == 24, 20, "hand-over")
         assigned_term = victim.events("devices_assigned")[-1]["timestamp"]
-        await asyncio.sleep(1.5 * HANDOVER_INTERVAL)
+        await asyncio.sleep(1.2 * HANDOVER_INTERVAL)
         assert await survivor.stop() == 0
         assert await victim.stop() == 0
     finally:
@@ -415,10 +417,14 @@ async def test_a_collector_spools_while_kafka_is_away_counts_what_it_drops_and_s
     if kafka_broker is None:
         pytest.skip("pauses its own broker; an external cluster cannot be paused from here")
     topic = f"alarmd.spool.{uuid.uuid4().hex[:8]}"
-    collector = instance(tmp_path, "a", sim_network.port, kafka_broker.bootstrap, topic, "collector")
-    config = collector.dir / "alarmd.yml"
-    config.write_text(
-        config.read_text().replace("  session_timeout:", f"  spool_size: {SPOOL}\n  session_timeout:")
+    collector = instance(
+        tmp_path,
+        "a",
+        sim_network.port,
+        kafka_broker.bootstrap,
+        topic,
+        "collector",
+        spool=f"spool_size: {SPOOL}",
     )
     paused = False
     try:
@@ -456,10 +462,14 @@ async def test_a_collector_killed_while_kafka_is_away_sends_its_disk_spool_after
     if kafka_broker is None:
         pytest.skip("pauses its own broker; an external cluster cannot be paused from here")
     topic = f"alarmd.diskspool.{uuid.uuid4().hex[:8]}"
-    collector = instance(tmp_path, "a", sim_network.port, kafka_broker.bootstrap, topic, "collector")
-    config = collector.dir / "alarmd.yml"
-    config.write_text(
-        config.read_text().replace("  session_timeout:", "  spool_disk_bytes: 4000000\n  session_timeout:")
+    collector = instance(
+        tmp_path,
+        "a",
+        sim_network.port,
+        kafka_broker.bootstrap,
+        topic,
+        "collector",
+        spool="spool_disk_bytes: 4000000",
     )
     paused = False
     try:
