@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import time
 import uuid
@@ -254,9 +255,11 @@ async def polls(bootstrap: str, topic: str) -> dict[str, list[tuple[float, float
     return found
 
 
-def first_after(seen: dict[str, list[tuple[float, float, float]]], devices: set[str], moment: float) -> float:
-    """Seconds from ``moment`` until each of ``devices`` was polled again (as the chaos harness counts)."""
-    return max(min(t for t, _, _ in seen[d] if t > moment) - moment for d in devices)
+def first_after(
+    seen: dict[str, list[tuple[float, float, float]]], devices: set[str], moment: float
+) -> list[float]:
+    """Seconds from ``moment`` to each device's next poll (as the chaos harness counts), shortest first."""
+    return sorted(min(t for t, _, _ in seen[d] if t > moment) - moment for d in devices)
 
 
 def held(daemon: Daemon) -> set[str]:
@@ -323,12 +326,13 @@ async def test_a_killed_or_stopped_collectors_devices_are_polled_again_within_a_
     after_kill, after_term = first_after(seen, lost, killed_at), first_after(seen, left, stopped_at)
     missed = missed_cycles(seen, HANDOVER_INTERVAL)
     print(
-        f"SIGKILL: {len(lost)} devices polled again within {after_kill:.1f}s (assigned after "
-        f"{iso(assigned_kill) - killed_at:.1f}s); SIGTERM: {len(left)} within {after_term:.1f}s "
-        f"(assigned after {iso(assigned_term) - stopped_at:.1f}s); most cycles missed: {missed}"
+        f"SIGKILL: {len(lost)} devices polled again within {after_kill[-1]:.1f}s (p50 "
+        f"{statistics.median(after_kill):.1f}s, assigned after {iso(assigned_kill) - killed_at:.1f}s); "
+        f"SIGTERM: {len(left)} within {after_term[-1]:.1f}s (p50 {statistics.median(after_term):.1f}s, "
+        f"assigned after {iso(assigned_term) - stopped_at:.1f}s); most cycles missed: {missed}"
     )
-    assert after_kill <= SESSION_TIMEOUT + HANDOVER_INTERVAL + LOAD_SLACK
-    assert after_term <= 10
+    assert after_kill[-1] <= SESSION_TIMEOUT + HANDOVER_INTERVAL + LOAD_SLACK
+    assert after_term[-1] <= 10
     assert missed <= 1
     assert all(v == 1 for s in seen.values() for _, _, v in s), "no device looked down through the hand-overs"
 
