@@ -304,6 +304,9 @@ async def test_a_killed_or_stopped_collectors_devices_are_polled_again_within_a_
         await until(lambda: owned(survivor) == 24, SESSION_TIMEOUT + 20, "take-over")
         assigned_kill = survivor.events("devices_assigned")[-1]["timestamp"]
         await asyncio.sleep(1.2 * HANDOVER_INTERVAL)
+        took = lambda kind: survivor.metric(f"alarmd_cluster_takeover_seconds_{kind}", group="inventory")  # noqa: E731
+        assert took("count") == 1, "the take-over is timed once its devices have all been polled"
+        assert took("sum") <= 5 + LOAD_SLACK, "within the take-over spread and a poll"
         victim.start()  # back again: it takes a share, then the survivor is stopped cleanly
         await victim.wait_ready()
         await until(
