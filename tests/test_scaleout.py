@@ -417,6 +417,13 @@ def test_the_three_devices_do_not_all_share_one_partition() -> None:
     assert len({partition_of(d, INVENTORY_PARTITIONS) for d in DEVICES}) > 1
 
 
+async def publishing(collector: Daemon) -> None:
+    """Start a collector and wait until the brokers have acknowledged some of its samples."""
+    collector.start()
+    await collector.wait_ready()
+    await until(lambda: collector.metric("alarmd_cluster_events_published_total") > 0, 20, "publishing")
+
+
 @pytest.mark.chaos
 async def test_a_collector_spools_while_kafka_is_away_counts_what_it_drops_and_sends_the_rest_after(
     tmp_path: Path, kafka_broker: kafka_local.Broker | None, sim_network: Any
@@ -435,9 +442,7 @@ async def test_a_collector_spools_while_kafka_is_away_counts_what_it_drops_and_s
     )
     paused = False
     try:
-        collector.start()
-        await collector.wait_ready()
-        await until(lambda: collector.metric("alarmd_cluster_events_published_total") > 0, 20, "publishing")
+        await publishing(collector)
         os.killpg(kafka_broker.pid, signal.SIGSTOP)  # the broker answers nothing: Kafka is away
         paused, away_at = True, time.time()
         await until(lambda: collector.metric("alarmd_cluster_spool_dropped_total") > 0, 30, "a full spool")
@@ -469,20 +474,13 @@ async def test_a_collector_killed_while_kafka_is_away_sends_its_disk_spool_after
     if kafka_broker is None:
         pytest.skip("pauses its own broker; an external cluster cannot be paused from here")
     topic = f"alarmd.diskspool.{uuid.uuid4().hex[:8]}"
+    spool = "spool_disk_bytes: 4000000"
     collector = instance(
-        tmp_path,
-        "a",
-        sim_network.port,
-        kafka_broker.bootstrap,
-        topic,
-        "collector",
-        spool="spool_disk_bytes: 4000000",
+        tmp_path, "a", sim_network.port, kafka_broker.bootstrap, topic, "collector", spool=spool
     )
     paused = False
     try:
-        collector.start()
-        await collector.wait_ready()
-        await until(lambda: collector.metric("alarmd_cluster_events_published_total") > 0, 20, "publishing")
+        await publishing(collector)
         os.killpg(kafka_broker.pid, signal.SIGSTOP)  # Kafka is away
         paused, away_at = True, time.time()
         await until(lambda: collector.metric("alarmd_cluster_spool_depth") > 100, 20, "a spool filling")
