@@ -32,8 +32,7 @@ from alarmd.cluster.codec import EventDecodeError, Keys, decode, encode_event, e
 from alarmd.cluster.dedup import SeenIds
 from alarmd.cluster.membership import DeviceShare
 from alarmd.cluster.owner import PartitionOwner
-from alarmd.cluster.spool import Message, Spool, disk_spool
-from alarmd.cluster.takeover import Takeover
+from alarmd.cluster.spool import Message, Spool
 from alarmd.collector.fastsnmp import FastSnmpClient
 from alarmd.collector.fleet import PollerFleet
 from alarmd.collector.poller import DevicePoller
@@ -818,21 +817,18 @@ class Daemon:
         cluster = self.config.cluster
         self.assigned = self.role == "all"  # /-/ready waits for the first assignment in the other roles
         self.keys = Keys(self.inventory)
-        disk = (
-            disk_spool(self.loaded.state_dir, cluster.spool_disk_bytes) if self.role == "collector" else None
-        )
-        self.spool = Spool(cluster.spool_size, self.metrics, disk=disk, max_bytes=cluster.spool_disk_bytes)
+        on_disk = self.loaded.state_dir if self.role == "collector" else None
+        self.spool = Spool.configured(cluster.spool_size, self.metrics, on_disk, cluster.spool_disk_bytes)
         self.events_sink = KafkaSink(self.config.kafka)
         self.seen = SeenIds(cluster.dedup_window, cluster.dedup_size)
         self._spool_task: asyncio.Task[None] | None = None
         self._spool_stop = asyncio.Event()
         self._events_ready = False  # the events topic is known to exist
-        self.takeover = Takeover(self.fleet, self.metrics, self.clock, cluster.takeover_spread)
-        if self.role == "collector":
-            self.fleet.cadence = self.takeover.on_slot  # devices added by a reload start on their slot too
-        self.share = DeviceShare(
-            self.pollers, cluster.inventory_partitions, self.takeover.start, self.takeover.stop
+        self.share = DeviceShare.polled_by(
+            self.fleet, cluster.inventory_partitions, self.metrics, self.clock, cluster.takeover_spread
         )
+        if self.role == "collector":
+            self.fleet.cadence = self.share.takeover.on_slot  # devices added by a reload start on their slot
         self.owner: PartitionOwner | None = None
         if isinstance(self.store, ChangelogStore):
             self.owner = PartitionOwner(

@@ -13,6 +13,11 @@ from collections.abc import Callable, Iterable, Mapping
 
 import structlog
 
+from alarmd.clock import Clock
+from alarmd.cluster.takeover import Takeover
+from alarmd.collector.fleet import PollerFleet
+from alarmd.metrics import Metrics
+
 log = structlog.get_logger("alarmd.cluster")
 
 
@@ -72,6 +77,19 @@ class DeviceShare:
         self.owned_partitions: frozenset[int] = frozenset()
         self.owned: set[str] = set()
         self.rebalances = 0
+
+    #: Who starts and stops the pollers, when built by :meth:`polled_by`.
+    takeover: Takeover
+
+    @classmethod
+    def polled_by(
+        cls, fleet: PollerFleet, partitions: int, metrics: Metrics, clock: Clock, spread: float
+    ) -> DeviceShare:
+        """A share of ``fleet`` whose pollers a :class:`Takeover` starts (on their slot, or at once)."""
+        takeover = Takeover(fleet, metrics, clock, spread)
+        share = cls(fleet.pollers, partitions, takeover.start, takeover.stop)
+        share.takeover = takeover
+        return share
 
     def _index(self, devices: Iterable[str]) -> None:
         self._by_partition = {}

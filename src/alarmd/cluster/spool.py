@@ -112,13 +112,6 @@ class SpoolLog:
             self._file = None
 
 
-def disk_spool(state_dir: Path, max_bytes: int) -> SpoolLog | None:
-    """The spool's log under ``state_dir/spool`` if ``max_bytes`` is above 0 (segments: 1/16 of it)."""
-    if max_bytes <= 0:
-        return None
-    return SpoolLog(state_dir / "spool", segment_bytes=min(1 << 20, max(max_bytes // 16, 4096)))
-
-
 class Spool:
     """A FIFO of at most ``size`` messages; ``put`` never waits, and when full drops the oldest, counted.
 
@@ -152,6 +145,14 @@ class Spool:
             if self._queue:
                 self._ready.set()
                 log.info("spool_recovered", messages=len(self._queue), directory=str(disk.directory))
+
+    @classmethod
+    def configured(cls, size: int, metrics: Metrics, state_dir: Path | None, max_bytes: int) -> Spool:
+        """A spool of ``size`` messages, on disk too (``state_dir/spool``) if given and ``max_bytes`` > 0."""
+        if state_dir is None or max_bytes <= 0:
+            return cls(size, metrics)
+        segment = min(1 << 20, max(max_bytes // 16, 4096))  # a crash may send one segment's worth again
+        return cls(size, metrics, disk=SpoolLog(state_dir / "spool", segment), max_bytes=max_bytes)
 
     def __len__(self) -> int:
         return len(self._queue)
