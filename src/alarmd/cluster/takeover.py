@@ -12,8 +12,9 @@ name, on the wall clock), so a device keeps its rhythm whoever polls it:
   ``cluster.takeover_spread`` seconds (never more than their interval), then on their slot.
 
 A device taken over is polled one more time than its cadence asks when its last owner was
-alive until the hand-over (a clean stop, or a rebalance after a collector joined); that
-poll gives its rates over a shorter span, never a spike, and nothing is judged as absent.
+alive until the hand-over (a clean stop: with :func:`~alarmd.cluster.membership.balance` a
+collector that joins takes partitions, the others never gain any); that poll gives its
+rates over a shorter span, never a spike, and nothing is judged as absent.
 ``alarmd_cluster_takeover_seconds{group="inventory"}`` is the time from the assignment to
 the first completed poll of the last device it brought.
 """

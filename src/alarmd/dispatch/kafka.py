@@ -728,7 +728,7 @@ Balance = Callable[[list[int], dict[str, set[int]]], dict[str, set[int]]]
 """``balance(partitions, held)``: the topic's partitions shared out among members, given what each held."""
 
 
-class _BalancedAssignor:
+class BalancedAssignor:
     """A partition assignor for the group's leader that asks ``balance``; members tell what they hold.
 
     Offered first, with round-robin as the fallback a group of mixed versions agrees on.
@@ -801,7 +801,7 @@ class KafkaMembership:
         delay = self._base_backoff
         strategies: tuple[Any, ...] = (RoundRobinPartitionAssignor,)
         if self._balance is not None:
-            strategies = (_BalancedAssignor(self.topic, self._balance), RoundRobinPartitionAssignor)
+            strategies = (BalancedAssignor(self.topic, self._balance), RoundRobinPartitionAssignor)
         while not stop.is_set():
             consumer = None
             try:
