@@ -825,10 +825,8 @@ class Daemon:
         self._spool_stop = asyncio.Event()
         self._events_ready = False  # the events topic is known to exist
         self.share = DeviceShare.polled_by(
-            self.fleet, cluster.inventory_partitions, self.metrics, self.clock, cluster.takeover_spread
+            self.fleet, cluster, self.metrics, self.clock, slots=self.role == "collector"
         )
-        if self.role == "collector":
-            self.fleet.cadence = self.share.takeover.on_slot  # devices added by a reload start on their slot
         self.owner: PartitionOwner | None = None
         if isinstance(self.store, ChangelogStore):
             self.owner = PartitionOwner(

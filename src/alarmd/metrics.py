@@ -337,14 +337,6 @@ class Metrics:
             ["type", "outcome"],
             registry=r,
         )
-        self.takeover_seconds = Histogram(
-            "alarmd_cluster_takeover_seconds",
-            "Seconds from a partition's assignment to its first committed output (events) "
-            "or its devices' first completed poll (inventory).",
-            ["group"],
-            buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120),
-            registry=r,
-        )
         self.restore_seconds = Histogram(
             "alarmd_cluster_restore_seconds",
             "Time a correlator took to restore the state of newly assigned partitions from the changelog.",
@@ -365,6 +357,14 @@ class Metrics:
         self.changelog_failures = Counter(
             "alarmd_cluster_changelog_failures_total",
             "Changelog writes that failed; the records stay pending and are sent with the next write.",
+            registry=r,
+        )
+        self.takeover_seconds = Histogram(
+            "alarmd_cluster_takeover_seconds",
+            "Seconds from a partition's assignment to its first committed output (events) "
+            "or its devices' first completed poll (inventory).",
+            ["group"],
+            buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120),
             registry=r,
         )
         for kind in ("state", "tombstone"):

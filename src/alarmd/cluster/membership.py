@@ -16,6 +16,7 @@ import structlog
 from alarmd.clock import Clock
 from alarmd.cluster.takeover import Takeover
 from alarmd.collector.fleet import PollerFleet
+from alarmd.config import ClusterConfig
 from alarmd.metrics import Metrics
 
 log = structlog.get_logger("alarmd.cluster")
@@ -83,12 +84,17 @@ class DeviceShare:
 
     @classmethod
     def polled_by(
-        cls, fleet: PollerFleet, partitions: int, metrics: Metrics, clock: Clock, spread: float
+        cls, fleet: PollerFleet, cluster: ClusterConfig, metrics: Metrics, clock: Clock, *, slots: bool
     ) -> DeviceShare:
-        """A share of ``fleet`` whose pollers a :class:`Takeover` starts (on their slot, or at once)."""
-        takeover = Takeover(fleet, metrics, clock, spread)
-        share = cls(fleet.pollers, partitions, takeover.start, takeover.stop)
+        """A share of ``fleet`` whose pollers a :class:`Takeover` starts (on their slot, or at once).
+
+        With ``slots`` (a collector) a device added by a reload starts on its slot too.
+        """
+        takeover = Takeover(fleet, metrics, clock, cluster.takeover_spread)
+        share = cls(fleet.pollers, cluster.inventory_partitions, takeover.start, takeover.stop)
         share.takeover = takeover
+        if slots:
+            fleet.cadence = takeover.on_slot
         return share
 
     def _index(self, devices: Iterable[str]) -> None:

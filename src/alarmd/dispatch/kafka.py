@@ -19,12 +19,12 @@ import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from typing import Any, TypeVar
 
+import aiokafka.coordinator.assignors.roundrobin as kafka_assignors
+import aiokafka.coordinator.protocol as group_protocol
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
-from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-from aiokafka.coordinator.protocol import ConsumerProtocolMemberAssignment, ConsumerProtocolMemberMetadata
 from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
@@ -741,11 +741,15 @@ class BalancedAssignor:
         self._topic, self._balance = topic, balance
         self._held: list[int] = []
 
-    def metadata(self, topics: Any) -> ConsumerProtocolMemberMetadata:
+    def metadata(self, topics: Any) -> group_protocol.ConsumerProtocolMemberMetadata:
         """The member's subscription, with the partitions it holds now as user data."""
-        return ConsumerProtocolMemberMetadata(self.version, list(topics), json.dumps(self._held).encode())
+        return group_protocol.ConsumerProtocolMemberMetadata(
+            self.version, list(topics), json.dumps(self._held).encode()
+        )
 
-    def assign(self, cluster: Any, members: Any) -> dict[str, ConsumerProtocolMemberAssignment]:
+    def assign(
+        self, cluster: Any, members: Any
+    ) -> dict[str, group_protocol.ConsumerProtocolMemberAssignment]:
         """As the group's leader: every member's share of the topic's partitions."""
         held: dict[str, set[int]] = {}
         for member, meta in members.items():
@@ -756,13 +760,13 @@ class BalancedAssignor:
         partitions = sorted(cluster.partitions_for_topic(self._topic) or ())
         shares = self._balance(partitions, held)
         return {
-            member: ConsumerProtocolMemberAssignment(
+            member: group_protocol.ConsumerProtocolMemberAssignment(
                 self.version, [(self._topic, sorted(shares[member]))], b""
             )
             for member in members
         }
 
-    def on_assignment(self, assignment: ConsumerProtocolMemberAssignment) -> None:
+    def on_assignment(self, assignment: group_protocol.ConsumerProtocolMemberAssignment) -> None:
         """Remember what this member holds now, for its next join."""
         self._held = sorted(tp.partition for tp in assignment.partitions())
 
@@ -799,9 +803,12 @@ class KafkaMembership:
     async def run(self, stop: asyncio.Event) -> None:
         """Stay in the group until ``stop``; then leave it, so the others take over at once."""
         delay = self._base_backoff
-        strategies: tuple[Any, ...] = (RoundRobinPartitionAssignor,)
+        strategies: tuple[Any, ...] = (kafka_assignors.RoundRobinPartitionAssignor,)
         if self._balance is not None:
-            strategies = (BalancedAssignor(self.topic, self._balance), RoundRobinPartitionAssignor)
+            strategies = (
+                BalancedAssignor(self.topic, self._balance),
+                kafka_assignors.RoundRobinPartitionAssignor,
+            )
         while not stop.is_set():
             consumer = None
             try:
