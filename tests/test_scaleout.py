@@ -7,11 +7,13 @@ daemons run as ``alarmd run --role collector|correlator`` processes.
 from __future__ import annotations
 
 import asyncio
+import datetime
 import itertools
 import json
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import time
 import uuid
@@ -43,7 +45,7 @@ CONFIG = """\
 rule_files: [rules.yml]
 profile_files: ["{profiles}"]
 state_dir: state
-polling: {{interval: 1s, timeout: 1s, retries: 0}}
+polling: {{interval: {interval}s, timeout: 1s, retries: 0}}
 dial_test: {{every: 0s, preprocess_budget: 0s}}
 credentials:
   trap-v2: {{version: 2c, community: trap-secret}}
@@ -72,7 +74,7 @@ cluster:
   inventory_partitions: {partitions}
   collector_group: {topic}.collectors
   correlator_group: {topic}.correlators
-  session_timeout: {session}s
+{spool}  session_timeout: {session}s
 http: {{listen: "127.0.0.1:{http}"}}
 """
 RULES = (
@@ -96,15 +98,23 @@ def instance(
     role: str,
     *,
     trap_port: int | None = None,
+    fleet: dict[str, str] | None = None,
+    interval: float = 1.0,
+    partitions: int = INVENTORY_PARTITIONS,
+    spool: str = "",
 ) -> Daemon:
-    """A config directory for one instance and the daemon that runs ``--role role`` on it."""
+    """A config directory for one instance and the daemon that runs ``--role role`` on it.
+
+    ``fleet`` maps device names to the simulated device that answers for them (the three
+    :data:`DEVICES` by default); ``spool`` is a setting of the spool (``"spool_size: 10"``).
+    """
     directory = root / name
     directory.mkdir()
     http = free_port()
     devices = "\n".join(
-        f"  - {{name: {d}, kind: {KINDS[d]}, address: 127.0.0.1, port: {sim_port}, location: dc-north, "
-        f"snmp: {{community: {d}}}}}"
-        for d in DEVICES
+        f"  - {{name: {d}, kind: {KINDS[sim]}, address: 127.0.0.1, port: {sim_port}, location: dc-north, "
+        f"snmp: {{community: {sim}}}}}"
+        for d, sim in (fleet or {d: d for d in DEVICES}).items()
     )
     (directory / "alarmd.yml").write_text(
         CONFIG.format(
@@ -114,8 +124,10 @@ def instance(
             trap_port=trap_port or free_port(socket.SOCK_DGRAM),
             devices=devices,
             topic=topic,
-            partitions=INVENTORY_PARTITIONS,
+            partitions=partitions,
             session=SESSION_TIMEOUT,
+            interval=interval,
+            spool=f"  {spool}\n" if spool else "",
             http=http,
         )
     )
@@ -172,8 +184,8 @@ async def test_collectors_share_a_location_and_the_survivor_takes_a_killed_ones_
         assert first.metric("alarmd_cluster_devices_owned") == 3, "alone, it polls the whole location"
         second.start()
         await second.wait_ready()
-        owned = lambda d: d.metric("alarmd_cluster_partitions_owned", group="inventory")  # noqa: E731
-        await until(lambda: owned(first) == owned(second) == INVENTORY_PARTITIONS / 2, 30, "a fair share")
+        owned = lambda d: d.metric("alarmd_cluster_devices_owned")  # noqa: E731
+        await until(lambda: {owned(first), owned(second)} == {1, 2}, 30, "a fair share of the three devices")
         shares = {d: d.metric("alarmd_cluster_devices_owned") for d in (first, second)}
         assert sum(shares.values()) == 3, "every device is polled, by one collector"
         victim, survivor = (first, second) if shares[first] >= shares[second] else (second, first)
@@ -188,7 +200,7 @@ async def test_collectors_share_a_location_and_the_survivor_takes_a_killed_ones_
         await asyncio.sleep(3)  # one polling interval and a little
         victim.start()  # back again: it gets its share, then the other one is stopped cleanly
         await victim.wait_ready()
-        await until(lambda: owned(victim) == owned(survivor) == INVENTORY_PARTITIONS / 2, 30, "shared again")
+        await until(lambda: {owned(victim), owned(survivor)} == {1, 2}, 30, "shared again")
         assert await survivor.stop() == 0  # SIGTERM: it leaves the group, so no session timeout to wait
         handed = await until(lambda: victim.metric("alarmd_cluster_devices_owned") == 3, 20, "hand-over")
         assert handed < SESSION_TIMEOUT, "a clean stop does not wait for the session to expire"
@@ -211,6 +223,121 @@ async def test_collectors_share_a_location_and_the_survivor_takes_a_killed_ones_
     )
     assert {m["_key"] for m in up if m["labels"]["device"] == "proto-conv-01"} == {"proto-conv-01"}
     assert_one_payload_per_id(messages)
+
+
+HANDOVER_INTERVAL = 10.0  # seconds between polls in the hand-over test: more than the session timeout
+HANDOVER_FLEET = {"cpe-router-01": "cpe-router-01"} | {f"cpe-{i:02d}": "cpe-router-01" for i in range(1, 24)}
+"""24 devices, all answered by one simulated router (the first is on the circuit of the config)."""
+
+
+async def polls(bootstrap: str, topic: str) -> dict[str, list[tuple[float, float, float]]]:
+    """Each device's ``device_up`` samples as ``(record time, sample time, value)``, in record order."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+    )
+    await consumer.start()
+    found: dict[str, list[tuple[float, float, float]]] = {}
+    try:
+        quiet = time.monotonic() + 2
+        while time.monotonic() < quiet:
+            batch = await consumer.getmany(timeout_ms=500)
+            for records in batch.values():
+                for r in records:
+                    body = json.loads(r.value)
+                    if body.get("metric") == "device_up":
+                        found.setdefault(body["labels"]["device"], []).append(
+                            (r.timestamp / 1000, body["at"], body["value"])
+                        )
+            if batch:
+                quiet = time.monotonic() + 2
+    finally:
+        await consumer.stop()
+    return found
+
+
+def first_after(
+    seen: dict[str, list[tuple[float, float, float]]], devices: set[str], moment: float
+) -> list[float]:
+    """Seconds from ``moment`` to each device's next poll (as the chaos harness counts), shortest first."""
+    return sorted(min(t for t, _, _ in seen[d] if t > moment) - moment for d in devices)
+
+
+def held(daemon: Daemon) -> set[str]:
+    """The devices of the hand-over fleet that a collector was last assigned."""
+    partitions = daemon.events("devices_assigned")[-1]["partitions"]
+    return {d for d in HANDOVER_FLEET if partition_of(d, 12) in partitions}
+
+
+def iso(stamp: str) -> float:
+    """Epoch seconds of a log line's ISO timestamp."""
+    return datetime.datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def missed_cycles(seen: dict[str, list[tuple[float, float, float]]], interval: float) -> int:
+    """The most polling cycles any device missed (as the chaos harness counts them)."""
+    gaps = [b - a for s in seen.values() for a, b in itertools.pairwise(sorted({at for _, at, _ in s}))]
+    return max(round(g / interval) - 1 for g in gaps)
+
+
+async def test_a_killed_or_stopped_collectors_devices_are_polled_again_within_a_cycle(
+    tmp_path: Path, kafka_bootstrap: str, sim_network: Any
+) -> None:
+    topic, port = f"alarmd.handover.{uuid.uuid4().hex[:8]}", sim_network.port
+    first, second = (
+        instance(tmp_path, n, port, kafka_bootstrap, topic, "collector", fleet=HANDOVER_FLEET,
+                 interval=HANDOVER_INTERVAL, partitions=12)
+        for n in ("a", "b")
+    )  # fmt: skip
+    owned = lambda d: d.metric("alarmd_cluster_devices_owned")  # noqa: E731
+    try:
+        for daemon in (first, second):
+            daemon.start()
+            await daemon.wait_ready()
+        await until(
+            lambda: owned(first) + owned(second) == 24 and owned(first) * owned(second) > 0, 30, "shared"
+        )
+        await asyncio.sleep(1.2 * HANDOVER_INTERVAL)  # both poll their share on their cadence
+        victim, survivor = (first, second) if owned(first) >= owned(second) else (second, first)
+        lost = held(victim)
+        killed_at = time.time()
+        victim.kill()
+        await until(lambda: owned(survivor) == 24, SESSION_TIMEOUT + 20, "take-over")
+        assigned_kill = survivor.events("devices_assigned")[-1]["timestamp"]
+        await asyncio.sleep(1.2 * HANDOVER_INTERVAL)
+        took = lambda kind: survivor.metric(f"alarmd_cluster_takeover_seconds_{kind}", group="inventory")  # noqa: E731
+        assert took("count") == 1, "the take-over is timed once its devices have all been polled"
+        assert took("sum") <= 5 + LOAD_SLACK, "within the take-over spread and a poll"
+        victim.start()  # back again: it takes a share, then the survivor is stopped cleanly
+        await victim.wait_ready()
+        await until(
+            lambda: 0 < owned(victim) < 24 and owned(survivor) + owned(victim) == 24, 30, "shared again"
+        )
+        await asyncio.sleep(1.2 * HANDOVER_INTERVAL)
+        left = held(survivor)
+        stopped_at = time.time()
+        assert survivor.proc is not None
+        survivor.proc.send_signal(signal.SIGTERM)
+        await until(lambda: owned(victim) == 24, 20, "hand-over")
+        assigned_term = victim.events("devices_assigned")[-1]["timestamp"]
+        await asyncio.sleep(1.2 * HANDOVER_INTERVAL)
+        assert await survivor.stop() == 0
+        assert await victim.stop() == 0
+    finally:
+        first.close()
+        second.close()
+    seen = await polls(kafka_bootstrap, f"{topic}.events")
+    after_kill, after_term = first_after(seen, lost, killed_at), first_after(seen, left, stopped_at)
+    missed = missed_cycles(seen, HANDOVER_INTERVAL)
+    print(
+        f"SIGKILL: {len(lost)} devices polled again within {after_kill[-1]:.1f}s (p50 "
+        f"{statistics.median(after_kill):.1f}s, assigned after {iso(assigned_kill) - killed_at:.1f}s); "
+        f"SIGTERM: {len(left)} within {after_term[-1]:.1f}s (p50 {statistics.median(after_term):.1f}s, "
+        f"assigned after {iso(assigned_term) - stopped_at:.1f}s); most cycles missed: {missed}"
+    )
+    assert after_kill[-1] <= SESSION_TIMEOUT + HANDOVER_INTERVAL + LOAD_SLACK
+    assert after_term[-1] <= 10
+    assert missed <= 1
+    assert all(v == 1 for s in seen.values() for _, _, v in s), "no device looked down through the hand-overs"
 
 
 async def test_a_collector_is_not_ready_until_its_group_assigns_it_devices(
@@ -290,6 +417,13 @@ def test_the_three_devices_do_not_all_share_one_partition() -> None:
     assert len({partition_of(d, INVENTORY_PARTITIONS) for d in DEVICES}) > 1
 
 
+async def publishing(collector: Daemon) -> None:
+    """Start a collector and wait until the brokers have acknowledged some of its samples."""
+    collector.start()
+    await collector.wait_ready()
+    await until(lambda: collector.metric("alarmd_cluster_events_published_total") > 0, 20, "publishing")
+
+
 @pytest.mark.chaos
 async def test_a_collector_spools_while_kafka_is_away_counts_what_it_drops_and_sends_the_rest_after(
     tmp_path: Path, kafka_broker: kafka_local.Broker | None, sim_network: Any
@@ -297,16 +431,18 @@ async def test_a_collector_spools_while_kafka_is_away_counts_what_it_drops_and_s
     if kafka_broker is None:
         pytest.skip("pauses its own broker; an external cluster cannot be paused from here")
     topic = f"alarmd.spool.{uuid.uuid4().hex[:8]}"
-    collector = instance(tmp_path, "a", sim_network.port, kafka_broker.bootstrap, topic, "collector")
-    config = collector.dir / "alarmd.yml"
-    config.write_text(
-        config.read_text().replace("  session_timeout:", f"  spool_size: {SPOOL}\n  session_timeout:")
+    collector = instance(
+        tmp_path,
+        "a",
+        sim_network.port,
+        kafka_broker.bootstrap,
+        topic,
+        "collector",
+        spool=f"spool_size: {SPOOL}",
     )
     paused = False
     try:
-        collector.start()
-        await collector.wait_ready()
-        await until(lambda: collector.metric("alarmd_cluster_events_published_total") > 0, 20, "publishing")
+        await publishing(collector)
         os.killpg(kafka_broker.pid, signal.SIGSTOP)  # the broker answers nothing: Kafka is away
         paused, away_at = True, time.time()
         await until(lambda: collector.metric("alarmd_cluster_spool_dropped_total") > 0, 30, "a full spool")
@@ -328,4 +464,44 @@ async def test_a_collector_spools_while_kafka_is_away_counts_what_it_drops_and_s
     kept = [m for m in messages if away_at < m.get("at", 0) < back_at]
     assert kept, "what was polled while Kafka was away and kept in the spool arrived afterwards"
     assert dropped > 0
+    assert_one_payload_per_id(messages)
+
+
+@pytest.mark.chaos
+async def test_a_collector_killed_while_kafka_is_away_sends_its_disk_spool_after_the_restart(
+    tmp_path: Path, kafka_broker: kafka_local.Broker | None, sim_network: Any
+) -> None:
+    if kafka_broker is None:
+        pytest.skip("pauses its own broker; an external cluster cannot be paused from here")
+    topic = f"alarmd.diskspool.{uuid.uuid4().hex[:8]}"
+    spool = "spool_disk_bytes: 4000000"
+    collector = instance(
+        tmp_path, "a", sim_network.port, kafka_broker.bootstrap, topic, "collector", spool=spool
+    )
+    paused = False
+    try:
+        await publishing(collector)
+        os.killpg(kafka_broker.pid, signal.SIGSTOP)  # Kafka is away
+        paused, away_at = True, time.time()
+        await until(lambda: collector.metric("alarmd_cluster_spool_depth") > 100, 20, "a spool filling")
+        held = collector.metric("alarmd_cluster_spool_depth")
+        collector.kill()  # crashed while Kafka was away: its spool is on disk
+        killed_at = time.time()
+        os.killpg(kafka_broker.pid, signal.SIGCONT)
+        paused = False
+        collector.start()
+        await until(lambda: collector.events("spool_recovered"), 30, "the spool read back")
+        recovered = collector.events("spool_recovered")[0]["messages"]
+        await until(
+            lambda: collector.metric("alarmd_cluster_events_published_total") >= recovered, 60, "sent"
+        )
+        assert await collector.stop() == 0
+    finally:
+        if paused:
+            os.killpg(kafka_broker.pid, signal.SIGCONT)
+        collector.close()
+    assert recovered >= held
+    messages = await samples(kafka_broker.bootstrap, f"{topic}.events", 2)
+    polled_while_away = {m["id"] for m in messages if away_at < m.get("at", 0) < killed_at}
+    assert len(polled_while_away) >= held, "what the killed collector held arrived after its restart"
     assert_one_payload_per_id(messages)

@@ -885,13 +885,14 @@ class Daemon:
         cluster = self.config.cluster
         self.assigned = self.role == "all"  # /-/ready waits for the first assignment in the other roles
         self.keys = Keys(self.inventory)
-        self.spool = Spool(cluster.spool_size, self.metrics)
+        on_disk = self.loaded.state_dir if self.role == "collector" else None
+        self.spool = Spool.configured(cluster.spool_size, self.metrics, on_disk, cluster.spool_disk_bytes)
         self.events_sink = KafkaSink(self.config.kafka)
         self._spool_task: asyncio.Task[None] | None = None
         self._spool_stop = asyncio.Event()
         self._events_ready = False  # the events topic is known to exist
-        self.share = DeviceShare(
-            self.pollers, cluster.inventory_partitions, self.fleet.resume, self.fleet.pause
+        self.share = DeviceShare.polled_by(
+            self.fleet, cluster, self.metrics, self.clock, slots=self.role == "collector"
         )
         self.correlation: Correlation | None = None
         if isinstance(self.store, ChangelogStore):
@@ -962,6 +963,7 @@ class Daemon:
             cluster.inventory_partitions,
             self._assigned_devices,
             session_timeout=cluster.session_timeout,
+            balance=self.share.balance,
         )
         return [tg.create_task(membership.run(stop))]
 
@@ -995,8 +997,9 @@ class Daemon:
             self._spool_stop.set()  # the batch in flight finishes first: cancelled, it would go twice
             await self._spool_task
             left = await self.spool.drain(self._publish, self.config.shutdown_timeout)
+            self.spool.close()
             if left:
-                log.warning("spool_not_drained", left=left, detail="lost: the spool lives in memory")
+                log.warning("spool_not_drained", left=left, detail=self.spool.left_behind)
 
     def _unassigned(self) -> None:
         """A correlator restores a new assignment: /-/ready is false until it is done."""

@@ -854,6 +854,19 @@ class ClusterConfig(Strict):
         10.0, description="a silent member is dropped after this (broker bounds: 6s-30min by default)"
     )
     spool_size: int = Field(100_000, ge=1, description="messages kept while Kafka cannot be reached")
+    spool_disk_bytes: int = Field(
+        0,
+        ge=0,
+        description="if above 0, the spool is also kept on disk (state_dir/spool, at most this many "
+        "bytes of messages; the oldest dropped past that, counted), so a collector killed while Kafka "
+        "is away sends what it held after its restart",
+    )
+    takeover_spread: Duration = Field(
+        5.0,
+        ge=0,
+        description="devices taken over from a collector that died or left are first polled within "
+        "this many seconds (at most their interval), then on their usual slot",
+    )
     dedup_window: Duration = Field(
         600.0, description="how long an event id is remembered: a copy within it is a duplicate"
     )

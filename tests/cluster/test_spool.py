@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from pathlib import Path
 
-from alarmd.cluster.spool import Message, Spool, SpoolPolicy
+from alarmd.cluster.spool import Message, Spool, SpoolLog, SpoolPolicy
 from alarmd.metrics import Metrics
 
 
@@ -84,3 +85,66 @@ async def test_run_sends_as_messages_arrive_and_stops_when_told() -> None:
     assert broker.received == [(b"k", b"x")]
     stop.set()
     await asyncio.wait_for(task, 1)
+
+
+def reopened(directory: Path, max_bytes: int = 0) -> list[bytes]:
+    """What a spool started afresh on ``directory`` queues first (the values)."""
+    spool = Spool(1000, Metrics(), disk=SpoolLog(directory), max_bytes=max_bytes)
+    spool.close()
+    return [v for _, v in spool._queue]
+
+
+async def test_a_disk_spool_gives_a_restarted_collector_what_the_killed_one_held(tmp_path: Path) -> None:
+    metrics = Metrics()
+    killed = Spool(100, metrics, disk=SpoolLog(tmp_path, segment_bytes=64))
+    for i in range(10):
+        killed.put(b"k", f"sample-{i}".encode())
+    # SIGKILL: nothing flushed beyond what put() wrote (closing the file below writes nothing more)
+    restarted = Spool(100, Metrics(), disk=SpoolLog(tmp_path, segment_bytes=64))
+    killed.close()
+    assert len(restarted) == 10
+    broker = Broker()
+    broker.up = True
+    assert await restarted.drain(broker.send, deadline=5) == 0
+    assert [v for _, v in broker.received] == [f"sample-{i}".encode() for i in range(10)]
+    restarted.close()
+    assert not list(tmp_path.glob("*.seg")), "every segment delivered is deleted"
+    assert reopened(tmp_path) == [], "nothing is sent twice after that"
+
+
+def test_a_record_cut_short_by_a_crash_is_left_out(tmp_path: Path) -> None:
+    spool = Spool(100, Metrics(), disk=SpoolLog(tmp_path))
+    spool.put(b"k", b"whole")
+    spool.put(b"k", b"cut short")
+    segment = next(tmp_path.glob("*.seg"))
+    spool.close()
+    segment.write_bytes(segment.read_bytes()[:-3])
+    assert reopened(tmp_path) == [b"whole"]
+
+
+def test_a_disk_spool_past_its_bytes_drops_the_oldest_counted_and_deletes_their_segments(
+    tmp_path: Path,
+) -> None:
+    metrics = Metrics()
+    spool = Spool(1000, metrics, disk=SpoolLog(tmp_path, segment_bytes=100), max_bytes=200)
+    for i in range(100):
+        spool.put(b"key", f"{i:07d}".encode())  # 10 bytes a message
+    assert len(spool) == 20
+    assert value(metrics, "alarmd_cluster_spool_dropped_total") == 80
+    on_disk = sum(p.stat().st_size for p in tmp_path.glob("*.seg"))
+    assert on_disk <= 200 + 2 * 100 + 18, "what was dropped is deleted with its segment"
+    spool.close()
+    assert reopened(tmp_path, max_bytes=200) == [f"{i:07d}".encode() for i in range(80, 100)]
+
+
+async def test_messages_delivered_leave_the_disk(tmp_path: Path) -> None:
+    spool = Spool(100, Metrics(), SpoolPolicy(batch=5), disk=SpoolLog(tmp_path, segment_bytes=40))
+    broker = Broker()
+    broker.up = True
+    for i in range(12):
+        spool.put(b"k", str(i).encode())
+    assert await spool.flush_once(broker.send)
+    spool.close()
+    again = reopened(tmp_path)
+    assert again[-7:] == [str(i).encode() for i in range(5, 12)]
+    assert len(again) <= 7 + 3, "at most a segment's worth of delivered messages would go again"

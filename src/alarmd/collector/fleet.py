@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable, Iterable
 
 import structlog
 
-from alarmd.collector.poller import DevicePoller
+from alarmd.collector.poller import Cadence, DevicePoller
 from alarmd.config import DeviceConfig
 from alarmd.model import Sample
 
@@ -41,6 +41,9 @@ class PollerFleet:
         self._tasks: set[asyncio.Task[None]] = set()
         self._group: asyncio.TaskGroup | None = None
         self._emit: Emit | None = None
+        self._stopped = False
+        #: When a poller started without a cadence of its own polls (None: at random within its interval).
+        self.cadence: Callable[[str], Cadence | None] = lambda _name: None
 
     def __len__(self) -> int:
         return len(self.pollers)
@@ -52,10 +55,14 @@ class PollerFleet:
             if self._owns(name):
                 self._run(name)
 
-    def resume(self, name: str) -> None:
-        """Start polling a device this instance has come to own; a no-op while it runs already."""
+    def resume(self, name: str, cadence: Cadence | None = None) -> None:
+        """Start polling a device this instance has come to own; a no-op while it runs already.
+
+        ``cadence`` says when its first and later polls come (by default: a random offset
+        within its interval, then every interval).
+        """
         if name in self.pollers and name not in self._running:
-            self._run(name)
+            self._run(name, cadence)
 
     def pause(self, name: str) -> None:
         """Stop polling a device another instance now owns; its poller, and baselines, stay."""
@@ -64,11 +71,14 @@ class PollerFleet:
             stop.set()
         self._running.pop(name, None)
 
-    def _run(self, name: str) -> None:
-        if self._group is None or self._emit is None:
-            return  # not running yet: start() runs it
+    def _run(self, name: str, cadence: Cadence | None = None) -> None:
+        if self._group is None or self._emit is None or self._stopped:
+            return  # not running yet (start() runs it), or shutting down (an assignment may come late)
         stop = self._stops[name] = asyncio.Event()
-        task = self._running[name] = self._group.create_task(self.pollers[name].run(self._emit, stop))
+        cadence = cadence or self.cadence(name)
+        task = self._running[name] = self._group.create_task(
+            self.pollers[name].run(self._emit, stop, cadence)
+        )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -100,7 +110,8 @@ class PollerFleet:
         return retired
 
     async def stop(self) -> None:
-        """Stop every poller and wait for the polls in progress to end."""
+        """Stop every poller and wait for the polls in progress to end; none starts after this."""
+        self._stopped = True
         for stop in self._stops.values():
             stop.set()
         self._stops.clear()

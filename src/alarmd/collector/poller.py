@@ -10,7 +10,7 @@ import sys
 import time
 from array import array
 from collections.abc import Awaitable, Callable, Hashable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import repeat
 
 import structlog
@@ -282,6 +282,26 @@ def _rows(table: TableSpec, walked: dict[str, dict[str, SnmpValue]]) -> Rows:
                 row = rows[sys.intern(index)] = {}
             row[oid] = value
     return rows
+
+
+def next_slot(after: float, slot: float, interval: float) -> float:
+    """The first wall-clock time at or after ``after`` that is ``slot`` seconds into an interval."""
+    return after + (slot - after) % interval
+
+
+@dataclass(frozen=True)
+class Cadence:
+    """When a poller polls in distributed mode, where collectors take turns with a device.
+
+    Every collector polls a device on the same wall-clock slot within its interval, so a
+    device that changes hands keeps its rhythm: the first poll after ``first_delay``
+    seconds, each later one on ``slot`` (at least half an interval after the one before).
+    ``polled`` is called once the first poll has completed.
+    """
+
+    first_delay: float
+    slot: float
+    polled: Callable[[], None] | None = None
 
 
 class DevicePoller:
@@ -597,25 +617,39 @@ class DevicePoller:
                     out.append(Sample(metric, labels, shown, at))
         return out
 
-    async def run(self, emit: Callable[[Sample], Awaitable[None]], stop: asyncio.Event) -> None:
+    async def run(
+        self,
+        emit: Callable[[Sample], Awaitable[None]],
+        stop: asyncio.Event,
+        cadence: Cadence | None = None,
+    ) -> None:
         """Poll every interval until ``stop`` is set, handing each sample to ``emit``.
 
         Devices start at a random offset within their interval, so thousands of them spread
         their polls instead of bursting together; ``emit`` may wait (a full queue holds the
-        next poll back rather than losing samples).
+        next poll back rather than losing samples).  With a ``cadence`` (distributed mode) the
+        first poll comes after its ``first_delay`` and every later one on the device's slot.
         """
-        first_delay = random.uniform(0, self.interval)  # noqa: S311 - jitter, not crypto
+        jitter = random.uniform(0, self.interval)  # noqa: S311 - jitter, not crypto
+        first_delay = jitter if cadence is None else cadence.first_delay
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), first_delay)
         next_at = self.clock.monotonic()
         while not stop.is_set():
+            started = self.clock.now()
             try:
                 for sample in await self.poll_once():
                     await emit(sample)
             except Exception:  # a defect in one poller must not stop the others
                 self.metrics.poll_errors.labels(self.device.kind.value, "internal").inc()
                 self.log.exception("poll_crashed")
-            next_at += self.interval
+            if cadence is None:
+                next_at += self.interval
+            else:
+                if cadence.polled is not None:
+                    cadence.polled()
+                    cadence = replace(cadence, polled=None)
+                next_at += next_slot(started + self.interval / 2, cadence.slot, self.interval) - started
             delay = next_at - self.clock.monotonic()
             if delay < 0:  # overran: skip missed slots instead of bursting
                 next_at = self.clock.monotonic()

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import ssl
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from typing import Any, TypeVar
 
+import aiokafka.coordinator.assignors.roundrobin as kafka_assignors
+import aiokafka.coordinator.protocol as group_protocol
 import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -877,6 +880,53 @@ async def _create(
     return await _partition_counts(admin, [n for n, _ in topics], config.request_timeout)
 
 
+Balance = Callable[[list[int], dict[str, set[int]]], dict[str, set[int]]]
+"""``balance(partitions, held)``: the topic's partitions shared out among members, given what each held."""
+
+
+class BalancedAssignor:
+    """A partition assignor for the group's leader that asks ``balance``; members tell what they hold.
+
+    Offered first, with round-robin as the fallback a group of mixed versions agrees on.
+    """
+
+    name = "alarmd-balanced"
+    version = 0
+
+    def __init__(self, topic: str, balance: Balance) -> None:
+        self._topic, self._balance = topic, balance
+        self._held: list[int] = []
+
+    def metadata(self, topics: Any) -> group_protocol.ConsumerProtocolMemberMetadata:
+        """The member's subscription, with the partitions it holds now as user data."""
+        return group_protocol.ConsumerProtocolMemberMetadata(
+            self.version, list(topics), json.dumps(self._held).encode()
+        )
+
+    def assign(
+        self, cluster: Any, members: Any
+    ) -> dict[str, group_protocol.ConsumerProtocolMemberAssignment]:
+        """As the group's leader: every member's share of the topic's partitions."""
+        held: dict[str, set[int]] = {}
+        for member, meta in members.items():
+            try:
+                held[member] = {int(p) for p in json.loads(meta.user_data or b"[]")}
+            except (ValueError, TypeError):
+                held[member] = set()  # a member that says nothing usable holds nothing
+        partitions = sorted(cluster.partitions_for_topic(self._topic) or ())
+        shares = self._balance(partitions, held)
+        return {
+            member: group_protocol.ConsumerProtocolMemberAssignment(
+                self.version, [(self._topic, sorted(shares[member]))], b""
+            )
+            for member in members
+        }
+
+    def on_assignment(self, assignment: group_protocol.ConsumerProtocolMemberAssignment) -> None:
+        """Remember what this member holds now, for its next join."""
+        self._held = sorted(tp.partition for tp in assignment.partitions())
+
+
 class KafkaMembership:
     """Membership in a consumer group over a topic, only to learn which of its partitions are ours.
 
@@ -897,16 +947,24 @@ class KafkaMembership:
         *,
         session_timeout: float = 10.0,
         max_backoff: float = 30.0,
+        balance: Balance | None = None,
     ) -> None:
         self.kafka, self.topic, self.group_id, self.partitions = kafka, topic, group_id, partitions
         self._on_assign = on_assign
         self._session_ms = int(session_timeout * 1000)
+        self._balance = balance
         self._base_backoff = max(kafka.retry_backoff, 0.05)
         self._max_backoff = max(max_backoff, self._base_backoff)
 
     async def run(self, stop: asyncio.Event) -> None:
         """Stay in the group until ``stop``; then leave it, so the others take over at once."""
         delay = self._base_backoff
+        strategies: tuple[Any, ...] = (kafka_assignors.RoundRobinPartitionAssignor,)
+        if self._balance is not None:
+            strategies = (
+                BalancedAssignor(self.topic, self._balance),
+                kafka_assignors.RoundRobinPartitionAssignor,
+            )
         while not stop.is_set():
             consumer = None
             try:
@@ -917,8 +975,11 @@ class KafkaMembership:
                     group_id=self.group_id,
                     enable_auto_commit=False,
                     session_timeout_ms=self._session_ms,
-                    heartbeat_interval_ms=max(self._session_ms // 3, 100),
+                    rebalance_timeout_ms=self._session_ms,
+                    # a short heartbeat: the survivors learn of a rebalance within half a second
+                    heartbeat_interval_ms=max(min(self._session_ms // 3, 500), 100),
                     metadata_max_age_ms=5000,
+                    partition_assignment_strategy=strategies,
                 )
                 consumer.subscribe([self.topic], listener=_Listener(self._on_assign))
                 await _start_client(consumer, self.kafka, "membership consumer")
