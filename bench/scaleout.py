@@ -46,12 +46,17 @@ from bench.traps import free_udp_port, send
 INTERFACES: Final = 10_000
 QUICK_INTERFACES: Final = 2_000
 INTERVAL: Final = 10.0
+QUICK_INTERVAL: Final = 5.0
 WINDOW: Final = 60.0
 QUICK_WINDOW: Final = 20.0
 TRAP_RATE: Final = 1_000
 TRAP_SECONDS: Final = 30.0
 QUICK_TRAP_SECONDS: Final = 10.0
 SETTLE: Final = 5.0
+BACKLOG: Final = 30.0
+DRAIN: Final = 10.0
+QUICK_BACKLOG: Final = 5.0
+QUICK_DRAIN: Final = 2.0
 
 #: The sizing question of the issue, and what it assumes.
 SIZING_DEVICES: Final = 100_000
@@ -73,6 +78,8 @@ class Options:
     agents: int = memory.AGENTS
     kafka_bootstrap: str | None = None
     timeout: float = 600.0
+    backlog: float = BACKLOG  # seconds the collector publishes before the correlator starts
+    drain_seconds: float = DRAIN
 
 
 def options_from(quick: bool, *, window: float | None = None, trap_seconds: float | None = None) -> Options:
@@ -80,9 +87,12 @@ def options_from(quick: bool, *, window: float | None = None, trap_seconds: floa
     base = (
         Options(
             interfaces=QUICK_INTERFACES,
+            interval=QUICK_INTERVAL,
             window=QUICK_WINDOW,
             trap_seconds=QUICK_TRAP_SECONDS,
             agents=memory.QUICK_AGENTS,
+            backlog=QUICK_BACKLOG,
+            drain_seconds=QUICK_DRAIN,
         )
         if quick
         else Options()
@@ -103,6 +113,8 @@ class Reading:
     polls: int
     traps: int
     judged: int
+    consumed: int
+    published: int
 
     @classmethod
     def of(cls, daemon: memory.Daemon) -> Reading:
@@ -116,7 +128,7 @@ class Reading:
                 "alarmd_poll_duration_seconds_count",
                 "alarmd_traps_received_total",
                 "alarmd_cluster_events_consumed_total",
-                "alarmd_events_total",
+                "alarmd_cluster_events_published_total",
             },
         )
         judged = sum(
@@ -128,6 +140,8 @@ class Reading:
             polls=int(sum(v for _, v in m["alarmd_poll_duration_seconds_count"])),
             traps=int(sum(v for _, v in m["alarmd_traps_received_total"])),
             judged=int(judged),
+            consumed=int(sum(v for _, v in m["alarmd_cluster_events_consumed_total"])),
+            published=int(sum(v for _, v in m["alarmd_cluster_events_published_total"])),
         )
 
 
@@ -210,7 +224,9 @@ def measure(
     """Polling, traps, polling again, for each of ``processes`` (``poller`` polls and receives).
 
     The polling rate is taken from both polling windows, before and after the traps, so a
-    trap window's cost above it does not depend on which side of the cycle it fell.
+    trap window's cost above it does not depend on which side of the cycle it fell.  A
+    correlator that falls behind during the traps judges them later, in the second polling
+    window; its cost per event is therefore taken over all three windows together.
     """
     start = {name: Reading.of(d) for name, d in processes.items()}
     time.sleep(options.window)
@@ -229,21 +245,37 @@ def measure(
         "traps_received": trap_count,
     }
     for name in processes:
-        before, traps, after = (
+        windows = [
             cost(start[name], polled[name]),
             cost(polled[name], trapped[name]),
             cost(trapped[name], end[name]),
-        )
+        ]
+        before, traps, after = windows
         polling_cpu, polling_seconds = before["cpu_s"] + after["cpu_s"], before["seconds"] + after["seconds"]
         baseline = polling_cpu / polling_seconds if polling_seconds else 0.0
         above = traps["cpu_s"] - baseline * traps["seconds"]
-        out[name] = {
-            "polling_windows": [before, after],
-            "trap_window": traps,
+        row: dict[str, Any] = {
+            "windows": windows,
             "cpu_share_polling": round(baseline, 3),
             "cpu_s_per_1k_interface_polls": per_1k(polling_cpu, interface_polls),
             "cpu_s_per_1k_traps": per_1k(above, trap_count) if above > 0 else None,
         }
+        judged = sum(w["events_judged"] for w in windows)
+        if judged:  # a correlator: what an event costs, and how fast it got through them
+            first = windows[0]
+            first_interface_polls = (
+                max(1, polled[poller].polls - start[poller].polls) * snmpd_fleet.INTERFACES
+            )
+            per_sample = first["cpu_s"] / first["events_judged"] if first["events_judged"] else 0.0
+            rest_cpu = traps["cpu_s"] + after["cpu_s"]
+            rest_samples = traps["events_judged"] + after["events_judged"] - trap_count
+            trap_cpu = rest_cpu - per_sample * rest_samples
+            row |= {
+                "cpu_s_per_1k_events": per_1k(sum(w["cpu_s"] for w in windows), judged),
+                "events_per_interface_poll": round(first["events_judged"] / first_interface_polls, 2),
+                "cpu_s_per_1k_traps": per_1k(trap_cpu, trap_count) if trap_cpu > 0 else None,
+            }
+        out[name] = row
     return out
 
 
@@ -276,20 +308,62 @@ def run_layout(
         f"scaleout: {layout}: {devices} devices x {snmpd_fleet.INTERFACES} interfaces "
         f"every {options.interval:g}s"
     )
+    drain: dict[str, float] | None = None
     try:
-        for d in processes.values():
-            d.start()
+        processes[poller].start()
         wait_cycles(processes[poller], devices, 2, options.timeout)
+        if "correlator" in processes:  # started late, it finds a backlog: how fast it gets through one
+            time.sleep(options.backlog)
+            drain = catch_up(processes["correlator"], options.drain_seconds)
+            caught_up(processes["collector"], processes["correlator"], options.timeout)
         result = measure(processes, poller, trap_port, options)
     finally:
         for d in processes.values():
             d.stop()
+    if drain is not None:
+        result["correlator"]["backlog_drain"] = drain
     result["devices"] = devices
     return result
 
 
+def caught_up(collector: memory.Daemon, correlator: memory.Daemon, timeout: float) -> None:
+    """Until ``correlator`` consumed as many events as ``collector`` had published when this began."""
+    published = Reading.of(collector).published
+    deadline = time.monotonic() + timeout
+    while Reading.of(correlator).consumed < published:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"the correlator did not catch up with {published} events within {timeout:g}s")
+        time.sleep(0.5)
+
+
+def catch_up(correlator: memory.Daemon, seconds: float) -> dict[str, float]:
+    """Start ``correlator`` on a backlog: its judging rate and CPU share over ``seconds`` from its first."""
+    correlator.start()
+    deadline = time.monotonic() + 120
+    first = Reading.of(correlator)
+    while first.judged == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        first = Reading.of(correlator)
+    time.sleep(seconds)
+    last = Reading.of(correlator)
+    span = last.at - first.at
+    return {
+        "seconds": round(span, 2),
+        "events_judged": last.judged - first.judged,
+        "judged_per_s": round((last.judged - first.judged) / span, 1),
+        "cpu_share": round((last.cpu - first.cpu) / span, 3),
+    }
+
+
 def sizing(distributed: dict[str, Any]) -> dict[str, Any]:
-    """Instances for :data:`SIZING_DEVICES` devices and :data:`SIZING_TRAPS` traps/s from measured costs."""
+    """Instances for :data:`SIZING_DEVICES` devices and :data:`SIZING_TRAPS` traps/s from measured costs.
+
+    Collectors are bound by CPU.  Correlators by CPU and by throughput: one judges a fetched
+    batch, waits for its work orders and changelog to be acknowledged, then commits, so its
+    rate may be bounded by those round trips before its core is busy.  Its capacity is the
+    rate at which it got through a backlog (``backlog_drain``), and each instance is planned
+    at :data:`CORE_BUDGET` of it, as of a core.
+    """
     interface_polls_per_s = SIZING_DEVICES * SIZING_INTERFACES_PER_DEVICE / SIZING_INTERVAL
     out: dict[str, Any] = {
         "devices": SIZING_DEVICES,
@@ -299,18 +373,25 @@ def sizing(distributed: dict[str, Any]) -> dict[str, Any]:
         "core_budget_per_instance": CORE_BUDGET,
     }
     for role in ("collector", "correlator"):
-        per_poll = distributed[role]["cpu_s_per_1k_interface_polls"]
-        per_trap = distributed[role]["cpu_s_per_1k_traps"]
+        row = distributed[role]
+        per_poll, per_trap = row["cpu_s_per_1k_interface_polls"], row["cpu_s_per_1k_traps"]
         if not per_poll or not per_trap:
             out[role] = None
             continue
         cores = interface_polls_per_s / 1000 * per_poll + SIZING_TRAPS / 1000 * per_trap
-        out[role] = {
+        need: dict[str, Any] = {
             "cores": round(cores, 2),
-            "instances": max(1, math.ceil(cores / CORE_BUDGET)),
+            "instances_by_cpu": max(1, math.ceil(cores / CORE_BUDGET)),
             "interfaces_per_instance_at_interval": int(CORE_BUDGET / per_poll * 1000 * SIZING_INTERVAL),
             "traps_per_s_per_instance": int(CORE_BUDGET / per_trap * 1000),
         }
+        if "backlog_drain" in row:
+            events = interface_polls_per_s * row["events_per_interface_poll"] + SIZING_TRAPS
+            capacity = row["backlog_drain"]["judged_per_s"]
+            need["events_per_s"] = round(events)
+            need["instances_by_throughput"] = max(1, math.ceil(events / (capacity * CORE_BUDGET)))
+        need["instances"] = max(need["instances_by_cpu"], need.get("instances_by_throughput", 1))
+        out[role] = need
     return out
 
 
@@ -353,6 +434,11 @@ def table(result: dict[str, Any]) -> str:
                 f"{layout + ' ' + name:<22} {row['cpu_share_polling']:>17} "
                 f"{row['cpu_s_per_1k_interface_polls']!s:>21} {row['cpu_s_per_1k_traps']!s:>11}"
             )
+    drain = result["distributed"]["correlator"].get("backlog_drain")
+    if drain:
+        lines.append(
+            f"correlator through a backlog: {drain['judged_per_s']} events/s, {drain['cpu_share']} of a core"
+        )
     s = result["sizing"]
     for role in ("collector", "correlator"):
         if s[role]:
@@ -377,6 +463,8 @@ def run(options: Options, results_dir: Path, say: Callable[[str], None] = print)
         "collector_cpu_s_per_1k_traps": d["collector"]["cpu_s_per_1k_traps"],
         "correlator_cpu_s_per_1k_traps": d["correlator"]["cpu_s_per_1k_traps"],
         "all_cpu_s_per_1k_traps": a["all"]["cpu_s_per_1k_traps"],
+        "correlator_cpu_s_per_1k_events": d["correlator"].get("cpu_s_per_1k_events"),
+        "correlator_backlog_events_per_s": (d["correlator"].get("backlog_drain") or {}).get("judged_per_s"),
         "traps_received": {"distributed": d["traps_received"], "all": a["traps_received"]},
         "sizing": s,
         "timestamp": result["timestamp"],

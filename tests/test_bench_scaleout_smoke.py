@@ -39,7 +39,7 @@ def test_scaleout_bench_measures_both_roles_against_one_process(tmp_path: Path) 
     correlator = result["distributed"]["correlator"]
     assert sum(w["events_judged"] for w in correlator["windows"]) >= 3000
     assert correlator["events_per_interface_poll"] > 1  # device_up, gauges and rates of each interface
-    assert correlator["max_judged_per_s"] > 0
+    assert correlator["backlog_drain"]["judged_per_s"] > 0  # started late, it caught up with a backlog
     sizing = result["sizing"]
     assert sizing["collector"]["instances"] >= 1
     assert sizing["correlator"]["instances"] >= sizing["correlator"]["instances_by_throughput"] >= 1
