@@ -53,7 +53,7 @@ chaos: setup
 chaos-scaleout: setup
 	$(BIN)/python -m tests.chaos.scaleout $(CHAOS_ARGS)
 
-# Benchmarks, each against its peer in the same run, 127.0.0.1 only, < 6 minutes: results in bench/results/{latest,<workload>}.json.
+# Benchmarks, each against its peer in the same run, 127.0.0.1 only, about 18 minutes: results in bench/results/{latest,<workload>}.json.
 # `make bench BENCH_ARGS=--quick` for a short smoke run.
 bench: setup
 	$(BIN)/python -m bench.run $(BENCH_ARGS)

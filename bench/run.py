@@ -19,7 +19,7 @@ under its key there:
   1k interface polls and per 1k traps, and the instances 100k devices and 10k traps/s need
   (bench/scaleout.py).
 
-    python -m bench.run                      # every workload, full length (about 10 minutes)
+    python -m bench.run                      # every workload, full length (about 18 minutes)
     python -m bench.run --quick              # short steps: a smoke run
     python -m bench.run --only traps --trap-rates 500 --trap-duration 1 --results-dir /tmp/b
 
