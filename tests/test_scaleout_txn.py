@@ -18,7 +18,14 @@ from aiokafka import AIOKafkaProducer
 from alarmd.cluster.codec import encode_event
 from alarmd.model import Event
 from tests.chaos.harness import Daemon, Inbox
-from tests.test_scaleout_restore import ESCALATION, LOAD_SLACK, SESSION_TIMEOUT, correlator, until
+from tests.test_scaleout_restore import (
+    ESCALATION,
+    LOAD_SLACK,
+    SESSION_TIMEOUT,
+    correlator,
+    start_with_one_partition_each,
+    until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -70,15 +77,6 @@ def by_id(inbox: Inbox, kind: str) -> Counter[str]:
     return Counter(m["work_order_id"] for m in inbox.of_type(kind))
 
 
-async def started(pair: list[Daemon]) -> None:
-    """Both correlators ready, one events partition each."""
-    for daemon in pair:
-        daemon.start()
-    for daemon in pair:
-        await daemon.wait_ready()
-    await until(lambda: [owned(d) for d in pair] == [1, 1], 30, "one events partition each")
-
-
 async def test_a_paused_owner_is_fenced_when_it_resumes_and_commits_nothing_more(
     tmp_path: Path, kafka_bootstrap: str
 ) -> None:
@@ -86,7 +84,7 @@ async def test_a_paused_owner_is_fenced_when_it_resumes_and_commits_nothing_more
     pair = [pair_member(tmp_path, name, kafka_bootstrap, topic) for name in ("a", "b")]
     try:
         async with Inbox(kafka_bootstrap, f"{topic}.workorders", f"{topic}.notices") as inbox:
-            await started(pair)
+            await start_with_one_partition_each(pair)
             await publish(kafka_bootstrap, topic, range(1, 2))
             assert await inbox.until(lambda _: inbox.of_type("work_order"), 30), "no work order"
             (order,) = inbox.of_type("work_order")
@@ -137,7 +135,7 @@ async def test_an_owner_killed_while_judging_leaves_every_fault_ordered_and_esca
             Inbox(kafka_bootstrap, *topics) as inbox,
             Inbox(kafka_bootstrap, *topics, isolation="read_uncommitted") as raw,
         ):
-            await started(pair)
+            await start_with_one_partition_each(pair)
             stream = asyncio.create_task(publish(kafka_bootstrap, topic, range(1, CIRCUITS + 1), every=0.1))
             # Kill whichever has judged most once about half the traps are out, in the middle of its batches.
             await until(lambda: sum(judged(d) for d in pair) >= CIRCUITS // 2, 30, "half the traps judged")
