@@ -27,7 +27,7 @@ from alarmd.cluster.changelog import ChangelogStore
 from alarmd.cluster.codec import Feedback, Keys, decode, kind_of
 from alarmd.cluster.dedup import SeenIds
 from alarmd.cluster.owner import PartitionOwner
-from alarmd.cluster.transactions import PartitionCommitter
+from alarmd.cluster.transactions import PartitionCommitter, Transactions
 from alarmd.config import Config, ConsumedTopic
 from alarmd.dispatch.kafka import KafkaSource, KafkaStartError, RejectionOf, ensure_topics
 from alarmd.dispatch.outbox import Outbox
@@ -53,8 +53,10 @@ class PartitionedStage:
     store and outbox).  After each fetched batch, each partition's messages, changelog
     records and offsets go in that partition's transaction; a new assignment first commits
     what waits, then takes the transactional ids of the partitions that came (fencing their
-    previous owners), restores their state from the changelog, calls ``restored``, and only
-    then lets their input be fetched.  ``group`` labels the stage's metrics and logs.
+    previous owners), restores their state from the changelog, calls ``changed``, and only
+    then lets their input be fetched; a fenced partition's state is dropped, then ``changed``
+    is called too.  ``group`` labels the stage's metrics and logs;
+    ``producer`` makes each partition's transactional producer (Kafka's by default).
     """
 
     def __init__(
@@ -72,13 +74,14 @@ class PartitionedStage:
         metrics: Metrics,
         took: Callable[[set[int]], None],
         restoring: Callable[[], None],
-        restored: Callable[[], None] = lambda: None,
+        changed: Callable[[], None] = lambda: None,
+        producer: Callable[[str], Transactions] | None = None,
     ) -> None:
         cluster = config.cluster
         self.config, self.metrics = config, metrics
         self.topic, self.group_id, self.group = topic, group_id, group
         self._handle, self._rejection_of = handle, rejection_of
-        self._took, self._restoring, self._restored = took, restoring, restored
+        self._took, self._restoring, self._changed = took, restoring, changed
         self.owner = owner
         self.changelog_topic = owner.topic
         self.committer = PartitionCommitter(
@@ -92,9 +95,10 @@ class PartitionedStage:
             changelog=owner.changelog,
             home=owner.home,
             metrics=metrics,
-            on_fenced=lambda partition: owner.release({partition}),
+            on_fenced=self._fenced,
             session_timeout=cluster.session_timeout,
             label=group,
+            producer=producer,
         )
         #: True from a batch's first message until its offsets are noted: its output waits for them.
         self._in_batch = False
@@ -165,7 +169,12 @@ class PartitionedStage:
                 await self.committer.commit_held()
             if await self.committer.claim(partitions, stop):
                 await self.owner.assign(partitions, stop)
-                self._restored()
+                self._changed()
+
+    def _fenced(self, partition: int) -> None:
+        """A newer owner holds the partition: its state leaves this instance, as on a revocation."""
+        self.owner.release({partition})
+        self._changed()
 
     async def _commit_batch(self, offsets: dict[int, int]) -> None:
         """A fetched batch is judged: its partitions' output and offsets go in their transactions."""

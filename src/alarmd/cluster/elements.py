@@ -41,7 +41,7 @@ from alarmd.cluster.changelog import ChangelogStore
 from alarmd.cluster.codec import EventDecodeError, Keys
 from alarmd.cluster.correlator import PartitionedStage
 from alarmd.cluster.owner import PartitionOwner
-from alarmd.cluster.transactions import StagedDispatcher
+from alarmd.cluster.transactions import StagedDispatcher, Transactions
 from alarmd.config import Config, MajorFaultsConfig
 from alarmd.dispatch.kafka import KafkaSink, RejectionOf, default_partition
 from alarmd.dispatch.outbox import Dispatcher, Outbox
@@ -173,6 +173,7 @@ class ElementStage:
         clock: Clock,
         announcer: Callable[[Store, Dispatcher], Announces],
         rejection_of: RejectionOf,
+        producer: Callable[[str], Transactions] | None = None,
     ) -> None:
         cluster = config.cluster
         self.config, self.metrics, self.clock = config, metrics, clock
@@ -212,7 +213,8 @@ class ElementStage:
             metrics=metrics,
             took=self._took,
             restoring=lambda: None,
-            restored=self._regroup,
+            changed=self._regroup,
+            producer=producer,
         )
         for outcome in ("committed", "aborted", "fenced"):
             metrics.transactions.labels("elements", outcome)
@@ -360,6 +362,6 @@ class ElementStage:
         log.info("partitions_assigned", group="elements", partitions=sorted(partitions))
 
     def _regroup(self) -> None:
-        """After a restore from the element changelog: group anew from the book."""
+        """After a restore from the element changelog, or a fence: group anew from the book."""
         self.grouper = Grouper(self.inventory, self.book, self.config.major_faults, self.metrics, self.route)
         self.grouper.recall(self.clock.now())
