@@ -154,6 +154,24 @@ def circuits_named(inbox: Inbox) -> set[str]:
     return {c["circuit"] for c in latest["major_fault"]["circuits"]}
 
 
+def owned(daemon: Daemon, group: str) -> float:
+    """Partitions of a group (events, elements) the daemon owns."""
+    return daemon.metric("alarmd_cluster_partitions_owned", group=group)
+
+
+async def started(pair: list[Daemon]) -> None:
+    """Both correlators ready, one events and one element partition each."""
+    for daemon in pair:
+        daemon.start()
+    for daemon in pair:
+        await daemon.wait_ready()
+    await until(
+        lambda: [(owned(d, "events"), owned(d, "elements")) for d in pair] == [(1, 1), (1, 1)],
+        40,
+        "one events and one element partition each",
+    )
+
+
 async def test_circuits_on_two_correlators_make_one_major_fault_that_survives_its_owners_death(
     tmp_path: Path, kafka_bootstrap: str
 ) -> None:
@@ -161,16 +179,7 @@ async def test_circuits_on_two_correlators_make_one_major_fault_that_survives_it
     pair = [correlator(tmp_path, name, kafka_bootstrap, topic) for name in ("a", "b")]
     try:
         async with Inbox(kafka_bootstrap, f"{topic}.workorders", f"{topic}.notices") as inbox:
-            for daemon in pair:
-                daemon.start()
-            for daemon in pair:
-                await daemon.wait_ready()
-            owned = lambda d, group: d.metric("alarmd_cluster_partitions_owned", group=group)  # noqa: E731
-            await until(
-                lambda: [(owned(d, "events"), owned(d, "elements")) for d in pair] == [(1, 1), (1, 1)],
-                40,
-                "one events and one element partition each",
-            )
+            await started(pair)
             await publish_traps(kafka_bootstrap, topic, "linkDown", uptime=1000)
 
             # Each correlator judged its own two circuits and sent their work orders ...
@@ -272,16 +281,7 @@ async def test_a_paused_element_owner_is_fenced_when_it_resumes_and_commits_noth
     pair = [correlator(tmp_path, name, kafka_bootstrap, topic, clocks) for name in ("a", "b")]
     try:
         async with Inbox(kafka_bootstrap, f"{topic}.workorders", f"{topic}.notices") as inbox:
-            for daemon in pair:
-                daemon.start()
-            for daemon in pair:
-                await daemon.wait_ready()
-            owned = lambda d, group: d.metric("alarmd_cluster_partitions_owned", group=group)  # noqa: E731
-            await until(
-                lambda: [(owned(d, "events"), owned(d, "elements")) for d in pair] == [(1, 1), (1, 1)],
-                40,
-                "one events and one element partition each",
-            )
+            await started(pair)
             await publish_traps(kafka_bootstrap, topic, "linkDown", uptime=1000)
             named = lambda _: majors(inbox, "work_order") and circuits_named(inbox) == set(CIRCUITS)  # noqa: E731
             assert await inbox.until(named, 40), "no major fault naming every circuit"

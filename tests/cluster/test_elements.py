@@ -17,6 +17,7 @@ from alarmd.alarms.store import Store
 from alarmd.announce import Announcer
 from alarmd.cluster.codec import EventDecodeError
 from alarmd.cluster.elements import ElementKeys, ElementStage, decode, encode, local_grouping
+from alarmd.cluster.transactions import PartitionCommitter
 from alarmd.config import Config
 from alarmd.dispatch.outbox import Dispatcher, Outbox
 from alarmd.dispatch.routing import Router
@@ -230,14 +231,20 @@ def test_a_correlator_leaves_grouping_to_the_element_stage() -> None:
     assert not local_grouping(cfg.major_faults, "correlator").enabled
 
 
-async def test_a_major_faults_messages_changelog_and_offsets_commit_in_its_element_partitions_transaction(
-    tmp_path: Path,
-) -> None:
+async def major_fault_owned(tmp_path: Path) -> tuple[Cluster, PartitionCommitter]:
+    """A stage holding element partition 0's transactional id, with a major fault of three circuits open."""
     c = Cluster(tmp_path)
     committer = c.stage.partitioned.committer
     assert await committer.claim({0}, asyncio.Event())
     for circuit in ("A1", "A3", "A4"):
         c.los(circuit)
+    return c, committer
+
+
+async def test_a_major_faults_messages_changelog_and_offsets_commit_in_its_element_partitions_transaction(
+    tmp_path: Path,
+) -> None:
+    c, committer = await major_fault_owned(tmp_path)
     committer.note({0: 3})  # the batch that carried the three root alarms
     assert await committer.commit()
 
@@ -258,11 +265,7 @@ async def test_a_major_faults_messages_changelog_and_offsets_commit_in_its_eleme
 async def test_a_fenced_element_partition_drops_its_major_faults_and_commits_nothing_more(
     tmp_path: Path,
 ) -> None:
-    c = Cluster(tmp_path)
-    committer = c.stage.partitioned.committer
-    assert await committer.claim({0}, asyncio.Event())
-    for circuit in ("A1", "A3", "A4"):
-        c.los(circuit)
+    c, committer = await major_fault_owned(tmp_path)
     assert await committer.commit()
     producer = c.producers[f"{c.cfg.cluster.transactional_prefix}.elements-0"]
     producer.fenced = True  # a newer owner took the id while this one was frozen
