@@ -165,7 +165,7 @@ async def measure(options: Options, run: latency.Run, bootstrap: str, topic: str
     run.daemon = daemon
     daemon.start()  # it creates the topics, then waits for its assignment
     judged = 'alarmd_cluster_events_consumed_total{outcome="judged",type="event"}'
-    committed = 'alarmd_cluster_transactions_total{outcome="committed"}'
+    committed = 'alarmd_cluster_transactions_total{group="events",outcome="committed"}'
     deadline = time.monotonic() + options.within
     owned = 'alarmd_cluster_partitions_owned{group="events"}'
     while time.monotonic() < deadline:  # every partition assigned: restored (nothing), it waits

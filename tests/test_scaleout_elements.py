@@ -6,7 +6,9 @@ partition, so each correlator owns two.  Their linkDown traps arrive on the even
 collectors publish them.  The element stage (in both correlators, one of which owns the
 segment's element partition) opens one major fault naming all four; its owner is then
 stopped (SIGTERM) and started again, and the next owner SIGKILLed, while the fault is open;
-the survivor carries it on to its single clear.
+the survivor carries it on to its single clear.  In the second test the owner is paused
+(SIGSTOP) past the session timeout instead: the survivor takes the major fault over, and the
+owner, resumed, is fenced and commits nothing more.
 """
 
 from __future__ import annotations
@@ -88,8 +90,8 @@ def device(circuit: str) -> str:
     return f"cpe-{circuit.lower()}"
 
 
-def correlator(root: Path, name: str, bootstrap: str, topic: str) -> Daemon:
-    """A config directory for one correlator and the daemon that runs it."""
+def correlator(root: Path, name: str, bootstrap: str, topic: str, extra: str = "") -> Daemon:
+    """A config directory for one correlator (``extra``: more config lines) and the daemon that runs it."""
     directory = root / name
     directory.mkdir()
     http = free_port()
@@ -115,7 +117,7 @@ def correlator(root: Path, name: str, bootstrap: str, topic: str) -> Daemon:
     )
     (directory / "rules.yml").write_text(RULES)
     with (directory / "alarmd.yml").open("a") as config:
-        config.write("api: {tokens_file: tokens.yml}\n")
+        config.write("api: {tokens_file: tokens.yml}\n" + extra)
     digest = hashlib.sha256(TOKEN.encode()).hexdigest()
     (directory / "tokens.yml").write_text(f"tokens:\n  - {{name: wall, sha256: {digest}, scope: all}}\n")
     return Daemon(directory, bootstrap, http, "--role", "correlator")
@@ -152,6 +154,24 @@ def circuits_named(inbox: Inbox) -> set[str]:
     return {c["circuit"] for c in latest["major_fault"]["circuits"]}
 
 
+def owned(daemon: Daemon, group: str) -> float:
+    """Partitions of a group (events, elements) the daemon owns."""
+    return daemon.metric("alarmd_cluster_partitions_owned", group=group)
+
+
+async def started(pair: list[Daemon]) -> None:
+    """Both correlators ready, one events and one element partition each."""
+    for daemon in pair:
+        daemon.start()
+    for daemon in pair:
+        await daemon.wait_ready()
+    await until(
+        lambda: [(owned(d, "events"), owned(d, "elements")) for d in pair] == [(1, 1), (1, 1)],
+        40,
+        "one events and one element partition each",
+    )
+
+
 async def test_circuits_on_two_correlators_make_one_major_fault_that_survives_its_owners_death(
     tmp_path: Path, kafka_bootstrap: str
 ) -> None:
@@ -159,16 +179,7 @@ async def test_circuits_on_two_correlators_make_one_major_fault_that_survives_it
     pair = [correlator(tmp_path, name, kafka_bootstrap, topic) for name in ("a", "b")]
     try:
         async with Inbox(kafka_bootstrap, f"{topic}.workorders", f"{topic}.notices") as inbox:
-            for daemon in pair:
-                daemon.start()
-            for daemon in pair:
-                await daemon.wait_ready()
-            owned = lambda d, group: d.metric("alarmd_cluster_partitions_owned", group=group)  # noqa: E731
-            await until(
-                lambda: [(owned(d, "events"), owned(d, "elements")) for d in pair] == [(1, 1), (1, 1)],
-                40,
-                "one events and one element partition each",
-            )
+            await started(pair)
             await publish_traps(kafka_bootstrap, topic, "linkDown", uptime=1000)
 
             # Each correlator judged its own two circuits and sent their work orders ...
@@ -260,3 +271,80 @@ async def test_circuits_on_two_correlators_make_one_major_fault_that_survives_it
     finally:
         for daemon in pair:
             daemon.close()
+
+
+async def test_a_paused_element_owner_is_fenced_when_it_resumes_and_commits_nothing_more(
+    tmp_path: Path, kafka_bootstrap: str
+) -> None:
+    topic = f"alarmd.elemz.{uuid.uuid4().hex[:8]}"
+    clocks = "clocks: {status_update_every: 3s}\n"  # the major fault's clock comes due while it is frozen
+    pair = [correlator(tmp_path, name, kafka_bootstrap, topic, clocks) for name in ("a", "b")]
+    try:
+        async with Inbox(kafka_bootstrap, f"{topic}.workorders", f"{topic}.notices") as inbox:
+            await started(pair)
+            await publish_traps(kafka_bootstrap, topic, "linkDown", uptime=1000)
+            named = lambda _: majors(inbox, "work_order") and circuits_named(inbox) == set(CIRCUITS)  # noqa: E731
+            assert await inbox.until(named, 40), "no major fault naming every circuit"
+            (major,) = majors(inbox, "work_order")
+            alarm_id = major["alarm_id"]
+            opened = lambda d: d.metric("alarmd_major_faults_open")  # noqa: E731
+            (zombie,) = [d for d in pair if opened(d) == 1]
+            (survivor,) = [d for d in pair if d is not zombie]
+            commits = lambda d, outcome: d.metric(  # noqa: E731
+                "alarmd_cluster_transactions_total", group="elements", outcome=outcome
+            )
+            assert commits(zombie, "committed") >= 1, (
+                "the major fault left in the element stage's transaction"
+            )
+
+            zombie.pause()
+            paused_at = time.monotonic()
+            await until(
+                lambda: owned(survivor, "elements") == 2 and opened(survivor) == 1,
+                SESSION_TIMEOUT + LOAD_SLACK,
+                "the survivor took the paused owner's major fault",
+            )
+            taken = time.monotonic() - paused_at
+            resumed = time.time()  # a message this process sends from now on was committed after it resumed
+            zombie.resume()
+            await until(
+                lambda: any(e.get("group") == "elements" for e in zombie.events("partition_fenced")),
+                15,
+                "the resumed element owner was fenced",
+            )
+            await inbox.collect(4)
+
+            assert commits(zombie, "fenced") >= 1
+            (fenced, *_) = [e for e in zombie.events("partition_fenced") if e.get("group") == "elements"]
+            prefix = f"{topic}.correlators.{topic}.events.elements"
+            assert fenced["transactional_id"] == f"{prefix}-{fenced['partition']}"
+            # Until the group assigns it element partitions again (as a new owner), it sends nothing.
+            assigned = [
+                epoch(e["timestamp"])
+                for e in zombie.events("partitions_assigned")
+                if e.get("group") == "elements" and epoch(e["timestamp"]) > resumed
+            ]
+            again = min(assigned, default=time.time())
+            late = [
+                e
+                for e in zombie.events("message_sent")
+                if resumed < epoch(e["timestamp"]) < again and not e.get("topic", "").endswith(".elements")
+            ]
+            assert late == [], "the zombie sent a major fault's message after it resumed"
+            assert len(majors(inbox, "work_order")) == 1, "the major fault was raised again"
+            updates = [n for n in inbox.of_type("status_update") if n["alarm_id"] == alarm_id]
+            assert updates, "the survivor carries the major fault's clocks on"
+            numbers = [n["status_update_number"] for n in updates]
+            assert len(set(numbers)) == len(numbers), f"a status update was sent twice: {numbers}"
+            assert len([n for n in inbox.of_type("escalation") if n["alarm_id"] == alarm_id]) == 1
+            assert survivor.metric("alarmd_cluster_takeover_seconds_count", group="elements") >= 1
+            print(
+                f"SIGSTOP of the element owner to the major fault open on the survivor: {taken:.1f}s; "
+                f"the resumed owner's refused transaction held {fenced['messages_dropped']} message(s) and "
+                f"{fenced['changelog_records_dropped']} changelog record(s)"
+            )
+            for daemon in pair:
+                assert await daemon.stop() == 0
+    finally:
+        for daemon in pair:
+            daemon.close()  # SIGKILL ends a paused process too

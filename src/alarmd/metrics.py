@@ -364,20 +364,21 @@ class Metrics:
         self.transactions = Counter(
             "alarmd_cluster_transactions_total",
             "Per-partition Kafka transactions of a correlator (messages, changelog and offsets together), "
-            "by outcome: committed, aborted, or fenced (a newer owner holds the partition).",
-            ["outcome"],
+            "by group (events, elements) and outcome: committed, aborted, or fenced (a newer owner "
+            "holds the partition).",
+            ["group", "outcome"],
             registry=r,
         )
         self.takeover_seconds = Histogram(
             "alarmd_cluster_takeover_seconds",
-            "Seconds from a partition's assignment to its first committed output (events) "
+            "Seconds from a partition's assignment to its first committed output (events, elements) "
             "or its devices' first completed poll (inventory).",
             ["group"],
             buckets=(0.5, 1, 2, 5, 10, 20, 30, 60, 120),
             registry=r,
         )
         for outcome in ("committed", "aborted", "fenced"):
-            self.transactions.labels(outcome)
+            self.transactions.labels("events", outcome)
         for kind in ("state", "tombstone"):
             self.changelog_records.labels(kind)
         for group in ("inventory", "events", "elements"):

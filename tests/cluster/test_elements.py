@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -16,13 +17,14 @@ from alarmd.alarms.store import Store
 from alarmd.announce import Announcer
 from alarmd.cluster.codec import EventDecodeError
 from alarmd.cluster.elements import ElementKeys, ElementStage, decode, encode, local_grouping
+from alarmd.cluster.transactions import PartitionCommitter
 from alarmd.config import Config
 from alarmd.dispatch.outbox import Dispatcher, Outbox
 from alarmd.dispatch.routing import Router
 from alarmd.inventory import Inventory
 from alarmd.metrics import Metrics
 from alarmd.model import AlarmTransition
-from alarmd.testing import FakeClock, FakeSink
+from alarmd.testing import FakeClock, FakeSink, FakeTransactions
 from tests.alarms.test_grouping import config, kinds, line_los
 
 
@@ -75,6 +77,7 @@ class Cluster:
     def __init__(self, tmp_path: Path, **major_faults: Any) -> None:
         self.cfg = config(**major_faults)
         self.clock = FakeClock()
+        self.producers: dict[str, FakeTransactions] = {}
         inventory = Inventory(self.cfg)
         self.stage = ElementStage(
             self.cfg,
@@ -85,6 +88,7 @@ class Cluster:
             clock=self.clock,
             announcer=lambda store, dispatcher: announcer(self.cfg, store, dispatcher, self.clock),
             rejection_of=lambda exc: None,
+            producer=lambda tid: self.producers.setdefault(tid, FakeTransactions(tid)),
         )
         self.stage.owner.settled = True  # as after its first assignment
         self.a = Owner(tmp_path / "a.sqlite", self.cfg, self.clock, self.stage)
@@ -225,3 +229,59 @@ def test_a_correlator_leaves_grouping_to_the_element_stage() -> None:
     cfg = config()
     assert local_grouping(cfg.major_faults, "all").enabled
     assert not local_grouping(cfg.major_faults, "correlator").enabled
+
+
+async def major_fault_owned(tmp_path: Path) -> tuple[Cluster, PartitionCommitter]:
+    """A stage holding element partition 0's transactional id, with a major fault of three circuits open."""
+    c = Cluster(tmp_path)
+    committer = c.stage.partitioned.committer
+    assert await committer.claim({0}, asyncio.Event())
+    for circuit in ("A1", "A3", "A4"):
+        c.los(circuit)
+    return c, committer
+
+
+async def test_a_major_faults_messages_changelog_and_offsets_commit_in_its_element_partitions_transaction(
+    tmp_path: Path,
+) -> None:
+    c, committer = await major_fault_owned(tmp_path)
+    committer.note({0: 3})  # the batch that carried the three root alarms
+    assert await committer.commit()
+
+    producer = c.producers[f"{c.cfg.cluster.transactional_prefix}.elements-0"]
+    ((records, offsets),) = producer.committed
+    topics = [topic for topic, *_ in records]
+    assert topics.count("alarmd.workorders") == 4  # the major fault and three reparented updates
+    assert "alarmd.notices" in topics  # its escalation at once
+    assert c.stage.changelog_topic in topics  # the major fault and its circuits, with the messages
+    assert offsets == {(c.stage.topic, 0): 3}
+    assert c.stage.outbox.depth() == 0  # deleted once committed
+    committed = c.stage.metrics.registry.get_sample_value(
+        "alarmd_cluster_transactions_total", {"group": "elements", "outcome": "committed"}
+    )
+    assert committed == 1
+
+
+async def test_a_fenced_element_partition_drops_its_major_faults_and_commits_nothing_more(
+    tmp_path: Path,
+) -> None:
+    c, committer = await major_fault_owned(tmp_path)
+    assert await committer.commit()
+    producer = c.producers[f"{c.cfg.cluster.transactional_prefix}.elements-0"]
+    producer.fenced = True  # a newer owner took the id while this one was frozen
+    c.los("A2")  # joins the open major fault
+    c.wait(1)
+
+    assert not await committer.commit()
+    assert len(producer.committed) == 1  # nothing after the fence
+    assert c.stage.outbox.depth() == 0  # the join's messages are dropped, not sent
+    assert c.stage.book.active == {}  # the major fault and its circuits left with the partition
+    fenced = c.stage.metrics.registry.get_sample_value(
+        "alarmd_cluster_transactions_total", {"group": "elements", "outcome": "fenced"}
+    )
+    assert fenced == 1
+    assert c.stage.grouper.open_majors() == []  # grouped anew from what is left
+    c.los("A5")
+    await committer.commit()
+    assert len(producer.committed) == 1
+    assert c.stage.outbox.depth() == 0

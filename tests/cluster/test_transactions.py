@@ -66,7 +66,7 @@ class Harness:
 
     def count(self, outcome: str) -> float | None:
         return self.metrics.registry.get_sample_value(
-            "alarmd_cluster_transactions_total", {"outcome": outcome}
+            "alarmd_cluster_transactions_total", {"group": "events", "outcome": outcome}
         )
 
 

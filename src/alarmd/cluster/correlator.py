@@ -1,5 +1,8 @@
 """The correlator role's path through Kafka: consume the events topic, judge, commit each partition's output.
 
+:class:`PartitionedStage` is that path for any topic consumed this way (the element stage
+runs it too); :class:`Correlation` is the events topic's.
+
 For each fetched batch of the events topic: every message is decoded, dropped if its id
 was seen, otherwise judged by the stages ``--role all`` runs, and the batch is done once
 the alarm changes it caused are stored (SQLite: store and outbox).  Then each partition's
@@ -24,7 +27,7 @@ from alarmd.cluster.changelog import ChangelogStore
 from alarmd.cluster.codec import Feedback, Keys, decode, kind_of
 from alarmd.cluster.dedup import SeenIds
 from alarmd.cluster.owner import PartitionOwner
-from alarmd.cluster.transactions import PartitionCommitter
+from alarmd.cluster.transactions import PartitionCommitter, Transactions
 from alarmd.config import Config, ConsumedTopic
 from alarmd.dispatch.kafka import KafkaSource, KafkaStartError, RejectionOf, ensure_topics
 from alarmd.dispatch.outbox import Outbox
@@ -42,54 +45,60 @@ Judge = Callable[[Sample | Event | Feedback], Awaitable[None]]
 """Runs a sample, event or re-keyed feedback through the stages; returns once its changes are stored."""
 
 
-class Correlation:
-    """A correlator's share of the events topic: consume, judge, restore on assignment, commit."""
+class PartitionedStage:
+    """A consumer group over one topic: each partition's output, changelog and offsets in one transaction.
+
+    The correlators' events topic and the element stage's topic are both consumed this way.
+    ``handle`` takes one message and returns once the changes it caused are stored (SQLite:
+    store and outbox).  After each fetched batch, each partition's messages, changelog
+    records and offsets go in that partition's transaction; a new assignment first commits
+    what waits, then takes the transactional ids of the partitions that came (fencing their
+    previous owners), restores their state from the changelog, calls ``changed``, and only
+    then lets their input be fetched; a fenced partition's state is dropped, then ``changed``
+    is called too.  ``group`` labels the stage's metrics and logs;
+    ``producer`` makes each partition's transactional producer (Kafka's by default).
+    """
 
     def __init__(
         self,
         config: Config,
-        store: ChangelogStore,
-        outbox: Outbox,
         *,
-        book: Callable[[], AlarmBook],
-        engine: Callable[[], RuleEngine],
-        keys: Callable[[], Keys],
-        judge: Judge,
+        topic: str,
+        group_id: str,
+        prefix: str,
+        group: str,
+        owner: PartitionOwner,
+        outbox: Outbox,
+        handle: Callable[[bytes, bytes | None], Awaitable[None]],
         rejection_of: RejectionOf,
         metrics: Metrics,
-        clock: Clock,
         took: Callable[[set[int]], None],
         restoring: Callable[[], None],
+        changed: Callable[[], None] = lambda: None,
+        producer: Callable[[str], Transactions] | None = None,
     ) -> None:
         cluster = config.cluster
-        self.config, self.metrics, self.clock = config, metrics, clock
-        self._judge, self._rejection_of, self._took, self._restoring = judge, rejection_of, took, restoring
-        self.changelog_topic = f"{cluster.events_topic}.changelog"
-        self.seen = SeenIds(cluster.dedup_window, cluster.dedup_size)
-        self.owner = PartitionOwner(
-            config.kafka,
-            self.changelog_topic,
-            store,
-            book=book,
-            engine=engine,
-            keys=keys,
-            metrics=metrics,
-            now=clock.now,
-            writes=False,  # the changelog goes in the partitions' transactions
-        )
+        self.config, self.metrics = config, metrics
+        self.topic, self.group_id, self.group = topic, group_id, group
+        self._handle, self._rejection_of = handle, rejection_of
+        self._took, self._restoring, self._changed = took, restoring, changed
+        self.owner = owner
+        self.changelog_topic = owner.topic
         self.committer = PartitionCommitter(
             config.kafka,
-            prefix=cluster.transactional_prefix,
-            group=cluster.correlator_group,
-            events_topic=cluster.events_topic,
-            changelog_topic=self.changelog_topic,
+            prefix=prefix,
+            group=group_id,
+            events_topic=topic,
+            changelog_topic=owner.topic,
             outbox=outbox,
-            store=store,
-            changelog=self.owner.changelog,
-            home=self.owner.home,
+            store=owner.store,
+            changelog=owner.changelog,
+            home=owner.home,
             metrics=metrics,
-            on_fenced=lambda partition: self.owner.release({partition}),
+            on_fenced=self._fenced,
             session_timeout=cluster.session_timeout,
+            label=group,
+            producer=producer,
         )
         #: True from a batch's first message until its offsets are noted: its output waits for them.
         self._in_batch = False
@@ -110,40 +119,37 @@ class Correlation:
             await self.committer.commit()
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Make sure the topics exist, then consume the events topic in the group until ``stop``."""
-        cluster = self.config.cluster
+        """Make sure the topic and its changelog exist, then consume the topic in the group until ``stop``."""
+        partitions = self.config.cluster.events_partitions
         delay = max(self.config.kafka.retry_backoff, 0.05)
-        wanted = [
-            (cluster.events_topic, cluster.events_partitions),
-            (self.changelog_topic, cluster.events_partitions),
-        ]
+        wanted = [(self.topic, partitions), (self.changelog_topic, partitions)]
         while not stop.is_set():
             try:
                 found = await ensure_topics(self.config.kafka, wanted, compacted=[self.changelog_topic])
-                self.owner.partitions = found.get(cluster.events_topic, cluster.events_partitions)
+                self.owner.partitions = found.get(self.topic, partitions)
                 break
             except KafkaStartError as exc:
-                log.warning("events_topic_unavailable", error=str(exc), retry_in=delay)
+                log.warning("topic_unavailable", topic=self.topic, error=str(exc), retry_in=delay)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), delay)
                 delay = min(delay * 2, 30.0)
-        topic = ConsumedTopic(
+        consumed = ConsumedTopic(
             enabled=True,
-            topic=cluster.events_topic,
-            group_id=cluster.correlator_group,
-            dead_letter_topic=f"{cluster.events_topic}.dead-letter",
+            topic=self.topic,
+            group_id=self.group_id,
+            dead_letter_topic=f"{self.topic}.dead-letter",
         )
         source = self._source = KafkaSource(
             self.config.kafka,
-            topic,
-            self._on_event,
+            consumed,
+            self._on_message,
             self._rejection_of,
             self.metrics,
             on_assign=self._took,
             on_restore=lambda partitions: self._assign(partitions, stop),
             on_revoke=self.owner.revoking,
             commit=self._commit_batch,
-            session_timeout=cluster.session_timeout,
+            session_timeout=self.config.cluster.session_timeout,
             max_batch=BATCH,
         )
         try:
@@ -155,7 +161,7 @@ class Correlation:
             await self.committer.close()
 
     async def _assign(self, partitions: set[int], stop: asyncio.Event) -> None:
-        """A new assignment: commit what waits, take the new ids (fencing), restore the new faults."""
+        """A new assignment: commit what waits, take the new ids (fencing), restore the new state."""
         self._restoring()
         async with self.committer.lock:
             # a batch cut by the rebalance commits its kept partitions' output with its offsets
@@ -163,6 +169,12 @@ class Correlation:
                 await self.committer.commit_held()
             if await self.committer.claim(partitions, stop):
                 await self.owner.assign(partitions, stop)
+                self._changed()
+
+    def _fenced(self, partition: int) -> None:
+        """A newer owner holds the partition: its state leaves this instance, as on a revocation."""
+        self.owner.release({partition})
+        self._changed()
 
     async def _commit_batch(self, offsets: dict[int, int]) -> None:
         """A fetched batch is judged: its partitions' output and offsets go in their transactions."""
@@ -170,11 +182,65 @@ class Correlation:
         self._in_batch = False
         await self.committer.commit()
 
-    async def _on_event(self, payload: bytes, key: bytes | None) -> None:
-        """Judge a sample or event; return once the alarm changes it caused are stored."""
+    async def _on_message(self, payload: bytes, key: bytes | None) -> None:
+        """Hand a message to ``handle``, unless its partition is no longer this instance's."""
         self._in_batch = True
         if self._source is not None and self._source.partition not in self.committer.producers:
             return  # revoked while its batch was judged, or fenced out: the partition's owner judges it
+        await self._handle(payload, key)
+
+
+class Correlation(PartitionedStage):
+    """A correlator's share of the events topic: consume, judge, restore on assignment, commit."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: ChangelogStore,
+        outbox: Outbox,
+        *,
+        book: Callable[[], AlarmBook],
+        engine: Callable[[], RuleEngine],
+        keys: Callable[[], Keys],
+        judge: Judge,
+        rejection_of: RejectionOf,
+        metrics: Metrics,
+        clock: Clock,
+        took: Callable[[set[int]], None],
+        restoring: Callable[[], None],
+    ) -> None:
+        cluster = config.cluster
+        self.clock = clock
+        self._judge = judge
+        self.seen = SeenIds(cluster.dedup_window, cluster.dedup_size)
+        owner = PartitionOwner(
+            config.kafka,
+            f"{cluster.events_topic}.changelog",
+            store,
+            book=book,
+            engine=engine,
+            keys=keys,
+            metrics=metrics,
+            now=clock.now,
+            writes=False,  # the changelog goes in the partitions' transactions
+        )
+        super().__init__(
+            config,
+            topic=cluster.events_topic,
+            group_id=cluster.correlator_group,
+            prefix=cluster.transactional_prefix,
+            group="events",
+            owner=owner,
+            outbox=outbox,
+            handle=self._on_event,
+            rejection_of=rejection_of,
+            metrics=metrics,
+            took=took,
+            restoring=restoring,
+        )
+
+    async def _on_event(self, payload: bytes, key: bytes | None) -> None:
+        """Judge a sample or event; return once the alarm changes it caused are stored."""
         envelope = decode(payload)
         item = envelope.item
         kind = kind_of(item)

@@ -8,9 +8,13 @@ linked through the circuits that name them (a segment, its ring and the PE behin
 one group), named by its first element.  One partition, and so one correlator, sees an
 element group whole.  The element stage, a consumer group over that topic in every
 correlator, runs the same :class:`~alarmd.alarms.grouping.Grouper` as ``--role all`` over a
-book of those alarms, sends the major fault and its updates from an outbox of its own, and
-keeps its open major faults and circuit alarms in a compacted changelog of its own,
-restored on assignment as the correlators' faults are (:class:`PartitionOwner`).
+book of those alarms, and keeps its open major faults and circuit alarms in a compacted
+changelog of its own, restored on assignment as the correlators' faults are
+(:class:`PartitionOwner`).  It commits as the correlators do
+(:class:`~alarmd.cluster.correlator.PartitionedStage`): each element partition has its own
+transactional producer (``<cluster.transactional_prefix>.elements-<p>``), and the major
+faults' messages, the partition's changelog records and its consumed offsets go in one
+transaction per fetched batch and per clock tick; a paused owner that resumes is fenced.
 
 The circuit owner does not wait to hear from this stage: a circuit's own work order goes
 out at once, and the major fault's ``reparented`` update names it as a child, as ``--role
@@ -21,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import json
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
@@ -36,16 +39,11 @@ from alarmd.alarms.store import Store, StoreError, alarm_from_json, alarm_to_jso
 from alarmd.clock import Clock
 from alarmd.cluster.changelog import ChangelogStore
 from alarmd.cluster.codec import EventDecodeError, Keys
+from alarmd.cluster.correlator import PartitionedStage
 from alarmd.cluster.owner import PartitionOwner
-from alarmd.config import Config, ConsumedTopic, MajorFaultsConfig
-from alarmd.dispatch.kafka import (
-    KafkaSink,
-    KafkaSource,
-    KafkaStartError,
-    RejectionOf,
-    default_partition,
-    ensure_topics,
-)
+from alarmd.cluster.transactions import StagedDispatcher, Transactions
+from alarmd.config import Config, MajorFaultsConfig
+from alarmd.dispatch.kafka import KafkaSink, RejectionOf, default_partition
 from alarmd.dispatch.outbox import Dispatcher, Outbox
 from alarmd.inventory import Inventory
 from alarmd.metrics import Metrics
@@ -152,6 +150,7 @@ class _ElementOwner(PartitionOwner):
             keys=lambda: Keys(stage.inventory),
             metrics=stage.metrics,
             now=stage.clock.now,
+            writes=False,  # the changelog goes in the element partitions' transactions
         )
         self._stage = stage
 
@@ -174,17 +173,18 @@ class ElementStage:
         clock: Clock,
         announcer: Callable[[Store, Dispatcher], Announces],
         rejection_of: RejectionOf,
+        producer: Callable[[str], Transactions] | None = None,
     ) -> None:
         cluster = config.cluster
         self.config, self.metrics, self.clock = config, metrics, clock
         self.topic = f"{cluster.events_topic}.elements"
         self.changelog_topic = f"{self.topic}.changelog"
         self.group_id = f"{cluster.correlator_group}.elements"
-        self._rejection_of = rejection_of
         self._announcer = announcer
         self.store = ChangelogStore(state_dir / "elements.sqlite")
         self.outbox = Outbox(self.store.connection)
-        self.dispatcher = Dispatcher(
+        # the outbox is the staging area: each element partition's transaction sends its messages
+        self.dispatcher = StagedDispatcher(
             self.outbox, KafkaSink(config.kafka), metrics, backoff=config.kafka.retry_backoff
         )
         # The book's own gauges would count every circuit's alarm a second time: they stay private.
@@ -200,6 +200,24 @@ class ElementStage:
         self.grouper = Grouper(inventory, self.book, config.major_faults, metrics, route)
         self.configure(config, inventory, route)
         self.owner = _ElementOwner(self)
+        self.partitioned = PartitionedStage(
+            config,
+            topic=self.topic,
+            group_id=self.group_id,
+            prefix=f"{cluster.transactional_prefix}.elements",
+            group="elements",
+            owner=self.owner,
+            outbox=self.outbox,
+            handle=self.handle,
+            rejection_of=rejection_of,
+            metrics=metrics,
+            took=self._took,
+            restoring=lambda: None,
+            changed=self._regroup,
+            producer=producer,
+        )
+        for outcome in ("committed", "aborted", "fenced"):
+            metrics.transactions.labels("elements", outcome)
 
     def configure(self, config: Config, inventory: Inventory, route: Route) -> None:
         """Take a (re)loaded configuration: inventory, routing, thresholds, clocks."""
@@ -291,12 +309,13 @@ class ElementStage:
         self.store.changed.add(alarm.alarm_id)  # a tombstone in the element changelog
 
     def tick(self, now: float) -> None:
-        """Announce joins, release stragglers, fire the major faults' clocks, let cleared circuits go."""
+        """Let cleared circuits go, announce joins, release stragglers, fire the major faults' clocks.
+
+        Circuits are let go first, so that every message this tick announces is about an alarm
+        still in the store when its partition's transaction takes it.
+        """
         if not self.owner.settled:
             return  # a rebalance: what this instance owns may move, so its clocks wait
-        with self.store.transaction():
-            self._tell(self.grouper.tick(now))
-        self.announcer.on_timers(self.book, now)
         with self.store.transaction():
             for alarm in list(self.book.recent.values()):
                 if is_major(alarm):
@@ -304,6 +323,9 @@ class ElementStage:
                 major = self.book.find(alarm.extra.get(MEMBER_OF, ""))
                 if major is None or major.state != "firing":
                     self._forget(alarm)  # no open major fault of its own needs it any more
+        with self.store.transaction():
+            self._tell(self.grouper.tick(now))
+        self.announcer.on_timers(self.book, now)
         majors = self.grouper.open_majors()
         self.metrics.major_faults_open.set(len(majors))
         self.metrics.major_fault_circuits.set(sum(self.grouper.circuits_down(m) for m in majors))
@@ -311,66 +333,18 @@ class ElementStage:
     # ------------------------------------------------------------------ running
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Consume the element topic in the element group until ``stop``; then send what is queued."""
-        self.owner.clear_cache()  # the changelog rebuilds what is assigned
-        dispatch_stop, tick_stop = asyncio.Event(), asyncio.Event()
-        sender = asyncio.ensure_future(self.dispatcher.run(dispatch_stop))
-        ticker = asyncio.ensure_future(self._ticking(tick_stop))
-        source: KafkaSource | None = None
+        """Consume the element topic in the element group until ``stop``, committing per partition."""
+        cached, dropped = self.partitioned.start()  # the changelog rebuilds what is assigned
+        if dropped:
+            log.info("outbox_uncommitted_dropped", group="elements", messages=dropped, faults_cached=cached)
+        ticker = asyncio.ensure_future(self._ticking(stop))
         try:
-            if await self._topics(stop):
-                source = KafkaSource(
-                    self.config.kafka,
-                    ConsumedTopic(
-                        enabled=True,
-                        topic=self.topic,
-                        group_id=self.group_id,
-                        dead_letter_topic=f"{self.topic}.dead-letter",
-                    ),
-                    self.handle,
-                    self._rejection_of,
-                    self.metrics,
-                    on_assign=self._took,
-                    on_restore=functools.partial(self._restore, stop=stop),
-                    on_revoke=self.owner.revoking,
-                    before_commit=self._hand_over,
-                    session_timeout=self.config.cluster.session_timeout,
-                )
-                await source.run(stop)
+            await self.partitioned.run(stop)
         finally:
-            if source is not None:
-                await source.close()
-            tick_stop.set()
-            await ticker
-            dispatch_stop.set()
-            try:
-                await asyncio.wait_for(asyncio.shield(sender), self.config.shutdown_timeout)
-            except TimeoutError:
-                sender.cancel()
-                log.warning("element_outbox_not_drained", pending=self.outbox.depth())
+            await ticker  # ``stop`` ends it; a tick after the last commit commits nothing
             await self.owner.close()
-            with contextlib.suppress(Exception):
-                await self.dispatcher.sink.stop()
             self.outbox.close()
             self.store.close()
-
-    async def _topics(self, stop: asyncio.Event) -> bool:
-        """Create the element topic and its changelog (partitions: as the events topic); False if stopped."""
-        cluster = self.config.cluster
-        wanted = [(self.topic, cluster.events_partitions), (self.changelog_topic, cluster.events_partitions)]
-        delay = max(self.config.kafka.retry_backoff, 0.05)
-        while not stop.is_set():
-            try:
-                found = await ensure_topics(self.config.kafka, wanted, compacted=[self.changelog_topic])
-            except KafkaStartError as exc:
-                log.warning("element_topic_unavailable", error=str(exc), retry_in=delay)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-                delay = min(delay * 2, 30.0)
-                continue
-            self.owner.partitions = found.get(self.topic, cluster.events_partitions)
-            return True
-        return False
 
     async def _ticking(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -378,8 +352,7 @@ class ElementStage:
                 self.tick(self.clock.now())
             except StoreError as exc:  # the next tick tries again; the timers stay due meanwhile
                 log.error("store_write_failed", operation="element_tick", error=str(exc))  # noqa: TRY400
-            if self.dispatcher.idle:
-                await self.owner.flush()
+            await self.partitioned.tick()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 1.0)
 
@@ -388,17 +361,7 @@ class ElementStage:
         self.metrics.rebalances.labels("elements").inc()
         log.info("partitions_assigned", group="elements", partitions=sorted(partitions))
 
-    async def _restore(self, partitions: set[int], stop: asyncio.Event) -> None:
-        """Drop what went, restore what came from the element changelog, and group anew from the book."""
-        await self.owner.assign(partitions, stop)
+    def _regroup(self) -> None:
+        """After a restore from the element changelog, or a fence: group anew from the book."""
         self.grouper = Grouper(self.inventory, self.book, self.config.major_faults, self.metrics, self.route)
         self.grouper.recall(self.clock.now())
-
-    async def _hand_over(self) -> None:
-        """Before a batch's offsets are committed: the major faults' messages sent, then the changelog."""
-        try:
-            async with asyncio.timeout(self.config.kafka.request_timeout * 2):
-                await self.dispatcher.wait_idle()
-        except TimeoutError:
-            log.warning("element_outbox_not_sent_before_changelog", pending=self.outbox.depth())
-        await self.owner.flush()

@@ -99,6 +99,7 @@ class PartitionOwner:
             log.warning("changelog_record_skipped", topic=self.topic, reason=reason)
         log.info(
             "partitions_restored",
+            changelog=self.topic,
             partitions=sorted(partitions - keep),
             kept=sorted(keep),
             faults_restored=len(alarms),

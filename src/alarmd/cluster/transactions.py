@@ -103,7 +103,10 @@ class _Staged:
 
 
 class PartitionCommitter:
-    """Commits each owned events partition's output in that partition's own Kafka transaction."""
+    """Commits each owned partition's output in that partition's own Kafka transaction.
+
+    ``label`` is the ``group`` label of its metrics: ``events`` (correlators) or ``elements``.
+    """
 
     def __init__(
         self,
@@ -123,8 +126,9 @@ class PartitionCommitter:
         monotonic: Callable[[], float] = time.monotonic,
         producer: Callable[[str], Transactions] | None = None,
         plain: KafkaSink | None = None,
+        label: str = "events",
     ) -> None:
-        self.kafka, self.prefix, self.group = kafka, prefix, group
+        self.kafka, self.prefix, self.group, self.label = kafka, prefix, group, label
         self.events_topic, self.changelog_topic = events_topic, changelog_topic
         self.outbox, self.store, self.changelog, self.home = outbox, store, changelog, home
         self.metrics, self._on_fenced, self._monotonic = metrics, on_fenced, monotonic
@@ -143,6 +147,8 @@ class PartitionCommitter:
         self._rows: dict[int, int | None] = {}
         self.plain = plain or KafkaSink(kafka)
         self.lock = asyncio.Lock()
+        #: Set by :meth:`close`: nothing is committed (nor sent) any more.
+        self.closed = False
 
     def transactional_id(self, partition: int) -> str:
         """The transactional id of an events partition's producer."""
@@ -211,6 +217,8 @@ class PartitionCommitter:
 
     async def commit_held(self) -> bool:
         """:meth:`commit` for a caller that holds :attr:`lock`."""
+        if self.closed:
+            return False  # after close every message would look unowned: none leaves any more
         staged: defaultdict[int, _Staged] = defaultdict(_Staged)
         plain: list[Message] = []
         dropped: list[Message] = []
@@ -279,11 +287,12 @@ class PartitionCommitter:
             return False
         except SinkError as exc:
             self.changelog.put_back(staged.changelog)
-            self.metrics.transactions.labels("aborted").inc()
+            self.metrics.transactions.labels(self.label, "aborted").inc()
             if not producer.ready:
                 self._broken[partition] = self._monotonic()
             log.warning(
                 "transaction_aborted",
+                group=self.label,
                 partition=partition,
                 transactional_id=producer.transactional_id,
                 error=exc.detail,
@@ -292,7 +301,7 @@ class PartitionCommitter:
                 detail="all of it goes again with the next commit",
             )
             return False
-        self.metrics.transactions.labels("committed").inc()
+        self.metrics.transactions.labels(self.label, "committed").inc()
         if self.offsets.get(partition) == offset:
             self.offsets.pop(partition, None)
         self._remove(staged.rows)
@@ -301,7 +310,7 @@ class PartitionCommitter:
         self._count_changelog(staged.changelog)
         assigned = self._assigned_at.pop(partition, None)
         if assigned is not None:
-            self.metrics.takeover_seconds.labels("events").observe(self._monotonic() - assigned)
+            self.metrics.takeover_seconds.labels(self.label).observe(self._monotonic() - assigned)
         for message in staged.rows:
             log.info(
                 "message_sent",
@@ -341,9 +350,10 @@ class PartitionCommitter:
         self.offsets.pop(partition, None)
         self._assigned_at.pop(partition, None)
         self._broken.pop(partition, None)
-        self.metrics.transactions.labels("fenced").inc()
+        self.metrics.transactions.labels(self.label, "fenced").inc()
         log.error(
             "partition_fenced",
+            group=self.label,
             partition=partition,
             transactional_id=producer.transactional_id,
             error=error,
@@ -380,7 +390,9 @@ class PartitionCommitter:
         self.metrics.changelog_records.labels("state").inc(len(records) - tombstones)
 
     async def close(self) -> None:
-        """Disconnect every producer (after the caller's last :meth:`commit`)."""
-        producers, self.producers = list(self.producers.values()), {}
+        """Disconnect every producer (after the caller's last :meth:`commit`); later commits do nothing."""
+        async with self.lock:  # not in the middle of a tick's transaction
+            self.closed = True
+            producers, self.producers = list(self.producers.values()), {}
         await asyncio.gather(*(p.stop() for p in producers))
         await self.plain.stop()
