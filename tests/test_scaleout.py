@@ -426,6 +426,11 @@ async def test_a_correlator_dispatches_from_collected_samples_and_one_trap_to_tw
             assert len(orders("LinkDown")) == 1, orders("LinkDown")
             assert len(orders("BandwidthOccupancyHigh")) == 1
             assert correlator.metric("alarmd_cluster_partitions_owned", group="events") == 3
+            messages = sum(c.metric("alarmd_cluster_events_published_total") for c in collectors)
+            judged = correlator.metric(
+                "alarmd_cluster_events_consumed_total", type="sample", outcome="judged"
+            )
+            assert judged > 5 * messages, "a device poll is one message, counted as its samples"
             for daemon in (*collectors, correlator):
                 assert await daemon.stop() == 0
     finally:
