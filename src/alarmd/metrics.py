@@ -340,6 +340,12 @@ class Metrics:
             ["type", "outcome"],
             registry=r,
         )
+        self.messages_consumed = Counter(
+            "alarmd_cluster_messages_consumed_total",
+            "Messages read from the events topic (a device poll's message is one): against a collector's "
+            "alarmd_cluster_events_published_total, how far behind the correlators are.",
+            registry=r,
+        )
         self.restore_seconds = Histogram(
             "alarmd_cluster_restore_seconds",
             "Time a correlator took to restore the state of newly assigned partitions from the changelog.",

@@ -177,6 +177,7 @@ class Correlation:
         self._in_batch = True
         if self._source is not None and self._source.partition not in self.committer.producers:
             return  # revoked while its batch was judged, or fenced out: the partition's owner judges it
+        self.metrics.messages_consumed.inc()
         envelope = decode(payload)
         item = envelope.item
         kind = kind_of(item)
