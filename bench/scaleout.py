@@ -128,6 +128,7 @@ class Reading:
                 "alarmd_poll_duration_seconds_count",
                 "alarmd_traps_received_total",
                 "alarmd_cluster_events_consumed_total",
+                "alarmd_cluster_messages_consumed_total",
                 "alarmd_cluster_events_published_total",
             },
         )
@@ -140,7 +141,7 @@ class Reading:
             polls=int(sum(v for _, v in m["alarmd_poll_duration_seconds_count"])),
             traps=int(sum(v for _, v in m["alarmd_traps_received_total"])),
             judged=int(judged),
-            consumed=int(sum(v for _, v in m["alarmd_cluster_events_consumed_total"])),
+            consumed=int(sum(v for _, v in m["alarmd_cluster_messages_consumed_total"])),
             published=int(sum(v for _, v in m["alarmd_cluster_events_published_total"])),
         )
 
@@ -314,7 +315,7 @@ def run_layout(
         wait_cycles(processes[poller], devices, 2, options.timeout)
         if "correlator" in processes:  # started late, it finds a backlog: how fast it gets through one
             time.sleep(options.backlog)
-            drain = catch_up(processes["correlator"], options.drain_seconds)
+            drain = catch_up(processes["correlator"], processes["collector"], options.drain_seconds)
             caught_up(processes["collector"], processes["correlator"], options.timeout)
         result = measure(processes, poller, trap_port, options)
     finally:
@@ -327,7 +328,7 @@ def run_layout(
 
 
 def caught_up(collector: memory.Daemon, correlator: memory.Daemon, timeout: float) -> None:
-    """Until ``correlator`` consumed as many events as ``collector`` had published when this began."""
+    """Until ``correlator`` read as many messages as ``collector`` had published when this began."""
     published = Reading.of(collector).published
     deadline = time.monotonic() + timeout
     while Reading.of(correlator).consumed < published:
@@ -336,16 +337,23 @@ def caught_up(collector: memory.Daemon, correlator: memory.Daemon, timeout: floa
         time.sleep(0.5)
 
 
-def catch_up(correlator: memory.Daemon, seconds: float) -> dict[str, float]:
-    """Start ``correlator`` on a backlog: its judging rate and CPU share over ``seconds`` from its first."""
+def catch_up(correlator: memory.Daemon, collector: memory.Daemon, seconds: float) -> dict[str, float]:
+    """Start ``correlator`` on a backlog: its judging rate and CPU share from its first judged event.
+
+    Measured over ``seconds``, or until it has read the messages ``collector`` had published
+    when it started, if that comes first: past the backlog it judges only what comes in.
+    """
+    backlog = Reading.of(collector).published
     correlator.start()
     deadline = time.monotonic() + 120
     first = Reading.of(correlator)
     while first.judged == 0 and time.monotonic() < deadline:
         time.sleep(0.2)
         first = Reading.of(correlator)
-    time.sleep(seconds)
-    last = Reading.of(correlator)
+    last = first
+    while last.consumed < backlog and last.at - first.at < seconds:
+        time.sleep(0.2)
+        last = Reading.of(correlator)
     span = last.at - first.at
     return {
         "seconds": round(span, 2),

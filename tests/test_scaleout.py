@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parent.parent
 SESSION_TIMEOUT = 6.0  # the broker's lowest allowed session timeout
 LOAD_SLACK = 8.0  # seconds: one polling interval (1 s), rebalance and a machine shared with other test runs
 INVENTORY_PARTITIONS = 6
-SPOOL = 1500  # messages a collector keeps while Kafka is away: about two seconds of three simulated devices
+SPOOL = 6  # messages a collector keeps while Kafka is away: two seconds of three devices, one message a poll
 DEVICES = ("cpe-router-01", "optical-tx-01", "proto-conv-01")
 KINDS = {
     "cpe-router-01": "cpe_router",
@@ -145,8 +145,26 @@ async def until(predicate: Any, timeout: float, what: str) -> float:
     return time.monotonic() - started
 
 
+def unpacked(value: bytes) -> list[dict[str, Any]]:
+    """A message's samples (one device poll's) or its event, each with the message's id and bytes."""
+    body = json.loads(value)
+    if body.get("type") != "samples":
+        return [body | {"_bytes": value}]
+    return [
+        {
+            "id": body["id"],
+            "metric": metric,
+            "labels": body["labels"] | own,
+            "value": v,
+            "at": at,
+            "_bytes": value,
+        }
+        for metric, own, v, at in body["samples"]
+    ]
+
+
 async def samples(bootstrap: str, topic: str, seconds: float) -> list[dict[str, Any]]:
-    """Every message on the events topic, read for ``seconds`` after the last one."""
+    """Every sample and event on the events topic, read for ``seconds`` after the last message."""
     consumer = AIOKafkaConsumer(
         topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
     )
@@ -157,7 +175,7 @@ async def samples(bootstrap: str, topic: str, seconds: float) -> list[dict[str, 
         while time.monotonic() < quiet:
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
-                found.extend(json.loads(r.value) | {"_key": r.key.decode()} for r in records)
+                found.extend(m | {"_key": r.key.decode()} for r in records for m in unpacked(r.value))
             if batch:
                 quiet = time.monotonic() + seconds
     finally:
@@ -167,9 +185,11 @@ async def samples(bootstrap: str, topic: str, seconds: float) -> list[dict[str, 
 
 def assert_one_payload_per_id(messages: list[dict[str, Any]]) -> None:
     """A message sent again (a batch retried after a timeout) carries the same id and the same payload."""
-    payloads: dict[str, dict[str, Any]] = {}
+    payloads: dict[str, bytes] = {}
     for message in messages:
-        assert payloads.setdefault(message["id"], message) == message, "one id, two payloads"
+        assert payloads.setdefault(message["id"], message["_bytes"]) == message["_bytes"], (
+            "one id, two payloads"
+        )
 
 
 async def test_collectors_share_a_location_and_the_survivor_takes_a_killed_ones_devices(
@@ -243,8 +263,9 @@ async def polls(bootstrap: str, topic: str) -> dict[str, list[tuple[float, float
             batch = await consumer.getmany(timeout_ms=500)
             for records in batch.values():
                 for r in records:
-                    body = json.loads(r.value)
-                    if body.get("metric") == "device_up":
+                    for body in unpacked(r.value):
+                        if body.get("metric") != "device_up":
+                            continue
                         found.setdefault(body["labels"]["device"], []).append(
                             (r.timestamp / 1000, body["at"], body["value"])
                         )
@@ -405,6 +426,11 @@ async def test_a_correlator_dispatches_from_collected_samples_and_one_trap_to_tw
             assert len(orders("LinkDown")) == 1, orders("LinkDown")
             assert len(orders("BandwidthOccupancyHigh")) == 1
             assert correlator.metric("alarmd_cluster_partitions_owned", group="events") == 3
+            messages = sum(c.metric("alarmd_cluster_events_published_total") for c in collectors)
+            judged = correlator.metric(
+                "alarmd_cluster_events_consumed_total", type="sample", outcome="judged"
+            )
+            assert judged > 5 * messages, "a device poll is one message, counted as its samples"
             for daemon in (*collectors, correlator):
                 assert await daemon.stop() == 0
     finally:
@@ -483,7 +509,7 @@ async def test_a_collector_killed_while_kafka_is_away_sends_its_disk_spool_after
         await publishing(collector)
         os.killpg(kafka_broker.pid, signal.SIGSTOP)  # Kafka is away
         paused, away_at = True, time.time()
-        await until(lambda: collector.metric("alarmd_cluster_spool_depth") > 100, 20, "a spool filling")
+        await until(lambda: collector.metric("alarmd_cluster_spool_depth") > 9, 20, "a spool filling")
         held = collector.metric("alarmd_cluster_spool_depth")
         collector.kill()  # crashed while Kafka was away: its spool is on disk
         killed_at = time.time()

@@ -31,9 +31,11 @@ from alarmd.cluster.changelog import ChangelogStore
 from alarmd.cluster.codec import (
     EventDecodeError,
     Feedback,
+    Item,
     Keys,
+    Samples,
     encode_event,
-    encode_sample,
+    encode_poll,
 )
 from alarmd.cluster.correlator import Correlation
 from alarmd.cluster.elements import ElementStage, local_grouping
@@ -580,7 +582,7 @@ class Daemon:
         self._group = tg
         intake: list[asyncio.Task[None]] = []
         if self.role == "all":
-            self.fleet.start(tg, self.samples.put)
+            self.fleet.start(tg, self._queue_samples)
             intake.append(tg.create_task(self._dial_tests(intake_stop)))
         else:
             intake.extend(self._start_cluster(tg, intake_stop))
@@ -954,7 +956,7 @@ class Daemon:
             if self.majors is not None:
                 views.append(tg.create_task(self.majors.run(stop)))
             return [tg.create_task(self.correlation.run(stop)), *views]
-        self.fleet.start(tg, self._publish_sample)  # each device once this collector is assigned it
+        self.fleet.start(tg, self._publish_samples)  # each device once this collector is assigned it
         self._spool_task = tg.create_task(self.spool.run(self._publish, self._spool_stop))
         membership = KafkaMembership(
             self.config.kafka,
@@ -978,8 +980,14 @@ class Daemon:
         self.metrics.rebalances.labels(group).inc()
         log.info("partitions_assigned", group=group, partitions=sorted(partitions))
 
-    async def _publish_sample(self, sample: Sample) -> None:
-        self.spool.put(self.keys.of(sample.labels), encode_sample(sample)[1])
+    async def _queue_samples(self, samples: Sequence[Sample]) -> None:
+        for sample in samples:
+            await self.samples.put(sample)  # a full queue holds the poll back
+
+    async def _publish_samples(self, samples: Sequence[Sample]) -> None:
+        """A collector sends one device poll as one message (per key)."""
+        for key, value in encode_poll(self.keys, samples):
+            self.spool.put(key, value)
 
     async def _events_topic(self) -> None:
         cluster = self.config.cluster
@@ -1005,12 +1013,15 @@ class Daemon:
         """A correlator restores a new assignment: /-/ready is false until it is done."""
         self.assigned = False
 
-    async def _judge_cluster_item(self, item: Sample | Event | Feedback) -> None:
-        """Judge a sample, event or re-keyed feedback; return once the alarm changes it caused are stored."""
+    async def _judge_cluster_item(self, item: Item) -> None:
+        """Judge a sample, poll, event or re-keyed feedback; return once the changes it caused are stored."""
         if isinstance(item, Feedback):
             await self._on_feedback(item.payload, None)  # re-keyed here by FeedbackRekeyer
         elif isinstance(item, Sample):
             self._judge_sample(item)
+        elif isinstance(item, Samples):
+            for sample in item.samples:  # in the order the poll took them
+                self._judge_sample(sample)
         else:
             self._judge_event(self.enrich(item))
         await self.changes.join()

@@ -330,13 +330,20 @@ class Metrics:
         )
         self.events_published = Counter(
             "alarmd_cluster_events_published_total",
-            "Samples and events the brokers acknowledged.",
+            "Messages the brokers acknowledged: one per device poll (all its samples), one per event.",
             registry=r,
         )
         self.events_consumed = Counter(
             "alarmd_cluster_events_consumed_total",
-            "Messages read from the events topic, by type (sample, event) and outcome (judged, duplicate).",
+            "Samples and events read from the events topic (a device poll's message as its samples), "
+            "by type and outcome (judged, duplicate).",
             ["type", "outcome"],
+            registry=r,
+        )
+        self.messages_consumed = Counter(
+            "alarmd_cluster_messages_consumed_total",
+            "Messages read from the events topic (a device poll's message is one): against a collector's "
+            "alarmd_cluster_events_published_total, how far behind the correlators are.",
             registry=r,
         )
         self.restore_seconds = Histogram(

@@ -55,10 +55,11 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from alarmd.cluster.codec import Samples, decode
 from alarmd.cluster.membership import partition_of
 from alarmd.collector.ber import VERSION_2C, PduType, encode_message
 from alarmd.collector.trapdefs import SNMP_TRAP_OID, SYS_UPTIME
-from alarmd.model import VarBind
+from alarmd.model import Event, Sample, VarBind
 from tests.chaos.harness import REPO, Daemon, free_port
 
 SUMMARY = REPO / "tests" / "artifacts" / "scaleout-summary.json"
@@ -420,16 +421,19 @@ class Recorder:
                 continue
             for tp, records in batch.items():
                 for r in records:
-                    body = json.loads(r.value)
                     if tp.topic == events:
-                        rec.events += 1
-                        if body.get("type") == "event":
-                            rec.traps.add((body["labels"].get("agent_address", ""), body.get("uptime") or 0))
-                        elif body.get("metric") == "device_up":
-                            device = body["labels"].get("device", "")
-                            rec.samples_by_device[device].append(float(body["at"]))
-                            rec.device_seen[device].append(r.timestamp / 1000)
-                    elif tp.topic.endswith(".workorders"):
+                        item = decode(r.value).item
+                        for one in item.samples if isinstance(item, Samples) else (item,):  # a poll's samples
+                            rec.events += 1
+                            if isinstance(one, Event):
+                                rec.traps.add((one.labels.get("agent_address", ""), one.uptime or 0))
+                            elif isinstance(one, Sample) and one.metric == "device_up":
+                                device = one.labels.get("device", "")
+                                rec.samples_by_device[device].append(one.at)
+                                rec.device_seen[device].append(r.timestamp / 1000)
+                        continue
+                    body = json.loads(r.value)
+                    if tp.topic.endswith(".workorders"):
                         body["_read"] = time.time()
                         rec.orders.append(body)
                         rec.order_bytes[(body["work_order_id"], body["type"])].add(r.value)

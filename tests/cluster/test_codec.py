@@ -9,10 +9,12 @@ from alarmd.cluster.codec import (
     EventDecodeError,
     Feedback,
     Keys,
+    Samples,
     decode,
     encode_event,
     encode_feedback,
-    encode_sample,
+    encode_poll,
+    encode_samples,
     kind_of,
     trap_fingerprint,
 )
@@ -62,16 +64,6 @@ def test_an_event_reads_back_as_it_was_sent() -> None:
     envelope = decode(payload)
     assert envelope.id == event_id == trap_fingerprint(event)
     assert envelope.item == event
-
-
-def test_a_sample_reads_back_and_its_id_is_the_same_when_sent_again() -> None:
-    sample = Sample(
-        "interface_utilisation_percent", {"device": "cpe-1", "interface": "Gi0/0/1"}, 91.5, 1000.0
-    )
-    first_id, payload = encode_sample(sample)
-    assert decode(payload).item == sample
-    assert encode_sample(sample)[0] == first_id
-    assert encode_sample(Sample(sample.metric, sample.labels, 91.5, 1300.0))[0] != first_id
 
 
 @pytest.mark.parametrize(
@@ -129,3 +121,86 @@ def test_ticketing_feedback_travels_as_its_own_bytes_with_an_id_that_depends_on_
     assert kind_of(envelope.item) == "feedback"
     assert encode_feedback(payload)[0] == event_id
     assert encode_feedback(payload.replace(b"acknowledged", b"resolved"))[0] != event_id
+
+
+def poll(at: float = 1000.0) -> list[Sample]:
+    """A device poll: interface rows that share the device's labels, and one device-wide reading."""
+    device = {"device": "cpe-1", "device_kind": "cpe_router", "circuit": "CIR-2", "customer": "C1"}
+    rows = [
+        Sample(metric, {**device, "if_index": str(i), "interface": f"Gi0/0/{i}"}, value + i, at)
+        for i in (1, 2, 3)
+        for metric, value in (("if_oper_status", 1.0), ("interface_in_octets", 5e9))
+    ]
+    return [*rows, Sample("device_uptime_seconds", device, 86400.0, at + 0.2)]
+
+
+def test_a_poll_reads_back_as_its_samples_in_order_and_its_labels_whole() -> None:
+    samples = poll()
+    event_id, payload = encode_samples(samples)
+    envelope = decode(payload)
+    assert envelope == Envelope(event_id, Samples(tuple(samples)))
+    assert kind_of(envelope.item) == "sample"
+    assert payload.count(b'"customer"') == 1, "labels every sample shares are written once"
+
+
+def test_a_poll_sent_again_has_its_id_and_another_poll_another() -> None:
+    first_id, payload = encode_samples(poll())
+    assert encode_samples(poll())[0] == first_id
+    assert decode(payload).id == first_id
+    assert encode_samples(poll(at=1060.0))[0] != first_id
+    changed = poll()
+    changed[2] = Sample(changed[2].metric, changed[2].labels, 0.0, changed[2].at)
+    assert encode_samples(changed)[0] != first_id
+
+
+def test_a_poll_is_one_message_per_key_and_one_for_a_known_device() -> None:
+    keys = Keys(inventory())
+    samples = poll()
+    (key, payload), *more = encode_poll(keys, samples)
+    assert (key, more) == (b"CIR-2", [])
+    assert decode(payload).item == Samples(tuple(samples))
+    stray = Sample("device_uptime_seconds", {"device": "spare"}, 5.0, 1000.0)
+    assert [k for k, _ in encode_poll(keys, [*samples, stray])] == [b"CIR-2", b"spare"]
+
+
+def polled(payload: bytes) -> tuple[Sample, ...]:
+    item = decode(payload).item
+    assert isinstance(item, Samples)
+    return item.samples
+
+
+def test_a_large_poll_goes_as_several_messages_in_order() -> None:
+    samples = poll()
+    messages = encode_poll(Keys(inventory()), samples, most=3)
+    assert [len(polled(v)) for _, v in messages] == [3, 3, 1]
+    assert [s for _, v in messages for s in polled(v)] == samples
+    assert len({decode(v).id for _, v in messages}) == 3
+
+
+def test_messages_of_collectors_before_polls_were_packed_still_read() -> None:
+    old_sample = (
+        b'{"format":1,"type":"sample","id":"0f3c","metric":"if_oper_status",'
+        b'"labels":{"device":"cpe-1","if_index":"2"},"value":2.0,"at":1000.0}'
+    )
+    assert decode(old_sample) == Envelope(
+        "0f3c", Sample("if_oper_status", {"device": "cpe-1", "if_index": "2"}, 2.0, 1000.0)
+    )
+    old_trap = (
+        b'{"format":1,"type":"event","id":"9a1b","source":"trap","kind":"linkDown","at":1000.0,'
+        b'"labels":{"device":"cpe-1"},"varbinds":[["1.3.6.1.2.1.2.2.1.2.2","OctetString",{"hex":"ff"}]],'
+        b'"uptime":4200,"attributes":{"snmp_version":"2c"}}'
+    )
+    assert decode(old_trap).item == Event(
+        "trap",
+        "linkDown",
+        1000.0,
+        {"device": "cpe-1"},
+        (VarBind("1.3.6.1.2.1.2.2.1.2.2", "OctetString", b"\xff"),),
+        4200,
+        {"snmp_version": "2c"},
+    )
+
+
+def test_a_poll_message_with_a_bad_row_is_refused_saying_why() -> None:
+    with pytest.raises(EventDecodeError, match="ValueError"):
+        decode(b'{"format":1,"type":"samples","id":"x","labels":{},"samples":[["m",{},1.0]]}')

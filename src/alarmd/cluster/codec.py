@@ -1,7 +1,9 @@
 """Samples and trap events as messages on the events topic: JSON, keyed by circuit, with deterministic ids.
 
-A sample's id hashes its metric, labels and time, so a batch sent twice carries the same
-ids.  A trap's id is its fingerprint (:func:`trap_fingerprint`): the device, the trap OID,
+A collector sends one device poll as one message: its samples, in order, under the labels
+they share, with an id that hashes them, so a poll sent twice carries the same id.  Messages
+of one sample each (``"type": "sample"``, what collectors sent before polls were packed) are
+still read.  A trap's id is its fingerprint (:func:`trap_fingerprint`): the device, the trap OID,
 the trap's own sysUpTime and its other varbinds, and nothing about the receiver, so the
 copies that two receivers publish of one trap share one id.
 """
@@ -10,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -19,6 +21,9 @@ from alarmd.inventory import Inventory
 from alarmd.model import Event, Sample, VarBind
 
 FORMAT = 1
+#: Samples in one message at most (about 100 kB), well under Kafka's default 1 MB message limit:
+#: a poll of a device with thousands of interfaces goes as several messages.
+POLL_MESSAGE_SAMPLES = 1000
 #: Varbinds the fingerprint reads apart (the trap OID, sysUpTime) or never (the receiver's view).
 _APART = frozenset({SNMP_TRAP_OID, SYS_UPTIME})
 
@@ -40,16 +45,27 @@ class Feedback:
 
 
 @dataclass(frozen=True, slots=True)
+class Samples:
+    """The samples of one device poll, in the order it took them: one message on the events topic."""
+
+    samples: tuple[Sample, ...]
+
+
+Item = Sample | Samples | Event | Feedback
+"""What one message on the events topic carries."""
+
+
+@dataclass(frozen=True, slots=True)
 class Envelope:
-    """A decoded message: its id and the sample, event or ticketing feedback it carries."""
+    """A decoded message: its id and the sample, poll, event or ticketing feedback it carries."""
 
     id: str
-    item: Sample | Event | Feedback
+    item: Item
 
 
-def kind_of(item: Sample | Event | Feedback) -> Literal["sample", "event", "feedback"]:
-    """The message type of an envelope's item, as metrics label it."""
-    if isinstance(item, Sample):
+def kind_of(item: Item) -> Literal["sample", "event", "feedback"]:
+    """The message type of an envelope's item, as metrics label it (a poll's samples are samples)."""
+    if isinstance(item, Sample | Samples):
         return "sample"
     return "feedback" if isinstance(item, Feedback) else "event"
 
@@ -63,11 +79,6 @@ def _plain(value: object) -> object:
     if isinstance(value, bytes):
         return {"hex": value.hex()}
     raise TypeError(f"{type(value).__name__} is not JSON")
-
-
-def sample_id(sample: Sample) -> str:
-    """The deterministic id of a sample: its metric, labels and time."""
-    return _digest("sample", sample.metric, dict(sample.labels), repr(sample.at))
 
 
 def trap_fingerprint(event: Event) -> str:
@@ -109,19 +120,39 @@ class Keys:
         return (labels.get("agent_address") or labels.get("source_address") or "").encode()
 
 
-def encode_sample(sample: Sample, event_id: str | None = None) -> tuple[str, bytes]:
-    """``(id, bytes)`` of a sample."""
-    event_id = event_id or sample_id(sample)
-    body = {
-        "format": FORMAT,
-        "type": "sample",
-        "id": event_id,
-        "metric": sample.metric,
-        "labels": dict(sample.labels),
-        "value": sample.value,
-        "at": sample.at,
-    }
-    return event_id, json.dumps(body, separators=(",", ":")).encode()
+def encode_samples(samples: Sequence[Sample]) -> tuple[str, bytes]:
+    """``(id, bytes)`` of one device poll's samples, in order; the id hashes them, so a resend is a duplicate.
+
+    Labels every sample carries with one value are written once, for the whole poll.
+    """
+    shared = dict(samples[0].labels) if samples else {}
+    for sample in samples[1:]:
+        shared = {k: v for k, v in shared.items() if sample.labels.get(k) == v}
+    rows = [
+        [s.metric, {k: v for k, v in s.labels.items() if k not in shared}, s.value, s.at] for s in samples
+    ]
+    labels = json.dumps(shared, separators=(",", ":"))
+    rows_json = json.dumps(rows, separators=(",", ":"))
+    event_id = hashlib.sha256(f"samples\x1f{labels}\x1f{rows_json}".encode()).hexdigest()[:32]
+    body = f'{{"format":{FORMAT},"type":"samples","id":"{event_id}","labels":{labels},"samples":{rows_json}}}'
+    return event_id, body.encode()
+
+
+def encode_poll(
+    keys: Keys, samples: Sequence[Sample], most: int = POLL_MESSAGE_SAMPLES
+) -> list[tuple[bytes, bytes]]:
+    """``(key, bytes)`` messages of one device poll, in order: one per key, split every ``most`` samples.
+
+    A known device's samples share one key, so a poll of up to ``most`` samples is one message.
+    """
+    by_key: dict[bytes, list[Sample]] = {}
+    for sample in samples:
+        by_key.setdefault(keys.of(sample.labels), []).append(sample)
+    return [
+        (key, encode_samples(group[start : start + most])[1])
+        for key, group in by_key.items()
+        for start in range(0, len(group), most)
+    ]
 
 
 def encode_event(event: Event, event_id: str | None = None) -> tuple[str, bytes]:
@@ -161,9 +192,11 @@ def decode(payload: bytes) -> Envelope:
     if not isinstance(body, dict) or body.get("format") != FORMAT:
         raise EventDecodeError(f"not an events message of format {FORMAT}")
     kind = body.get("type")
-    if kind not in ("sample", "event", "feedback"):
+    if kind not in ("sample", "samples", "event", "feedback"):
         raise EventDecodeError(f"unknown message type {kind!r}")
     try:
+        if kind == "samples":
+            return Envelope(str(body["id"]), _samples(body))
         if kind == "feedback":
             return Envelope(str(body["id"]), Feedback(str(body["payload"]).encode()))
         return Envelope(str(body["id"]), _sample(body) if kind == "sample" else _event(body))
@@ -177,6 +210,16 @@ def _labels(raw: Mapping[str, object]) -> dict[str, str]:
 
 def _sample(body: dict[str, Any]) -> Sample:
     return Sample(str(body["metric"]), _labels(body["labels"]), float(body["value"]), float(body["at"]))
+
+
+def _samples(body: dict[str, Any]) -> Samples:
+    shared = _labels(body["labels"])
+    return Samples(
+        tuple(
+            Sample(str(metric), {**shared, **_labels(own)}, float(value), float(at))
+            for metric, own, value, at in body["samples"]
+        )
+    )
 
 
 def _event(body: dict[str, Any]) -> Event:

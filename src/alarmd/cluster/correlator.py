@@ -24,7 +24,7 @@ import structlog
 from alarmd.alarms.lifecycle import AlarmBook
 from alarmd.clock import Clock
 from alarmd.cluster.changelog import ChangelogStore
-from alarmd.cluster.codec import Feedback, Keys, decode, kind_of
+from alarmd.cluster.codec import Item, Keys, Samples, decode, kind_of
 from alarmd.cluster.dedup import SeenIds
 from alarmd.cluster.owner import PartitionOwner
 from alarmd.cluster.transactions import PartitionCommitter, Transactions
@@ -32,7 +32,6 @@ from alarmd.config import Config, ConsumedTopic
 from alarmd.dispatch.kafka import KafkaSource, KafkaStartError, RejectionOf, ensure_topics
 from alarmd.dispatch.outbox import Outbox
 from alarmd.metrics import Metrics
-from alarmd.model import Event, Sample
 from alarmd.rules.engine import RuleEngine
 
 log = structlog.get_logger("alarmd.cluster")
@@ -41,8 +40,8 @@ log = structlog.get_logger("alarmd.cluster")
 #: takes a few round trips to the brokers, so the batch is larger than other consumers'.
 BATCH = 500
 
-Judge = Callable[[Sample | Event | Feedback], Awaitable[None]]
-"""Runs a sample, event or re-keyed feedback through the stages; returns once its changes are stored."""
+Judge = Callable[[Item], Awaitable[None]]
+"""Runs a sample, poll, event or re-keyed feedback through the stages; returns once its changes are stored."""
 
 
 class PartitionedStage:
@@ -240,12 +239,17 @@ class Correlation(PartitionedStage):
         )
 
     async def _on_event(self, payload: bytes, key: bytes | None) -> None:
-        """Judge a sample or event; return once the alarm changes it caused are stored."""
+        """Judge a sample, poll or event; return once the alarm changes it caused are stored.
+
+        A poll's message is dropped whole if its id was seen; its samples are counted one by one.
+        """
+        self.metrics.messages_consumed.inc()
         envelope = decode(payload)
         item = envelope.item
         kind = kind_of(item)
+        count = len(item.samples) if isinstance(item, Samples) else 1
         if self.seen.check(envelope.id, self.clock.now()):
-            self.metrics.events_consumed.labels(kind, "duplicate").inc()
+            self.metrics.events_consumed.labels(kind, "duplicate").inc(count)
             return
-        self.metrics.events_consumed.labels(kind, "judged").inc()
+        self.metrics.events_consumed.labels(kind, "judged").inc(count)
         await self._judge(item)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 import structlog
 
@@ -14,7 +14,8 @@ from alarmd.model import Sample
 log = structlog.get_logger("alarmd.collector")
 
 PollerFactory = Callable[[DeviceConfig], DevicePoller]
-Emit = Callable[[Sample], Awaitable[None]]
+Emit = Callable[[Sequence[Sample]], Awaitable[None]]
+"""Takes the samples of one device poll, in order."""
 
 
 class PollerFleet:

@@ -619,11 +619,11 @@ class DevicePoller:
 
     async def run(
         self,
-        emit: Callable[[Sample], Awaitable[None]],
+        emit: Callable[[Sequence[Sample]], Awaitable[None]],
         stop: asyncio.Event,
         cadence: Cadence | None = None,
     ) -> None:
-        """Poll every interval until ``stop`` is set, handing each sample to ``emit``.
+        """Poll every interval until ``stop`` is set, handing each poll's samples to ``emit`` at once.
 
         Devices start at a random offset within their interval, so thousands of them spread
         their polls instead of bursting together; ``emit`` may wait (a full queue holds the
@@ -638,8 +638,9 @@ class DevicePoller:
         while not stop.is_set():
             started = self.clock.now()
             try:
-                for sample in await self.poll_once():
-                    await emit(sample)
+                samples = await self.poll_once()
+                if samples:
+                    await emit(samples)
             except Exception:  # a defect in one poller must not stop the others
                 self.metrics.poll_errors.labels(self.device.kind.value, "internal").inc()
                 self.log.exception("poll_crashed")
