@@ -47,7 +47,7 @@ chaos: setup
 	$(BIN)/pytest -v -m chaos
 
 # Distributed mode under faults: 3 brokers, 3 machines of collectors and correlators, 10k interfaces,
-# 1k traps/s to two receivers each; every phase against a run without faults (28 minutes on a loaded 2-core machine).
+# 1k traps/s to two receivers each; every phase against a run without faults (16-28 minutes on a 2-core machine).
 # Table on stdout, figures in tests/artifacts/scaleout-summary.json (docs/scaleout-chaos.md).
 # `make chaos-scaleout CHAOS_ARGS="--phases reference,kill --kills 5"` for a part of it.
 chaos-scaleout: setup
