@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -9,6 +10,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
@@ -19,6 +21,22 @@ from alarmd.config import KafkaConfig
 from alarmd.dispatch.kafka import ensure_topics
 
 pytestmark = pytest.mark.integration
+
+
+async def listed_partitions(admin: AIOKafkaAdminClient, topic: str) -> Any:
+    """The topic as described once its partitions are listed with every replica in sync.
+
+    A new topic's metadata and its followers' first fetch take a moment to spread over the
+    cluster, longer on a loaded machine.
+    """
+    described: Any = None
+    for _ in range(60):  # bounded: 30 s
+        (described,) = await admin.describe_topics([topic])
+        partitions = described["partitions"]
+        if partitions and all(len(p["isr"]) == len(p["replicas"]) for p in partitions):
+            break
+        await asyncio.sleep(0.5)
+    return described
 
 
 async def test_the_cluster_forms_and_topics_get_three_replicas_and_two_in_sync(
@@ -35,7 +53,7 @@ async def test_the_cluster_forms_and_topics_get_three_replicas_and_two_in_sync(
     await admin.start()
     try:
         assert len((await admin.describe_cluster())["brokers"]) == 3
-        (described,) = await admin.describe_topics([topic])
+        described = await listed_partitions(admin, topic)
         assert {len(p["replicas"]) for p in described["partitions"]} == {3}
         assert {len(p["isr"]) for p in described["partitions"]} == {3}
         (configs,) = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
