@@ -275,11 +275,7 @@ class KafkaSink:
         self, topic: str, key: bytes, value: bytes, headers: Sequence[tuple[str, bytes]] = ()
     ) -> None:
         """Deliver one message and wait for the broker's acknowledgement."""
-        if self._producer is None:
-            await self.start()
-        producer = self._producer
-        if producer is None:
-            raise SinkError("internal", "producer did not start")
+        producer = await self._started()
         try:
             # aiokafka retries an unreachable broker without end; bound the wait so that the outage is
             # seen (metric, log) and the dispatcher's backoff applies.  A late delivery of this attempt
@@ -289,8 +285,7 @@ class KafkaSink:
                 self.config.request_timeout * 2,
             )
         except Exception as exc:
-            detail = _redact(self.config, f"{topic}: {str(exc) or type(exc).__name__}")
-            raise SinkError(_reason(exc), detail) from None
+            raise self._failed(topic, exc) from None
 
     async def send_many(self, topic: str, messages: Sequence[tuple[bytes, bytes]]) -> None:
         """Deliver ``(key, value)`` messages in one go; returns once all are acknowledged, else raises."""
@@ -303,11 +298,7 @@ class KafkaSink:
 
         A partition ``None`` is chosen by key; a value ``None`` is a tombstone.
         """
-        if self._producer is None:
-            await self.start()
-        producer = self._producer
-        if producer is None:
-            raise SinkError("internal", "producer did not start")
+        producer = await self._started()
         try:
             futures = [
                 await producer.send(topic, value=value, key=key, partition=partition)
@@ -315,8 +306,19 @@ class KafkaSink:
             ]
             await asyncio.wait_for(asyncio.gather(*futures), self.config.request_timeout * 2)
         except Exception as exc:
-            detail = _redact(self.config, f"{topic}: {str(exc) or type(exc).__name__}")
-            raise SinkError(_reason(exc), detail) from None
+            raise self._failed(topic, exc) from None
+
+    async def _started(self) -> AIOKafkaProducer:
+        """The producer, connected first if it is not yet."""
+        if self._producer is None:
+            await self.start()
+        if self._producer is None:
+            raise SinkError("internal", "producer did not start")
+        return self._producer
+
+    def _failed(self, topic: str, exc: Exception) -> SinkError:
+        """A delivery to ``topic`` that failed, as the error the dispatcher handles (credentials redacted)."""
+        return SinkError(_reason(exc), _redact(self.config, f"{topic}: {str(exc) or type(exc).__name__}"))
 
     async def stop(self) -> None:
         """Flush what is in flight and disconnect."""
