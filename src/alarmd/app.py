@@ -173,18 +173,7 @@ class Daemon:
         self.dispatcher = (StagedDispatcher if role == "correlator" else Dispatcher)(
             self.outbox, self.sink, self.metrics, backoff=self.config.kafka.retry_backoff
         )
-        self.announcer = Announcer(
-            self.config.kafka.topics,
-            store=self.store,
-            dispatcher=self.dispatcher,
-            router=self.router,
-            clocks=ClockPolicy(self.config.clocks),
-            clock=self.clock,
-            metrics=self.metrics,
-            outages=self.outages,
-            major_faults=self.config.major_faults,
-            locale=self.config.locale,
-        )
+        self.announcer = self._announcer(self.store, self.dispatcher, self.outages)
         self.samples: asyncio.Queue[Sample | None] = asyncio.Queue(self.config.queue_size)
         self.events: asyncio.Queue[Event] = asyncio.Queue(self.config.queue_size)
         self.changes: asyncio.Queue[Change | None] = asyncio.Queue()
@@ -238,6 +227,21 @@ class Daemon:
             guarded=self.api.guard(self.reload) if self.api.tokens else None,
             pages={"/board": ("text/html; charset=utf-8", BOARD_HTML)},
             problem=self.problem,
+        )
+
+    def _announcer(self, store: Store, dispatcher: Dispatcher, outages: Outages | None = None) -> Announcer:
+        """The announce stage over ``store`` and ``dispatcher``: the daemon's own, or the element stage's."""
+        return Announcer(
+            self.config.kafka.topics,
+            store=store,
+            dispatcher=dispatcher,
+            router=self.router,
+            clocks=ClockPolicy(self.config.clocks),
+            clock=self.clock,
+            metrics=self.metrics,
+            outages=outages,
+            major_faults=self.config.major_faults,
+            locale=self.config.locale,
         )
 
     @property
@@ -864,17 +868,7 @@ class Daemon:
             route=self.router.lead_team,
             metrics=self.metrics,
             clock=self.clock,
-            announcer=lambda store, dispatcher: Announcer(
-                self.config.kafka.topics,
-                store=store,
-                dispatcher=dispatcher,
-                router=self.router,
-                clocks=ClockPolicy(self.config.clocks),
-                clock=self.clock,
-                metrics=self.metrics,
-                major_faults=self.config.major_faults,
-                locale=self.config.locale,
-            ),
+            announcer=self._announcer,
             rejection_of=_rejection,
         )
         self.announcer.also = functools.partial(stage.publish, self.dispatcher.submit)
