@@ -518,6 +518,8 @@ async def test_a_collector_killed_while_kafka_is_away_sends_its_disk_spool_after
         collector.start()
         await until(lambda: collector.events("spool_recovered"), 30, "the spool read back")
         recovered = collector.events("spool_recovered")[0]["messages"]
+        # the spool is read back before the HTTP listener opens
+        await until(lambda: collector.get("/metrics")[0] == 200, 30, "the HTTP listener")
         await until(
             lambda: collector.metric("alarmd_cluster_events_published_total") >= recovered, 60, "sent"
         )
