@@ -245,7 +245,7 @@ def measure(
         "interface_polls": interface_polls,
         "traps_received": trap_count,
     }
-    for name in processes:
+    for name, process in processes.items():
         windows = [
             cost(start[name], polled[name]),
             cost(polled[name], trapped[name]),
@@ -261,6 +261,8 @@ def measure(
             "cpu_s_per_1k_interface_polls": per_1k(polling_cpu, interface_polls),
             "cpu_s_per_1k_traps": per_1k(above, trap_count) if above > 0 else None,
         }
+        status = memory.proc_status(process.pid)
+        row |= {"rss_mb": round(status["VmRSS"] / 1024, 1), "hwm_mb": round(status["VmHWM"] / 1024, 1)}
         judged = sum(w["events_judged"] for w in windows)
         if judged:  # a correlator: what an event costs, and how fast it got through them
             first = windows[0]
@@ -433,14 +435,18 @@ def bench(options: Options, say: Callable[[str], None]) -> dict[str, Any]:
 
 def table(result: dict[str, Any]) -> str:
     """The costs, one row per process, and the sizing."""
-    lines = [f"{'process':<22} {'cpu share polling':>17} {'s/1k interface polls':>21} {'s/1k traps':>11}"]
+    lines = [
+        f"{'process':<22} {'cpu share polling':>17} {'s/1k interface polls':>21} {'s/1k traps':>11} "
+        f"{'RSS MiB':>8} {'peak MiB':>9}"
+    ]
     for layout in ("distributed", "all"):
         for name, row in result[layout].items():
             if not isinstance(row, dict) or "cpu_share_polling" not in row:  # the run's own figures
                 continue
             lines.append(
                 f"{layout + ' ' + name:<22} {row['cpu_share_polling']:>17} "
-                f"{row['cpu_s_per_1k_interface_polls']!s:>21} {row['cpu_s_per_1k_traps']!s:>11}"
+                f"{row['cpu_s_per_1k_interface_polls']!s:>21} {row['cpu_s_per_1k_traps']!s:>11} "
+                f"{row['rss_mb']:>8} {row['hwm_mb']:>9}"
             )
     drain = result["distributed"]["correlator"].get("backlog_drain")
     if drain:
@@ -471,6 +477,12 @@ def run(options: Options, results_dir: Path, say: Callable[[str], None] = print)
         "collector_cpu_s_per_1k_traps": d["collector"]["cpu_s_per_1k_traps"],
         "correlator_cpu_s_per_1k_traps": d["correlator"]["cpu_s_per_1k_traps"],
         "all_cpu_s_per_1k_traps": a["all"]["cpu_s_per_1k_traps"],
+        "rss_mb": {
+            "collector": d["collector"]["rss_mb"],
+            "correlator": d["correlator"]["rss_mb"],
+            "all": a["all"]["rss_mb"],
+            "interfaces": result["settings"]["interfaces"],
+        },
         "correlator_cpu_s_per_1k_events": d["correlator"].get("cpu_s_per_1k_events"),
         "correlator_backlog_events_per_s": (d["correlator"].get("backlog_drain") or {}).get("judged_per_s"),
         "traps_received": {"distributed": d["traps_received"], "all": a["traps_received"]},

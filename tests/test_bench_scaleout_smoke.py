@@ -35,6 +35,7 @@ def test_scaleout_bench_measures_both_roles_against_one_process(tmp_path: Path) 
         for role in roles:
             assert run[role]["cpu_s_per_1k_interface_polls"] > 0, (layout, role)
             assert run[role]["cpu_s_per_1k_traps"] is not None, (layout, role)
+            assert 0 < run[role]["rss_mb"] <= run[role]["hwm_mb"], (layout, role)  # memory per role
     # the correlator judged the collector's samples and every distinct trap (some after the trap window)
     correlator = result["distributed"]["correlator"]
     assert sum(w["events_judged"] for w in correlator["windows"]) >= 3000
