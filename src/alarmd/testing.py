@@ -108,9 +108,9 @@ class FakeTransactions:
     """A transactional producer in memory: records each committed transaction.
 
     While ``fenced`` every call raises ``FencedError`` (a newer holder took the id); while
-    ``failing`` every commit raises ``SinkError`` (the transaction is aborted); with
-    ``outcome_lost`` a failing commit also loses the id (as when the abort fails too), and
-    :meth:`start` must take it again.
+    ``failing`` every commit raises ``SinkError``: the transaction is aborted (``aborted``),
+    or with ``outcome_lost`` its outcome is lost (as when the abort fails too); either way
+    the producer is dropped and :meth:`start` must take the id again.
     """
 
     transactional_id: str
@@ -120,6 +120,7 @@ class FakeTransactions:
     outcome_lost: bool = False
     started: bool = False
     starts: int = 0
+    aborted: bool = False
 
     @property
     def ready(self) -> bool:
@@ -130,7 +131,7 @@ class FakeTransactions:
         """Take the id."""
         if self.fenced:
             raise FencedError(self.transactional_id)
-        self.started = True
+        self.started, self.aborted = True, False
         self.starts += 1
 
     async def commit(
@@ -140,7 +141,7 @@ class FakeTransactions:
         if self.fenced:
             raise FencedError(self.transactional_id)
         if self.failing:
-            self.started = not self.outcome_lost
+            self.started, self.aborted = False, not self.outcome_lost
             raise SinkError("timeout", "fake coordinator silent")
         self.committed.append((list(records), dict(offsets)))
 

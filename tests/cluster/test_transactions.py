@@ -31,6 +31,7 @@ class Harness:
         self.clock = FakeClock()
         self.producers: dict[str, FakeTransactions] = {}
         self.fenced: list[int] = []
+        self.settled = True
         self.committer = PartitionCommitter(
             KafkaConfig(),
             prefix="corr.events",
@@ -45,6 +46,7 @@ class Harness:
             on_fenced=self.fenced.append,
             monotonic=self.clock.monotonic,
             producer=lambda tid: self.producers.setdefault(tid, FakeTransactions(tid)),
+            settled=lambda: self.settled,
         )
 
     @staticmethod
@@ -102,6 +104,7 @@ async def test_an_aborted_transaction_leaves_everything_for_the_next_commit(harn
     assert not await harness.committer.commit()
     assert harness.outbox.depth() == 1
     assert harness.count("aborted") == 1
+    assert harness.producers["corr.events-0"].starts == 2  # aborted cleanly: a fresh producer took the id
 
     harness.producers["corr.events-0"].failing = False
     assert await harness.committer.commit()
@@ -184,6 +187,26 @@ async def test_after_a_lost_outcome_the_id_is_taken_again_only_once_a_session_ti
     assert await harness.committer.commit()
     assert producer.starts == 2
     assert harness.transactions(0) == [(["workorders", "events.changelog"], {("events", 0): 42})]
+
+
+async def test_an_abort_during_a_rebalance_leaves_the_id_to_whoever_the_partition_goes_to(
+    harness: Harness,
+) -> None:
+    producer = harness.producers["corr.events-0"]
+    harness.raise_fault("A1", "cpe-01")
+    harness.committer.note({0: 42})
+    harness.settled = False  # revoked: partition 0 may be another correlator's by now
+    producer.failing = True
+    assert not await harness.committer.commit()
+    assert producer.starts == 1, "taking the id again would fence the partition's new owner"
+    producer.failing = False
+
+    assert await harness.committer.claim({1}, asyncio.Event())  # it went to another correlator
+    harness.settled = True
+    assert await harness.committer.commit()
+    assert producer.starts == 1
+    assert producer.committed == []
+    assert harness.outbox.depth() == 0  # its new owner judges the input again
 
 
 async def test_a_new_assignment_takes_again_the_id_of_a_kept_partition_whose_outcome_was_lost(

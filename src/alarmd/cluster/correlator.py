@@ -98,6 +98,7 @@ class PartitionedStage:
             session_timeout=cluster.session_timeout,
             label=group,
             producer=producer,
+            settled=lambda: self.owner.settled,
         )
         #: True from a batch's first message until its offsets are noted: its output waits for them.
         self._in_batch = False

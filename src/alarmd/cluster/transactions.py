@@ -72,6 +72,8 @@ class Transactions(Protocol):
     """A transactional producer of one id (``KafkaTransactions``; ``FakeTransactions`` in tests)."""
 
     transactional_id: str
+    #: The last failed commit was aborted cleanly: the id was held until then.
+    aborted: bool
 
     @property
     def ready(self) -> bool:
@@ -127,11 +129,13 @@ class PartitionCommitter:
         producer: Callable[[str], Transactions] | None = None,
         plain: KafkaSink | None = None,
         label: str = "events",
+        settled: Callable[[], bool] = lambda: True,
     ) -> None:
         self.kafka, self.prefix, self.group, self.label = kafka, prefix, group, label
         self.events_topic, self.changelog_topic = events_topic, changelog_topic
         self.outbox, self.store, self.changelog, self.home = outbox, store, changelog, home
         self.metrics, self._on_fenced, self._monotonic = metrics, on_fenced, monotonic
+        self._settled = settled
         self._producer = producer or (lambda transactional_id: KafkaTransactions(kafka, transactional_id))
         self.producers: dict[int, Transactions] = {}
         #: The next offset to commit of each owned partition, once its messages' changes are stored.
@@ -288,8 +292,6 @@ class PartitionCommitter:
         except SinkError as exc:
             self.changelog.put_back(staged.changelog)
             self.metrics.transactions.labels(self.label, "aborted").inc()
-            if not producer.ready:
-                self._broken[partition] = self._monotonic()
             log.warning(
                 "transaction_aborted",
                 group=self.label,
@@ -300,6 +302,12 @@ class PartitionCommitter:
                 changelog_records=len(staged.changelog),
                 detail="all of it goes again with the next commit",
             )
+            if not producer.ready:
+                self._broken[partition] = self._monotonic()
+                # Aborted cleanly, the id was ours a moment ago: a fresh producer takes it again at
+                # once, unless a rebalance is under way (the partition may be another's by now).
+                if producer.aborted and self._settled():
+                    await self._retake(partition, producer, at_once=True)
             return False
         self.metrics.transactions.labels(self.label, "committed").inc()
         if self.offsets.get(partition) == offset:
@@ -322,16 +330,17 @@ class PartitionCommitter:
             )
         return True
 
-    async def _retake(self, partition: int, producer: Transactions) -> bool:
-        """Take the id again after a transaction's outcome was lost, once it is safe to fence its holder.
+    async def _retake(self, partition: int, producer: Transactions, *, at_once: bool = False) -> bool:
+        """Take the id again after a failed transaction, once it is safe to fence its holder.
 
         Taking it fences whoever holds it, which may be this partition's new owner if this
-        instance was frozen and is out of the group without knowing yet.  So it waits one
+        instance was frozen or revoked and is out of the group without knowing yet.  So unless
+        ``at_once`` (the abort went through and no rebalance is under way), it waits one
         session timeout: a member that is out of the group learns it from its next heartbeat
         (a third of that), and the rebalance that follows takes the id or closes the producer.
         """
         broken = self._broken.setdefault(partition, self._monotonic())
-        if self._monotonic() - broken < self.session_timeout:
+        if not at_once and self._monotonic() - broken < self.session_timeout:
             return False
         try:
             await producer.start()

@@ -348,11 +348,12 @@ class KafkaTransactions:
     consumed offsets go in with ``TxnOffsetCommit`` (aiokafka 0.14 sends version 0: group id
     only, no generation), so fencing relies on one transactional id per input partition.
 
-    A transaction that fails is aborted, and the id is taken again at once by a fresh producer
-    (a failed send leaves aiokafka's sequence numbers out of step with the broker's, so the
-    old producer could never commit again).  If the abort fails (the outcome is unknown) the
-    producer is dropped and the id must be taken again (:meth:`start`) before the next commit;
-    taking it fences whoever holds it, so the caller decides when that is safe.
+    A transaction that fails is aborted and the producer dropped (a failed send leaves
+    aiokafka's sequence numbers out of step with the broker's, so it could never commit
+    again): the id must be taken again (:meth:`start`) by a fresh producer before the next
+    commit.  Taking it fences whoever holds it, so the caller decides when that is safe;
+    :attr:`aborted` says whether the abort went through (the id was this producer's a moment
+    ago) or the outcome is unknown.
     """
 
     def __init__(self, config: KafkaConfig, transactional_id: str, *, timeout: float = 60.0) -> None:
@@ -360,9 +361,12 @@ class KafkaTransactions:
         self.transactional_id = transactional_id
         self._timeout_ms = int(timeout * 1000)
         self._producer: AIOKafkaProducer | None = None
+        #: The last failed transaction was aborted (not lost): the id was held until then.
+        self.aborted = False
 
     async def start(self) -> None:
         """Connect and take the transactional id (fencing its previous holder); raises ``SinkError``."""
+        self.aborted = False
         try:
             producer = AIOKafkaProducer(
                 **client_options(self.config),
@@ -415,14 +419,11 @@ class KafkaTransactions:
             except SinkError:
                 await self.stop()  # outcome unknown: the coordinator aborts it when the id is taken again
                 raise
-            # The abort went through, so the id was this producer's a moment ago.  A send that
-            # failed leaves its sequence numbers out of step with the broker's, and every later
-            # transaction would fail with OutOfOrderSequenceNumber: a fresh producer takes the
-            # id again, in a new epoch.  If that fails the id waits to be taken again (ready is
-            # False); if a newer holder has it, FencedError says so.
+            # The abort went through.  A send that failed leaves the producer's sequence numbers
+            # out of step with the broker's, and every later transaction would fail with
+            # OutOfOrderSequenceNumber: a fresh producer must take the id again, in a new epoch.
             await self.stop()
-            with contextlib.suppress(SinkError):
-                await self.start()
+            self.aborted = True
             raise
 
     async def _transaction(
