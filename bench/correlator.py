@@ -39,7 +39,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from alarmd.cluster.codec import encode_event
 from alarmd.model import Event
 from bench import latency
-from bench.host import host_facts, write_result
+from bench.host import die_with_parent, host_facts, write_result
 
 ROOT = latency.ROOT
 
@@ -89,6 +89,7 @@ class Correlator(latency.Daemon):
                 stdout=subprocess.DEVNULL,
                 stderr=log,
                 stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
             )
 
 

@@ -87,7 +87,7 @@ from alarmd.collector.trapdefs import SNMP_TRAP_OID, SYS_UPTIME
 from alarmd.config import load
 from alarmd.model import VarBind
 from alarmd.testing import FakeSink
-from bench.host import host_facts, write_result
+from bench.host import die_with_parent, host_facts, write_result
 from bench.sender import IF_ADMIN_STATUS, IF_INDEX, IF_OPER_STATUS, link_down, send_paced
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -339,7 +339,13 @@ class Daemon:
         argv = [sys.executable, "-m", "alarmd", "run", "-c", str(self.config_dir), "--log-format", "json"]
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
-                argv, cwd=ROOT, env=self.env, stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL
+                argv,
+                cwd=ROOT,
+                env=self.env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
             )
 
     def alive(self) -> bool:
@@ -543,7 +549,14 @@ def start_noise(port: int, options: Options, seconds: float, out: Path) -> subpr
     ]
     argv += ["--duration", f"{seconds:.3f}", "--interfaces", str(options.noise_interfaces)]
     with out.open("wb") as stdout, (out.parent / "noise.stderr").open("wb") as stderr:
-        return subprocess.Popen(argv, cwd=ROOT, stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(
+            argv,
+            cwd=ROOT,
+            stdout=stdout,
+            stderr=stderr,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
+        )
 
 
 # --------------------------------------------------------------------------- where the time goes
@@ -635,7 +648,13 @@ def start_profiler(py_spy: str, pid: int, seconds: float, workdir: Path) -> subp
     argv = [py_spy, "record", "--pid", str(pid), "--duration", str(math.ceil(seconds)), "--rate", "250"]
     argv += ["--nonblocking", "--format", "raw", "--output", str(workdir / "py-spy.txt")]
     with (workdir / "py-spy.log").open("wb") as log:
-        return subprocess.Popen(argv, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        return subprocess.Popen(
+            argv,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
+        )
 
 
 def _frame_file(frame: str) -> str:

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from bench import snmpd_fleet
-from bench.host import host_facts, write_result
+from bench.host import die_with_parent, host_facts, write_result
 from bench.polling import cpu_seconds, free_tcp_port
 from bench.snmpd_fleet import INTERFACES, Fleet
 
@@ -290,7 +290,13 @@ class Daemon:
         env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": self.bootstrap}
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
-                self.argv, cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log
+                self.argv,
+                cwd=ROOT,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

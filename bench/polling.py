@@ -66,7 +66,7 @@ from alarmd.collector.profile import load_profiles
 from alarmd.config import DeviceConfig, PollingConfig, SnmpV2c
 from alarmd.metrics import Metrics
 from bench import snmpd_fleet
-from bench.host import EXPORTER, host_facts, stop_process, write_result
+from bench.host import EXPORTER, die_with_parent, host_facts, stop_process, write_result
 from bench.snmpd_fleet import COLUMNS, INTERFACES, Fleet
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -458,7 +458,12 @@ class Exporter:
             )
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.workdir
+                self.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=self.workdir,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
             )
         try:
             self._wait()

@@ -29,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Final
 
-from bench.host import SNMPD, stop_process
+from bench.host import SNMPD, die_with_parent, stop_process
 
 UNSHARE: Final = "unshare"
 IP: Final = "ip"
@@ -172,6 +172,7 @@ def start_agent(community: str) -> Agent:
                 env=env,
                 cwd=workdir,
                 start_new_session=True,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
             )
     return Agent(port, proc, workdir)
 

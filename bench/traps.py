@@ -46,7 +46,7 @@ from alarmd.config import SnmpV2c, TrapsConfig, read_yaml
 from alarmd.metrics import Metrics
 from alarmd.rules.compile import compile_docs
 from alarmd.rules.engine import RuleEngine
-from bench.host import SNMPTRAPD, host_facts, write_result
+from bench.host import SNMPTRAPD, die_with_parent, host_facts, write_result
 from bench.sender import encode_traps
 
 ROOT: Final = Path(__file__).resolve().parent.parent
@@ -429,7 +429,12 @@ class SnmptrapdPeer:
         env = {**os.environ, "MIBS": "", "SNMP_PERSISTENT_DIR": str(self.workdir / "persist")}
         with self.stderr.open("wb") as stderr:
             self.proc = subprocess.Popen(  # noqa: ASYNC220 - returns at once; it lives for all steps
-                self.argv, cwd=self.workdir, env=env, stdout=subprocess.DEVNULL, stderr=stderr
+                self.argv,
+                cwd=self.workdir,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
             )
         if cpu is not None:
             os.sched_setaffinity(self.proc.pid, {cpu})

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
 from bench import memory, polling, snmpd_fleet
 
 pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
@@ -67,3 +72,39 @@ def test_memory_bench_reads_rss_after_three_full_cycles(tmp_path: Path, kafka_bo
     assert 20 < size["rss_mb"] <= size["hwm_mb"] < 1000
     assert summary["rss_mb_250_interfaces"] == size["rss_mb"]
     assert result["heap_breakdown"] is None
+
+
+@pytest.mark.usefixtures("fleet_allowed")
+def test_the_agents_of_a_bench_killed_outright_stop_with_it() -> None:
+    script = (
+        "from bench import snmpd_fleet\n"
+        "import sys, time\n"
+        "fleet = snmpd_fleet.Fleet(2, 'public')\n"
+        "fleet.start()\n"
+        "print(*fleet.pids(), flush=True)\n"
+        "time.sleep(120)\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", script], cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True
+    ) as bench:
+        try:
+            assert bench.stdout is not None
+            pids = [int(p) for p in bench.stdout.readline().split()]
+            assert len(pids) == 2 and all(alive(p) for p in pids)
+            bench.kill()  # no finally, no context manager runs: only the kernel can stop its agents
+            bench.wait(10)
+            deadline = time.monotonic() + 10
+            while any(alive(p) for p in pids) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not [p for p in pids if alive(p)], "an snmpd agent outlived the bench that started it"
+        finally:
+            if bench.poll() is None:
+                bench.kill()
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie waiting to be reaped does not count)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
