@@ -889,7 +889,8 @@ Balance = Callable[[list[int], dict[str, set[int]]], dict[str, set[int]]]
 class BalancedAssignor:
     """A partition assignor for the group's leader that asks ``balance``; members tell what they hold.
 
-    Offered first, with round-robin as the fallback a group of mixed versions agrees on.
+    Offered alone: aiokafka 0.14 sends one JoinGroup per offered protocol, each held by the
+    broker for a whole rebalance and each starting the next one (``_join_protocols``).
     """
 
     name = "alarmd-balanced"
@@ -929,6 +930,22 @@ class BalancedAssignor:
         self._held = sorted(tp.partition for tp in assignment.partitions())
 
 
+def _join_protocols(topic: str, balance: Balance | None) -> tuple[Any, ...]:
+    """The one assignment protocol a member offers: ``BalancedAssignor`` if it can ``balance``, else Kafka's.
+
+    One, not a preferred one and a fallback: aiokafka 0.14's ``perform_group_join`` sends its
+    JoinGroup inside the loop over the assignors (aio-libs/aiokafka#1168), so a member
+    offering two sends two JoinGroups per join.  The broker holds the first for a whole
+    rebalance, whose assignment the member then drops; the second, with other protocols, starts
+    another rebalance, in which every other member joins twice too.  Members joining at once
+    can then keep failing each other's SyncGroup (``RebalanceInProgress``, which aiokafka logs
+    only at debug level).
+    """
+    if balance is None:
+        return (kafka_assignors.RoundRobinPartitionAssignor,)
+    return (BalancedAssignor(topic, balance),)
+
+
 class KafkaMembership:
     """Membership in a consumer group over a topic, only to learn which of its partitions are ours.
 
@@ -961,12 +978,7 @@ class KafkaMembership:
     async def run(self, stop: asyncio.Event) -> None:
         """Stay in the group until ``stop``; then leave it, so the others take over at once."""
         delay = self._base_backoff
-        strategies: tuple[Any, ...] = (kafka_assignors.RoundRobinPartitionAssignor,)
-        if self._balance is not None:
-            strategies = (
-                BalancedAssignor(self.topic, self._balance),
-                kafka_assignors.RoundRobinPartitionAssignor,
-            )
+        strategies = _join_protocols(self.topic, self._balance)
         while not stop.is_set():
             consumer = None
             try:
