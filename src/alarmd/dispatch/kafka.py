@@ -43,6 +43,7 @@ from aiokafka.partitioner import murmur2
 from aiokafka.protocol.metadata import MetadataRequest
 
 from alarmd.config import ConsumedTopic, KafkaConfig
+from alarmd.dispatch.joining import JoinStalled, JoinWatch
 from alarmd.dispatch.outbox import SinkError, SinkReason
 from alarmd.metrics import Metrics
 
@@ -495,18 +496,24 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         on_assign: Assignment,
         restore: Restore | None = None,
         revoking: Callable[[], None] | None = None,
+        watch: JoinWatch | None = None,
     ) -> None:
         self._on_assign = on_assign
         self._restore = restore
         self._revoking = revoking
+        self._watch = watch
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         """The next ``on_partitions_assigned`` says what stays; ``revoking`` is told that it may change."""
+        if self._watch is not None:
+            self._watch.waiting()
         if self._revoking is not None:
             self._revoking()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         """Hand the new assignment over as partition numbers (and wait for the restore, if any)."""
+        if self._watch is not None:
+            self._watch.assigned()  # the restore that follows is not part of the join
         partitions = {tp.partition for tp in assigned}
         if self._restore is not None:
             await self._restore(partitions)
@@ -555,7 +562,9 @@ class KafkaSource:
     later) is retried with exponential backoff and logged; ``stop`` ends the waiting, and
     whatever was fetched but not committed is delivered again next time.  With ``commit``
     the offsets done (partition → next offset) are handed to it instead, to be committed in
-    the caller's transactions (``KafkaTransactions``).
+    the caller's transactions (``KafkaTransactions``).  With ``on_assign`` and
+    ``join_timeout`` a join or rebalance that brings no assignment in time makes the member
+    leave and join again (:class:`~alarmd.dispatch.joining.JoinWatch`, metrics label ``group``).
     """
 
     def __init__(
@@ -575,6 +584,8 @@ class KafkaSource:
         before_commit: Callable[[], Awaitable[None]] | None = None,
         commit: Callable[[dict[int, int]], Awaitable[None]] | None = None,
         session_timeout: float | None = None,
+        join_timeout: float | None = None,
+        group: str = "upstream",
     ) -> None:
         self.kafka = kafka
         self._before_commit = before_commit
@@ -596,6 +607,12 @@ class KafkaSource:
         self._delay = self._base_backoff
         #: The partition of the message being handled (None before the first).
         self.partition: int | None = None
+        #: With ``on_assign`` and ``join_timeout``: the wait for an assignment, bounded.
+        self.watch = (
+            JoinWatch(upstream.group_id, group, join_timeout, metrics)
+            if on_assign is not None and join_timeout is not None
+            else None
+        )
         for outcome in ("accepted", "dead_letter"):
             metrics.upstream_received.labels(outcome)
 
@@ -611,6 +628,8 @@ class KafkaSource:
                     return
                 except _HandlerFailed as failed:
                     raise failed.original from None
+                except JoinStalled:  # logged and counted: join again at once, as a new member
+                    await self._disconnect()
                 except (KafkaError, OSError, KafkaStartError) as exc:
                     log.warning(
                         "upstream_kafka_unavailable",
@@ -646,7 +665,7 @@ class KafkaSource:
             isolation_level="read_committed",
         )
         listener = (
-            _Listener(self._on_assign, self._on_restore, self._on_revoke)
+            _Listener(self._on_assign, self._on_restore, self._on_revoke, self.watch)
             if self._on_assign is not None
             else None
         )
@@ -659,7 +678,8 @@ class KafkaSource:
             linger_ms=0,
         )
         self._consumer, self._producer = consumer, producer
-        await _start_client(consumer, self.kafka, "consumer")
+        joining = _start_client(consumer, self.kafka, "consumer")
+        await (self.watch.within(joining) if self.watch is not None else joining)
         await _start_client(producer, self.kafka, "dead-letter producer")
         log.info(
             "upstream_consumer_started",
@@ -684,6 +704,8 @@ class KafkaSource:
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=self._poll_ms, max_records=self._max_batch)
             self._delay = self._base_backoff  # the broker answers again: the next outage starts afresh
+            if self.watch is not None:
+                self.watch.check()  # a rebalance that brings no assignment in time: join again
             done: dict[Any, int] = {}
             try:
                 await self._process(batch, done, stop)
@@ -953,7 +975,9 @@ class KafkaMembership:
     calls ``on_assign`` with the partitions now owned.  A member that is silent for
     ``session_timeout`` seconds (killed, stopped, cut off) loses its partitions to the others.
     While the brokers cannot be reached the last assignment stands and joining is retried
-    with backoff.
+    with backoff.  A join (or rebalance) that brings no assignment within ``join_timeout``
+    seconds is logged (``group_join_stalled``) and counted, and the member leaves and joins
+    again as a new member (:mod:`alarmd.dispatch.joining`).
     """
 
     def __init__(
@@ -964,11 +988,15 @@ class KafkaMembership:
         partitions: int,
         on_assign: Assignment,
         *,
+        metrics: Metrics,
+        join_timeout: float,
         session_timeout: float = 10.0,
         max_backoff: float = 30.0,
         balance: Balance | None = None,
     ) -> None:
         self.kafka, self.topic, self.group_id, self.partitions = kafka, topic, group_id, partitions
+        #: The wait for an assignment, bounded by ``join_timeout``: past it the member joins again.
+        self.watch = JoinWatch(group_id, "inventory", join_timeout, metrics)
         self._on_assign = on_assign
         self._session_ms = int(session_timeout * 1000)
         self._balance = balance
@@ -995,12 +1023,15 @@ class KafkaMembership:
                     metadata_max_age_ms=5000,
                     partition_assignment_strategy=strategies,
                 )
-                consumer.subscribe([self.topic], listener=_Listener(self._on_assign))
-                await _start_client(consumer, self.kafka, "membership consumer")
+                consumer.subscribe([self.topic], listener=_Listener(self._on_assign, watch=self.watch))
+                await self.watch.within(_start_client(consumer, self.kafka, "membership consumer"))
                 log.info("group_joined", topic=self.topic, group_id=self.group_id)
                 delay = self._base_backoff
                 while not stop.is_set():  # fetching keeps the member alive; the records are not needed here
                     await consumer.getmany(timeout_ms=500, max_records=100)
+                    self.watch.check()  # a rebalance that brings no assignment in time: join again
+            except JoinStalled:
+                continue  # logged and counted; the consumer leaves the group below, a new member joins
             except (KafkaError, OSError, KafkaStartError) as exc:
                 log.warning(
                     "group_unavailable",
