@@ -1,8 +1,13 @@
-"""Collectors' group membership on a real broker: members that start together are all assigned at once."""
+"""Group members on a real broker: collectors started together are all assigned at once; stalled joins end."""
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import signal
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
@@ -10,8 +15,8 @@ from collections.abc import Callable
 import pytest
 
 from alarmd.cluster.membership import balance
-from alarmd.config import KafkaConfig
-from alarmd.dispatch.kafka import KafkaMembership
+from alarmd.config import ConsumedTopic, KafkaConfig
+from alarmd.dispatch.kafka import KafkaMembership, KafkaSource, ensure_topics
 from alarmd.metrics import Metrics
 
 pytestmark = pytest.mark.integration
@@ -63,3 +68,90 @@ async def test_collectors_that_start_together_are_all_assigned_at_the_first_reba
     print(f"{COLD_STARTS} cold starts of two members: all assigned within {max(took):.2f}s (each: "
           + ", ".join(f"{t:.2f}" for t in took) + ")")  # fmt: skip
     assert max(took) < ASSIGNED_WITHIN
+
+
+FROZEN_MEMBER = """
+import asyncio, sys
+from aiokafka import AIOKafkaConsumer
+async def main():
+    bootstrap, topic, group = sys.argv[1:4]
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, group_id=group, session_timeout_ms=40000,
+                                rebalance_timeout_ms=40000, heartbeat_interval_ms=1000)
+    await consumer.start()
+    print("assigned", flush=True)
+    while True:
+        await consumer.getmany(timeout_ms=500)
+asyncio.run(main())
+"""
+"""A plain consumer with a 40 s session and rebalance timeout: frozen, it holds up a rebalance that long."""
+PR_SET_PDEATHSIG = 1
+JOIN_TIMEOUT = 4.0
+
+
+def _killed_with_parent() -> None:
+    """In the child before exec: SIGKILL (which a stopped process gets too) when the test process dies."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+async def test_a_correlator_whose_join_is_held_up_stalls_at_its_limit_and_is_assigned_once_the_group_settles(
+    kafka_bootstrap: str,
+) -> None:
+    kafka = KafkaConfig(bootstrap_servers=kafka_bootstrap, request_timeout="5s", retry_backoff="200ms")
+    topic = f"alarmd.events.{uuid.uuid4().hex[:8]}"
+    consumed = ConsumedTopic(
+        enabled=True, topic=topic, group_id=f"{topic}.correlators", dead_letter_topic=f"{topic}.dl"
+    )
+    await ensure_topics(kafka, [(topic, 4)])
+    frozen = subprocess.Popen(
+        [sys.executable, "-c", FROZEN_MEMBER, kafka_bootstrap, topic, consumed.group_id],
+        stdout=subprocess.PIPE, preexec_fn=_killed_with_parent,  # noqa: PLW1509 - prctl only
+    )  # fmt: skip
+    owned: list[set[int]] = []
+    metrics = Metrics()
+
+    def stalls() -> float:
+        return (
+            metrics.registry.get_sample_value("alarmd_cluster_join_stalls_total", {"group": "events"}) or 0.0
+        )
+
+    async def handle(payload: bytes, key: bytes | None) -> None:
+        """Nothing is sent to the topic."""
+
+    source = KafkaSource(
+        kafka, consumed, handle, lambda _: None, metrics,
+        on_assign=owned.append, session_timeout=6.0, join_timeout=JOIN_TIMEOUT, group="events",
+    )  # fmt: skip
+    stop = asyncio.Event()
+    task: asyncio.Task[None] | None = None
+    try:
+        assert frozen.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(frozen.stdout.readline), 60)
+        assert line.strip() == b"assigned"
+        frozen.send_signal(signal.SIGSTOP)
+        task = asyncio.create_task(source.run(stop))
+        started = time.monotonic()
+        while not stalls():
+            assert time.monotonic() - started < JOIN_TIMEOUT + 10, "no stall reported"
+            await asyncio.sleep(0.1)
+        stalled = time.monotonic() - started
+        assert not owned, "nothing assigned while the rebalance is held up"
+        frozen.send_signal(signal.SIGCONT)
+        resumed = time.monotonic()
+        while not (owned and owned[-1]):
+            assert time.monotonic() - resumed < JOIN_TIMEOUT + 10, (
+                "not assigned after the frozen member resumed"
+            )
+            await asyncio.sleep(0.1)
+        print(f"stalled {stalled:.1f}s after the start ({stalls():.0f} stalls); "
+              f"assigned {time.monotonic() - resumed:.1f}s after SIGCONT: {sorted(owned[-1])}")  # fmt: skip
+        assert stalled >= JOIN_TIMEOUT
+    finally:
+        stop.set()
+        if task is not None:
+            await asyncio.wait_for(task, 30)
+        frozen.send_signal(signal.SIGCONT)
+        frozen.kill()
+        frozen.wait(10)
+        if frozen.stdout is not None:
+            frozen.stdout.close()

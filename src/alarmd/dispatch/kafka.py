@@ -562,9 +562,9 @@ class KafkaSource:
     later) is retried with exponential backoff and logged; ``stop`` ends the waiting, and
     whatever was fetched but not committed is delivered again next time.  With ``commit``
     the offsets done (partition → next offset) are handed to it instead, to be committed in
-    the caller's transactions (``KafkaTransactions``).  With ``on_assign`` and
-    ``join_timeout`` a join or rebalance that brings no assignment in time makes the member
-    leave and join again (:class:`~alarmd.dispatch.joining.JoinWatch`, metrics label ``group``).
+    the caller's transactions (``KafkaTransactions``).  With ``on_assign``, ``join_timeout``
+    and ``group`` (its metrics label) a join or rebalance that brings no assignment in time
+    makes the member leave and join again (:class:`~alarmd.dispatch.joining.JoinWatch`).
     """
 
     def __init__(
@@ -585,7 +585,7 @@ class KafkaSource:
         commit: Callable[[dict[int, int]], Awaitable[None]] | None = None,
         session_timeout: float | None = None,
         join_timeout: float | None = None,
-        group: str = "upstream",
+        group: str | None = None,
     ) -> None:
         self.kafka = kafka
         self._before_commit = before_commit
@@ -607,10 +607,10 @@ class KafkaSource:
         self._delay = self._base_backoff
         #: The partition of the message being handled (None before the first).
         self.partition: int | None = None
-        #: With ``on_assign`` and ``join_timeout``: the wait for an assignment, bounded.
+        #: With ``on_assign``, ``join_timeout`` and ``group``: the wait for an assignment, bounded.
         self.watch = (
             JoinWatch(upstream.group_id, group, join_timeout, metrics)
-            if on_assign is not None and join_timeout is not None
+            if on_assign is not None and join_timeout is not None and group is not None
             else None
         )
         for outcome in ("accepted", "dead_letter"):
