@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import ctypes.util
+import os
 import signal
 import subprocess
 import sys
@@ -13,7 +14,10 @@ import uuid
 from collections.abc import Callable
 
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.errors import GroupCoordinatorNotAvailableError
 
+import kafka_local  # tools/, on sys.path via conftest
 from alarmd.cluster.membership import balance
 from alarmd.config import ConsumedTopic, KafkaConfig
 from alarmd.dispatch.kafka import KafkaMembership, KafkaSource, ensure_topics
@@ -155,3 +159,85 @@ async def test_a_correlator_whose_join_is_held_up_stalls_at_its_limit_and_is_ass
         frozen.wait(10)
         if frozen.stdout is not None:
             frozen.stdout.close()
+
+
+COORDINATOR_FROZEN = 15.0  # seconds the group coordinator's node stays stopped: past its broker session (9 s)
+
+
+async def coordinator_of(
+    admin: AIOKafkaAdminClient, cluster: kafka_local.Cluster, group_id: str
+) -> kafka_local.Broker:
+    """The broker that coordinates ``group_id`` now (on a new cluster, once the offsets topic exists)."""
+    for _ in range(60):  # bounded: 30 s
+        try:
+            node = await admin.find_coordinator(group_id)
+            break
+        except GroupCoordinatorNotAvailableError:
+            await asyncio.sleep(0.5)
+    else:
+        raise AssertionError(f"no coordinator for {group_id}")
+    ports = {b["node_id"]: b["port"] for b in (await admin.describe_cluster())["brokers"]}
+    return next(b for b in cluster.brokers if b.bootstrap.endswith(f":{ports[node]}"))
+
+
+async def offsets_in_sync(admin: AIOKafkaAdminClient) -> bool:
+    """Every partition of the consumer offsets topic has all its replicas in sync again."""
+    (described,) = await admin.describe_topics(["__consumer_offsets"])
+    partitions = described["partitions"]
+    return bool(partitions) and all(len(p["isr"]) == len(p["replicas"]) for p in partitions)
+
+
+async def test_a_collector_joining_while_its_group_coordinator_is_frozen_is_assigned_once_it_moves_or_resumes(
+    kafka_cluster: kafka_local.Cluster,
+) -> None:
+    kafka = KafkaConfig(
+        bootstrap_servers=kafka_cluster.bootstrap, request_timeout="5s", retry_backoff="200ms"
+    )
+    topic = f"alarmd.inventory.{uuid.uuid4().hex[:8]}"
+    group_id = f"{topic}.collectors"
+    await ensure_topics(kafka, [(topic, PARTITIONS)])
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_cluster.bootstrap, request_timeout_ms=5000)
+    await admin.start()
+    owned: list[set[int]] = []
+    metrics = Metrics()
+    member = KafkaMembership(
+        kafka, topic, group_id, PARTITIONS, owned.append,
+        metrics=metrics, join_timeout=20.0, session_timeout=6.0, balance=evenly,
+    )  # fmt: skip
+    stop = asyncio.Event()
+    task: asyncio.Task[None] | None = None
+    frozen = await coordinator_of(admin, kafka_cluster, group_id)
+    try:
+        os.kill(frozen.pid, signal.SIGSTOP)
+        started = time.monotonic()
+        task = asyncio.create_task(member.run(stop))
+        while not owned and time.monotonic() - started < COORDINATOR_FROZEN:
+            await asyncio.sleep(0.1)
+        before = time.monotonic() - started if owned else None
+        os.kill(frozen.pid, signal.SIGCONT)
+        resumed = time.monotonic()
+        while not owned:
+            assert time.monotonic() - resumed < 30, "not assigned 30 s after the coordinator resumed"
+            await asyncio.sleep(0.1)
+        took = time.monotonic() - started
+        stalls = metrics.registry.get_sample_value("alarmd_cluster_join_stalls_total", {"group": "inventory"})
+        print(
+            f"coordinator node frozen {COORDINATOR_FROZEN:.0f}s: assigned "
+            + (
+                f"{before:.1f}s after the start, while it was frozen"
+                if before
+                else f"{took:.1f}s after the start"
+            )
+            + f"; {stalls:.0f} stalls"
+        )
+        assert owned[-1] == set(range(PARTITIONS))
+    finally:
+        os.kill(frozen.pid, signal.SIGCONT)
+        stop.set()
+        if task is not None:
+            await asyncio.wait_for(task, 30)
+        for _ in range(120):  # bounded (60 s): the next test gets a whole cluster
+            if await offsets_in_sync(admin):
+                break
+            await asyncio.sleep(0.5)
+        await admin.close()
