@@ -20,7 +20,7 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError
 import kafka_local  # tools/, on sys.path via conftest
 from alarmd.cluster.membership import balance
 from alarmd.config import ConsumedTopic, KafkaConfig
-from alarmd.dispatch.kafka import KafkaMembership, KafkaSource, ensure_topics
+from alarmd.dispatch.kafka import KafkaMembership, KafkaSink, KafkaSource, ensure_topics
 from alarmd.metrics import Metrics
 
 pytestmark = pytest.mark.integration
@@ -241,3 +241,43 @@ async def test_a_collector_joining_while_its_group_coordinator_is_frozen_is_assi
                 break
             await asyncio.sleep(0.5)
         await admin.close()
+
+
+async def test_a_failed_restore_makes_the_source_join_again_and_nothing_is_handled_before_a_restore_succeeds(
+    kafka_bootstrap: str,
+) -> None:
+    kafka = KafkaConfig(bootstrap_servers=kafka_bootstrap, request_timeout="5s", retry_backoff="200ms")
+    topic = f"alarmd.events.{uuid.uuid4().hex[:8]}"
+    consumed = ConsumedTopic(
+        enabled=True, topic=topic, group_id=f"{topic}.correlators", dead_letter_topic=f"{topic}.dl"
+    )
+    await ensure_topics(kafka, [(topic, 2)])
+    timeline: list[str] = []
+
+    async def restore(partitions: set[int]) -> None:
+        if "restore failed" not in timeline:
+            timeline.append("restore failed")
+            raise TimeoutError("offsets by times not within 15000 ms")  # as on an overloaded cluster
+        timeline.append("restored")
+
+    async def handle(payload: bytes, key: bytes | None) -> None:
+        timeline.append(payload.decode())
+
+    sink = KafkaSink(kafka)
+    await sink.send(topic, b"k", b"message")
+    await sink.stop()
+    source = KafkaSource(
+        kafka, consumed, handle, lambda _: None, Metrics(),
+        on_assign=lambda partitions: timeline.append("assigned"), on_restore=restore, session_timeout=6.0,
+    )  # fmt: skip
+    stop = asyncio.Event()
+    task = asyncio.create_task(source.run(stop))
+    try:
+        started = time.monotonic()
+        while "message" not in timeline:
+            assert time.monotonic() - started < 30, f"not handled after a second restore: {timeline}"
+            await asyncio.sleep(0.1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    assert timeline[:4] == ["restore failed", "restored", "assigned", "message"], timeline

@@ -502,6 +502,8 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._restore = restore
         self._revoking = revoking
         self._watch = watch
+        #: What the last restore raised (None if it succeeded): the owner is to leave and join again.
+        self.failed: Exception | None = None
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         """The next ``on_partitions_assigned`` says what stays; ``revoking`` is told that it may change."""
@@ -516,7 +518,17 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
             self._watch.assigned()  # the restore that follows is not part of the join
         partitions = {tp.partition for tp in assigned}
         if self._restore is not None:
-            await self._restore(partitions)
+            try:
+                await self._restore(partitions)
+            except Exception as exc:  # aiokafka would log it and fetch the partitions unrestored
+                self.failed = exc
+                log.warning(
+                    "partitions_restore_failed",
+                    partitions=sorted(partitions),
+                    error=f"{type(exc).__name__}: {exc}",
+                    action="leave the group and join again",
+                )
+                return
         self._on_assign(partitions)
 
 
@@ -534,6 +546,10 @@ T = TypeVar("T")
 
 class _Stopped(Exception):
     """``stop`` was set while waiting on the broker."""
+
+
+class _RestoreFailed(Exception):
+    """The restore of a new assignment failed: nothing of it is handled; the member joins again."""
 
 
 class ConsumeStopped(Exception):
@@ -564,7 +580,9 @@ class KafkaSource:
     the offsets done (partition → next offset) are handed to it instead, to be committed in
     the caller's transactions (``KafkaTransactions``).  With ``on_assign``, ``join_timeout``
     and ``group`` (its metrics label) a join or rebalance that brings no assignment in time
-    makes the member leave and join again (:class:`~alarmd.dispatch.joining.JoinWatch`).
+    makes the member leave and join again (:class:`~alarmd.dispatch.joining.JoinWatch`).  So
+    does an ``on_restore`` that raises (``partitions_restore_failed``): nothing of that
+    assignment is handled, and the restore is tried again at the next join.
     """
 
     def __init__(
@@ -604,6 +622,7 @@ class KafkaSource:
         self._max_backoff = max(max_backoff, self._base_backoff)
         self._consumer: Any = None
         self._producer: Any = None
+        self._listener: _Listener | None = None
         self._delay = self._base_backoff
         #: The partition of the message being handled (None before the first).
         self.partition: int | None = None
@@ -630,7 +649,7 @@ class KafkaSource:
                     raise failed.original from None
                 except JoinStalled:  # logged and counted: join again at once, as a new member
                     await self._disconnect()
-                except (KafkaError, OSError, KafkaStartError) as exc:
+                except (KafkaError, OSError, KafkaStartError, _RestoreFailed) as exc:
                     log.warning(
                         "upstream_kafka_unavailable",
                         action="consume",
@@ -664,7 +683,7 @@ class KafkaSource:
             auto_offset_reset="earliest",
             isolation_level="read_committed",
         )
-        listener = (
+        listener = self._listener = (
             _Listener(self._on_assign, self._on_restore, self._on_revoke, self.watch)
             if self._on_assign is not None
             else None
@@ -706,6 +725,8 @@ class KafkaSource:
             self._delay = self._base_backoff  # the broker answers again: the next outage starts afresh
             if self.watch is not None:
                 self.watch.check()  # a rebalance that brings no assignment in time: join again
+            if self._listener is not None and self._listener.failed is not None:
+                raise _RestoreFailed(str(self._listener.failed))  # the batch is not handled: fetched again
             done: dict[Any, int] = {}
             try:
                 await self._process(batch, done, stop)
