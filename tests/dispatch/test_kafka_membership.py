@@ -30,6 +30,11 @@ COLD_STARTS = 6  # a two-protocol member (aiokafka#1168) missed the first assign
 ASSIGNED_WITHIN = 15.0  # seconds: a join on a loaded machine, well under the 60 s join_timeout
 
 
+def config(bootstrap: str) -> KafkaConfig:
+    """A client config with short timeouts and backoff."""
+    return KafkaConfig(bootstrap_servers=bootstrap, request_timeout="5s", retry_backoff="200ms")
+
+
 def evenly(partitions: list[int], held: dict[str, set[int]]) -> dict[str, set[int]]:
     """Every partition weighs the same."""
     return balance(dict.fromkeys(partitions, 1), held)
@@ -37,7 +42,7 @@ def evenly(partitions: list[int], held: dict[str, set[int]]) -> dict[str, set[in
 
 async def cold_start(bootstrap: str, members: int) -> float:
     """Start ``members`` members of a new group at once; the seconds until the topic is shared among all."""
-    kafka = KafkaConfig(bootstrap_servers=bootstrap, request_timeout="5s", retry_backoff="200ms")
+    kafka = config(bootstrap)
     topic = f"alarmd.membership.{uuid.uuid4().hex[:8]}"
     owned: list[set[int]] = [set() for _ in range(members)]
 
@@ -92,6 +97,16 @@ PR_SET_PDEATHSIG = 1
 JOIN_TIMEOUT = 4.0
 
 
+async def events_topic(bootstrap: str, partitions: int) -> tuple[KafkaConfig, ConsumedTopic]:
+    """A client config for ``bootstrap`` and a new events topic of ``partitions``, consumed by correlators."""
+    kafka = config(bootstrap)
+    topic = f"alarmd.events.{uuid.uuid4().hex[:8]}"
+    await ensure_topics(kafka, [(topic, partitions)])
+    return kafka, ConsumedTopic(
+        enabled=True, topic=topic, group_id=f"{topic}.correlators", dead_letter_topic=f"{topic}.dl"
+    )
+
+
 def _killed_with_parent() -> None:
     """In the child before exec: SIGKILL (which a stopped process gets too) when the test process dies."""
     libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -101,12 +116,8 @@ def _killed_with_parent() -> None:
 async def test_a_correlator_whose_join_is_held_up_stalls_at_its_limit_and_is_assigned_once_the_group_settles(
     kafka_bootstrap: str,
 ) -> None:
-    kafka = KafkaConfig(bootstrap_servers=kafka_bootstrap, request_timeout="5s", retry_backoff="200ms")
-    topic = f"alarmd.events.{uuid.uuid4().hex[:8]}"
-    consumed = ConsumedTopic(
-        enabled=True, topic=topic, group_id=f"{topic}.correlators", dead_letter_topic=f"{topic}.dl"
-    )
-    await ensure_topics(kafka, [(topic, 4)])
+    kafka, consumed = await events_topic(kafka_bootstrap, 4)
+    topic = consumed.topic
     frozen = subprocess.Popen(
         [sys.executable, "-c", FROZEN_MEMBER, kafka_bootstrap, topic, consumed.group_id],
         stdout=subprocess.PIPE, preexec_fn=_killed_with_parent,  # noqa: PLW1509 - prctl only
@@ -190,9 +201,7 @@ async def offsets_in_sync(admin: AIOKafkaAdminClient) -> bool:
 async def test_a_collector_joining_while_its_group_coordinator_is_frozen_is_assigned_once_it_moves_or_resumes(
     kafka_cluster: kafka_local.Cluster,
 ) -> None:
-    kafka = KafkaConfig(
-        bootstrap_servers=kafka_cluster.bootstrap, request_timeout="5s", retry_backoff="200ms"
-    )
+    kafka = config(kafka_cluster.bootstrap)
     topic = f"alarmd.inventory.{uuid.uuid4().hex[:8]}"
     group_id = f"{topic}.collectors"
     await ensure_topics(kafka, [(topic, PARTITIONS)])
@@ -246,12 +255,8 @@ async def test_a_collector_joining_while_its_group_coordinator_is_frozen_is_assi
 async def test_a_failed_restore_makes_the_source_join_again_and_nothing_is_handled_before_a_restore_succeeds(
     kafka_bootstrap: str,
 ) -> None:
-    kafka = KafkaConfig(bootstrap_servers=kafka_bootstrap, request_timeout="5s", retry_backoff="200ms")
-    topic = f"alarmd.events.{uuid.uuid4().hex[:8]}"
-    consumed = ConsumedTopic(
-        enabled=True, topic=topic, group_id=f"{topic}.correlators", dead_letter_topic=f"{topic}.dl"
-    )
-    await ensure_topics(kafka, [(topic, 2)])
+    kafka, consumed = await events_topic(kafka_bootstrap, 2)
+    topic = consumed.topic
     timeline: list[str] = []
 
     async def restore(partitions: set[int]) -> None:
