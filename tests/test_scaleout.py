@@ -102,11 +102,12 @@ def instance(
     interval: float = 1.0,
     partitions: int = INVENTORY_PARTITIONS,
     spool: str = "",
+    session: float = SESSION_TIMEOUT,
 ) -> Daemon:
     """A config directory for one instance and the daemon that runs ``--role role`` on it.
 
     ``fleet`` maps device names to the simulated device that answers for them (the three
-    :data:`DEVICES` by default); ``spool`` is a setting of the spool (``"spool_size: 10"``).
+    :data:`DEVICES` by default); ``spool`` is one more ``cluster`` setting (``"spool_size: 10"``).
     """
     directory = root / name
     directory.mkdir()
@@ -125,7 +126,7 @@ def instance(
             devices=devices,
             topic=topic,
             partitions=partitions,
-            session=SESSION_TIMEOUT,
+            session=session,
             interval=interval,
             spool=f"  {spool}\n" if spool else "",
             http=http,
@@ -375,6 +376,74 @@ async def test_a_collector_is_not_ready_until_its_group_assigns_it_devices(
         assert await lonely.stop() == 0
     finally:
         lonely.close()
+
+
+FROZEN_SESSION = 40.0  # seconds: a rebalance waits this long for the frozen member to rejoin
+JOIN_TIMEOUT = 8.0  # the joining collector's cluster.join_timeout
+
+
+async def test_a_collector_whose_join_stalls_leaves_joins_again_and_polls_once_the_group_can_settle(
+    tmp_path: Path, kafka_bootstrap: str, sim_network: Any
+) -> None:
+    """A rebalance held up by a frozen member (SIGSTOP, 40 s session) stalls the joining collector's join.
+
+    Past ``join_timeout`` the joining collector logs ``group_join_stalled``, counts it, leaves
+    and joins again as a new member; once the frozen one resumes, the group settles with it.
+    """
+    topic, port = f"alarmd.join.{uuid.uuid4().hex[:8]}", sim_network.port
+    frozen = instance(tmp_path, "a", port, kafka_bootstrap, topic, "collector", session=FROZEN_SESSION)
+    joining = instance(
+        tmp_path, "b", port, kafka_bootstrap, topic, "collector", spool=f"join_timeout: {JOIN_TIMEOUT}s"
+    )
+    owned = lambda d: d.metric("alarmd_cluster_devices_owned")  # noqa: E731
+    stalls = lambda: joining.metric("alarmd_cluster_join_stalls_total", group="inventory")  # noqa: E731
+    try:
+        frozen.start()
+        await frozen.wait_ready()
+        await until(lambda: owned(frozen) == len(DEVICES), 30, "the first collector's devices")
+        assert frozen.proc is not None
+        frozen.proc.send_signal(signal.SIGSTOP)
+        joining.start()
+        await until(lambda: joining.get("/metrics")[0] == 200, 30, "the HTTP listener")
+        assert stalls() == 0
+        stalled = await until(
+            lambda: joining.events("group_join_stalled"), JOIN_TIMEOUT + LOAD_SLACK + 5, "stall"
+        )
+        [first, *_] = joining.events("group_join_stalled")
+        assert first["limit_s"] == JOIN_TIMEOUT
+        assert first["waited_s"] >= JOIN_TIMEOUT
+        assert stalls() >= 1
+        assert joining.get("/-/ready")[0] == 503, "not ready while it has no devices"
+        assert owned(joining) == 0
+        resumed = time.time()
+        frozen.proc.send_signal(signal.SIGCONT)
+        settled = await until(
+            lambda: owned(joining) > 0 and owned(joining) + owned(frozen) == len(DEVICES),
+            JOIN_TIMEOUT + LOAD_SLACK,
+            "the joining collector's share",
+        )
+        await joining.wait_ready(timeout=10)
+        mine = {d for d in DEVICES if partition_of(d, INVENTORY_PARTITIONS) in held_partitions(joining)}
+        await asyncio.sleep(3)  # a few 1 s polling cycles
+        assert await joining.stop() == 0
+        assert await frozen.stop() == 0
+    finally:
+        if frozen.proc is not None and frozen.proc.poll() is None:
+            frozen.proc.send_signal(signal.SIGCONT)
+        frozen.close()
+        joining.close()
+    seen = await polls(kafka_bootstrap, f"{topic}.events")
+    after = first_after(seen, mine, resumed)
+    print(
+        f"join stalled after {stalled:.1f}s ({len(joining.events('group_join_stalled'))} stalls); "
+        f"assigned {settled:.1f}s after SIGCONT; its {len(mine)} devices polled within {after[-1]:.1f}s"
+    )
+    assert after[-1] <= JOIN_TIMEOUT + LOAD_SLACK
+
+
+def held_partitions(daemon: Daemon) -> set[int]:
+    """The inventory partitions a collector was last assigned."""
+    return set(daemon.events("devices_assigned")[-1]["partitions"])
 
 
 def snmptrap(port: int, uptime: int) -> None:

@@ -960,6 +960,8 @@ class Daemon:
             self._assigned_devices,
             session_timeout=cluster.session_timeout,
             balance=self.share.balance,
+            metrics=self.metrics,
+            join_timeout=cluster.join_limit,
         )
         return [tg.create_task(membership.run(stop))]
 

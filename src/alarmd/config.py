@@ -826,6 +826,10 @@ class SecurityConfig(Strict):
     v3_only: bool = Field(False, description="refuse SNMP v1/v2c for polling and traps; only USM (v3)")
 
 
+JOIN_LIMIT_FLOOR = 20.0
+"""Seconds: the least derived ``cluster.join_timeout`` (a new group's first join alone waits 3 s more)."""
+
+
 class ClusterConfig(Strict):
     """Distributed mode (``alarmd run --role collector|correlator``): the topics and groups of the roles."""
 
@@ -852,6 +856,13 @@ class ClusterConfig(Strict):
     )
     session_timeout: Duration = Field(
         10.0, description="a silent member is dropped after this (broker bounds: 6s-30min by default)"
+    )
+    join_timeout: Duration | None = Field(
+        None,
+        gt=0,
+        description="a member that has no assignment this long after it began joining (or after a "
+        "rebalance began) leaves the group and joins again as a new member, counted in "
+        "alarmd_cluster_join_stalls_total; default 3 x session_timeout, at least 20s",
     )
     spool_size: int = Field(100_000, ge=1, description="messages kept while Kafka cannot be reached")
     spool_disk_bytes: int = Field(
@@ -883,6 +894,13 @@ class ClusterConfig(Strict):
         if not 1 <= value <= 1800:
             raise ValueError("session_timeout must be between 1s and 30m")
         return value
+
+    @property
+    def join_limit(self) -> float:
+        """Seconds a group member waits for an assignment before it joins again (``join_timeout``)."""
+        if self.join_timeout is not None:
+            return self.join_timeout
+        return max(3 * self.session_timeout, JOIN_LIMIT_FLOOR)
 
     @property
     def location_topic(self) -> str:

@@ -376,6 +376,13 @@ class Metrics:
             ["group", "outcome"],
             registry=r,
         )
+        self.join_stalls = Counter(
+            "alarmd_cluster_join_stalls_total",
+            "Group joins or rebalances that brought no assignment within cluster.join_timeout, by group "
+            "(inventory, events, elements); each time the member left and joined again as a new one.",
+            ["group"],
+            registry=r,
+        )
         self.takeover_seconds = Histogram(
             "alarmd_cluster_takeover_seconds",
             "Seconds from a partition's assignment to its first committed output (events, elements) "
@@ -391,6 +398,7 @@ class Metrics:
         for group in ("inventory", "events", "elements"):
             self.partitions_owned.labels(group)
             self.rebalances.labels(group)
+            self.join_stalls.labels(group)
         for kind in ("sample", "event"):
             for outcome in ("judged", "duplicate"):
                 self.events_consumed.labels(kind, outcome)

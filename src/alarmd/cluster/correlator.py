@@ -150,6 +150,8 @@ class PartitionedStage:
             on_revoke=self.owner.revoking,
             commit=self._commit_batch,
             session_timeout=self.config.cluster.session_timeout,
+            join_timeout=self.config.cluster.join_limit,
+            group=self.group,
             max_batch=BATCH,
         )
         try:

@@ -43,6 +43,7 @@ from aiokafka.partitioner import murmur2
 from aiokafka.protocol.metadata import MetadataRequest
 
 from alarmd.config import ConsumedTopic, KafkaConfig
+from alarmd.dispatch.joining import JoinStalled, JoinWatch
 from alarmd.dispatch.outbox import SinkError, SinkReason
 from alarmd.metrics import Metrics
 
@@ -496,21 +497,39 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         on_assign: Assignment,
         restore: Restore | None = None,
         revoking: Callable[[], None] | None = None,
+        watch: JoinWatch | None = None,
     ) -> None:
         self._on_assign = on_assign
         self._restore = restore
         self._revoking = revoking
+        self._watch = watch
+        #: What the last restore raised (None if it succeeded): the owner is to leave and join again.
+        self.failed: Exception | None = None
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         """The next ``on_partitions_assigned`` says what stays; ``revoking`` is told that it may change."""
+        if self._watch is not None:
+            self._watch.waiting()
         if self._revoking is not None:
             self._revoking()
 
     async def on_partitions_assigned(self, assigned: Any) -> None:
         """Hand the new assignment over as partition numbers (and wait for the restore, if any)."""
+        if self._watch is not None:
+            self._watch.assigned()  # the restore that follows is not part of the join
         partitions = {tp.partition for tp in assigned}
         if self._restore is not None:
-            await self._restore(partitions)
+            try:
+                await self._restore(partitions)
+            except Exception as exc:  # aiokafka would log it and fetch the partitions unrestored
+                self.failed = exc
+                log.warning(
+                    "partitions_restore_failed",
+                    partitions=sorted(partitions),
+                    error=f"{type(exc).__name__}: {exc}",
+                    action="leave the group and join again",
+                )
+                return
         self._on_assign(partitions)
 
 
@@ -528,6 +547,10 @@ T = TypeVar("T")
 
 class _Stopped(Exception):
     """``stop`` was set while waiting on the broker."""
+
+
+class _RestoreFailed(Exception):
+    """The restore of a new assignment failed: nothing of it is handled; the member joins again."""
 
 
 class ConsumeStopped(Exception):
@@ -556,7 +579,11 @@ class KafkaSource:
     later) is retried with exponential backoff and logged; ``stop`` ends the waiting, and
     whatever was fetched but not committed is delivered again next time.  With ``commit``
     the offsets done (partition → next offset) are handed to it instead, to be committed in
-    the caller's transactions (``KafkaTransactions``).
+    the caller's transactions (``KafkaTransactions``).  With ``on_assign``, ``join_timeout``
+    and ``group`` (its metrics label) a join or rebalance that brings no assignment in time
+    makes the member leave and join again (:class:`~alarmd.dispatch.joining.JoinWatch`).  So
+    does an ``on_restore`` that raises (``partitions_restore_failed``): nothing of that
+    assignment is handled, and the restore is tried again at the next join.
     """
 
     def __init__(
@@ -576,6 +603,8 @@ class KafkaSource:
         before_commit: Callable[[], Awaitable[None]] | None = None,
         commit: Callable[[dict[int, int]], Awaitable[None]] | None = None,
         session_timeout: float | None = None,
+        join_timeout: float | None = None,
+        group: str | None = None,
     ) -> None:
         self.kafka = kafka
         self._before_commit = before_commit
@@ -594,9 +623,16 @@ class KafkaSource:
         self._max_backoff = max(max_backoff, self._base_backoff)
         self._consumer: Any = None
         self._producer: Any = None
+        self._listener: _Listener | None = None
         self._delay = self._base_backoff
         #: The partition of the message being handled (None before the first).
         self.partition: int | None = None
+        #: With ``on_assign``, ``join_timeout`` and ``group``: the wait for an assignment, bounded.
+        self.watch = (
+            JoinWatch(upstream.group_id, group, join_timeout, metrics)
+            if on_assign is not None and join_timeout is not None and group is not None
+            else None
+        )
         for outcome in ("accepted", "dead_letter"):
             metrics.upstream_received.labels(outcome)
 
@@ -612,7 +648,9 @@ class KafkaSource:
                     return
                 except _HandlerFailed as failed:
                     raise failed.original from None
-                except (KafkaError, OSError, KafkaStartError) as exc:
+                except JoinStalled:  # logged and counted: join again at once, as a new member
+                    await self._disconnect()
+                except (KafkaError, OSError, KafkaStartError, _RestoreFailed) as exc:
                     log.warning(
                         "upstream_kafka_unavailable",
                         action="consume",
@@ -646,8 +684,8 @@ class KafkaSource:
             auto_offset_reset="earliest",
             isolation_level="read_committed",
         )
-        listener = (
-            _Listener(self._on_assign, self._on_restore, self._on_revoke)
+        listener = self._listener = (
+            _Listener(self._on_assign, self._on_restore, self._on_revoke, self.watch)
             if self._on_assign is not None
             else None
         )
@@ -660,7 +698,8 @@ class KafkaSource:
             linger_ms=0,
         )
         self._consumer, self._producer = consumer, producer
-        await _start_client(consumer, self.kafka, "consumer")
+        joining = _start_client(consumer, self.kafka, "consumer")
+        await (self.watch.within(joining) if self.watch is not None else joining)
         await _start_client(producer, self.kafka, "dead-letter producer")
         log.info(
             "upstream_consumer_started",
@@ -685,6 +724,10 @@ class KafkaSource:
         while not stop.is_set():
             batch = await consumer.getmany(timeout_ms=self._poll_ms, max_records=self._max_batch)
             self._delay = self._base_backoff  # the broker answers again: the next outage starts afresh
+            if self.watch is not None:
+                self.watch.check()  # a rebalance that brings no assignment in time: join again
+            if self._listener is not None and self._listener.failed is not None:
+                raise _RestoreFailed(str(self._listener.failed))  # the batch is not handled: fetched again
             done: dict[Any, int] = {}
             try:
                 await self._process(batch, done, stop)
@@ -890,7 +933,8 @@ Balance = Callable[[list[int], dict[str, set[int]]], dict[str, set[int]]]
 class BalancedAssignor:
     """A partition assignor for the group's leader that asks ``balance``; members tell what they hold.
 
-    Offered first, with round-robin as the fallback a group of mixed versions agrees on.
+    Offered alone: aiokafka 0.14 sends one JoinGroup per offered protocol, each held by the
+    broker for a whole rebalance and each starting the next one (``_join_protocols``).
     """
 
     name = "alarmd-balanced"
@@ -930,6 +974,22 @@ class BalancedAssignor:
         self._held = sorted(tp.partition for tp in assignment.partitions())
 
 
+def _join_protocols(topic: str, balance: Balance | None) -> tuple[Any, ...]:
+    """The one assignment protocol a member offers: ``BalancedAssignor`` if it can ``balance``, else Kafka's.
+
+    One, not a preferred one and a fallback: aiokafka 0.14's ``perform_group_join`` sends its
+    JoinGroup inside the loop over the assignors (aio-libs/aiokafka#1168), so a member
+    offering two sends two JoinGroups per join.  The broker holds the first for a whole
+    rebalance, whose assignment the member then drops; the second, with other protocols, starts
+    another rebalance, in which every other member joins twice too.  Members joining at once
+    can then keep failing each other's SyncGroup (``RebalanceInProgress``, which aiokafka logs
+    only at debug level).
+    """
+    if balance is None:
+        return (kafka_assignors.RoundRobinPartitionAssignor,)
+    return (BalancedAssignor(topic, balance),)
+
+
 class KafkaMembership:
     """Membership in a consumer group over a topic, only to learn which of its partitions are ours.
 
@@ -937,7 +997,9 @@ class KafkaMembership:
     calls ``on_assign`` with the partitions now owned.  A member that is silent for
     ``session_timeout`` seconds (killed, stopped, cut off) loses its partitions to the others.
     While the brokers cannot be reached the last assignment stands and joining is retried
-    with backoff.
+    with backoff.  A join (or rebalance) that brings no assignment within ``join_timeout``
+    seconds is logged (``group_join_stalled``) and counted, and the member leaves and joins
+    again as a new member (:mod:`alarmd.dispatch.joining`).
     """
 
     def __init__(
@@ -948,11 +1010,15 @@ class KafkaMembership:
         partitions: int,
         on_assign: Assignment,
         *,
+        metrics: Metrics,
+        join_timeout: float,
         session_timeout: float = 10.0,
         max_backoff: float = 30.0,
         balance: Balance | None = None,
     ) -> None:
         self.kafka, self.topic, self.group_id, self.partitions = kafka, topic, group_id, partitions
+        #: The wait for an assignment, bounded by ``join_timeout``: past it the member joins again.
+        self.watch = JoinWatch(group_id, "inventory", join_timeout, metrics)
         self._on_assign = on_assign
         self._session_ms = int(session_timeout * 1000)
         self._balance = balance
@@ -962,12 +1028,7 @@ class KafkaMembership:
     async def run(self, stop: asyncio.Event) -> None:
         """Stay in the group until ``stop``; then leave it, so the others take over at once."""
         delay = self._base_backoff
-        strategies: tuple[Any, ...] = (kafka_assignors.RoundRobinPartitionAssignor,)
-        if self._balance is not None:
-            strategies = (
-                BalancedAssignor(self.topic, self._balance),
-                kafka_assignors.RoundRobinPartitionAssignor,
-            )
+        strategies = _join_protocols(self.topic, self._balance)
         while not stop.is_set():
             consumer = None
             try:
@@ -984,12 +1045,15 @@ class KafkaMembership:
                     metadata_max_age_ms=5000,
                     partition_assignment_strategy=strategies,
                 )
-                consumer.subscribe([self.topic], listener=_Listener(self._on_assign))
-                await _start_client(consumer, self.kafka, "membership consumer")
+                consumer.subscribe([self.topic], listener=_Listener(self._on_assign, watch=self.watch))
+                await self.watch.within(_start_client(consumer, self.kafka, "membership consumer"))
                 log.info("group_joined", topic=self.topic, group_id=self.group_id)
                 delay = self._base_backoff
                 while not stop.is_set():  # fetching keeps the member alive; the records are not needed here
                     await consumer.getmany(timeout_ms=500, max_records=100)
+                    self.watch.check()  # a rebalance that brings no assignment in time: join again
+            except JoinStalled:
+                continue  # logged and counted; the consumer leaves the group below, a new member joins
             except (KafkaError, OSError, KafkaStartError) as exc:
                 log.warning(
                     "group_unavailable",
