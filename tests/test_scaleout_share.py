@@ -1,0 +1,106 @@
+"""Correlators share the events topic by its traffic: the leader asks for a rebalance that evens a skew out.
+
+Two ``alarmd run --role correlator`` processes in one group on a real Kafka broker on
+127.0.0.1, four events partitions; two of them carry nine tenths of the traffic and start
+on the same correlator (an even count of partitions each).  After one check the leader has
+asked for a rebalance and each correlator judges one hot partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from alarmd.cluster.codec import encode_event
+from alarmd.cluster.share import deviation
+from alarmd.model import Event
+from tests.chaos.harness import Daemon
+from tests.test_scaleout_restore import correlator, until
+
+pytestmark = pytest.mark.integration
+
+CHECK = 3.0  # cluster.rebalance_check, compressed
+#: messages per second by events partition: the hot two are both the first member's at the start
+RATES = {0: 90, 1: 10, 2: 90, 3: 10}
+TRAFFIC = 40.0  # seconds of traffic at most (bounded): the test stops it once it has seen enough
+
+
+async def produce(bootstrap: str, topic: str, stop: asyncio.Event) -> int:
+    """Send ``RATES`` to the events topic's partitions until ``stop`` or :data:`TRAFFIC`; how many sent."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    sent, started = 0, time.monotonic()
+    try:
+        while not stop.is_set() and time.monotonic() - started < TRAFFIC:
+            for partition, rate in RATES.items():
+                for _ in range(rate // 10):  # a tenth of a second's worth
+                    labels = {"trap": "coldStart", "agent_address": f"10.9.0.{partition}"}
+                    _, payload = encode_event(Event("trap", "coldStart", time.time(), labels, uptime=sent))
+                    await producer.send(f"{topic}.events", payload, key=b"k", partition=partition)
+                    sent += 1
+            await asyncio.sleep(0.1)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
+
+
+def judged(daemon: Daemon) -> float:
+    return daemon.metric("alarmd_cluster_events_consumed_total")
+
+
+async def test_the_leader_rebalances_a_skewed_share_after_one_check(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = f"share-{uuid.uuid4().hex[:8]}"
+    pair = [correlator(tmp_path, name, kafka_bootstrap, topic) for name in ("c1", "c2")]
+    for daemon in pair:
+        config = daemon.dir / "alarmd.yml"
+        text = config.read_text().replace(
+            "events_partitions: 2", f"events_partitions: 4\n  rebalance_check: {CHECK}s"
+        )
+        config.write_text(text)
+    stop = asyncio.Event()
+    sending: asyncio.Task[int] | None = None
+    try:
+        for daemon in pair:
+            daemon.start()
+        for daemon in pair:
+            await daemon.wait_ready()
+        owned = lambda d: d.metric("alarmd_cluster_partitions_owned", group="events")  # noqa: E731
+        await until(lambda: [owned(d) for d in pair] == [2, 2], 30, "two events partitions each")
+        sending = asyncio.create_task(produce(kafka_bootstrap, topic, stop))
+        await until(lambda: any(judged(d) > 0 for d in pair), 20, "traffic judged")
+        before = {d.dir.name: judged(d) for d in pair}
+        await asyncio.sleep(CHECK)  # a check's worth under the first assignment
+        skewed = {d.dir.name: judged(d) - before[d.dir.name] for d in pair}
+        assert deviation(skewed) > 0.5, f"both hot partitions start on one correlator: {skewed}"
+
+        asked = lambda: sum(d.metric("alarmd_cluster_rebalance_requests_total") for d in pair)  # noqa: E731
+        await until(lambda: asked() >= 1, 4 * CHECK, "the leader asks for a rebalance")
+        requested = [e for d in pair for e in d.events("rebalance_requested")]
+        assert len(requested) == 1
+        assert requested[0]["deviation"] > 0.2 and requested[0]["deviation_after"] < 0.15
+        await until(lambda: all(d.get("/-/ready")[0] == 200 for d in pair), 30, "the new assignment restored")
+        await until(lambda: [owned(d) for d in pair] == [2, 2], 30, "two events partitions each again")
+
+        start = {d.dir.name: judged(d) for d in pair}
+        await asyncio.sleep(2 * CHECK)
+        share = {d.dir.name: judged(d) - start[d.dir.name] for d in pair}
+        assert deviation(share) < 0.2, f"each correlator judges one hot partition now: {share}"
+        assert asked() == 1, "no second rebalance once the share is even"
+        print(f"before {skewed} ({deviation(skewed):.3f}), after {share} ({deviation(share):.3f})")
+        print(requested[0])
+    finally:
+        stop.set()
+        if sending is not None:
+            await sending
+        for daemon in pair:
+            if daemon.proc is not None:
+                await daemon.stop()
+            daemon.close()
