@@ -114,6 +114,7 @@ class Plan:
     seconds: float = 20.0  # traffic per phase
     interval: float = 30.0  # polling interval
     session_timeout: float = 6.0  # the brokers' lowest allowed
+    rebalance_check: float = 3.0  # correlators: a few checks of the traffic share within a phase's traffic
     escalation: float = 15.0  # ordinary and important escalation
     kills: int = 20
     restart: bool = True  # killed processes come back (the short run leaves its victim dead)
@@ -310,6 +311,7 @@ cluster:
   collector_group: {prefix}.collectors
   correlator_group: {prefix}.correlators
   session_timeout: {session}s
+  rebalance_check: {rebalance_check}s
 http: {{listen: "127.0.0.1:{http}"}}
 """
 
@@ -552,6 +554,7 @@ class Phase:
                 events_partitions=self.plan.events_partitions,
                 inventory_partitions=self.plan.inventory_partitions,
                 session=self.plan.session_timeout,
+                rebalance_check=self.plan.rebalance_check,
                 http=http,
             )
         )
