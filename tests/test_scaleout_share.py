@@ -20,7 +20,7 @@ from alarmd.cluster.codec import encode_event
 from alarmd.cluster.share import deviation
 from alarmd.model import Event
 from tests.chaos.harness import Daemon
-from tests.test_scaleout_restore import correlator, until
+from tests.test_scaleout_restore import correlator, start_with_one_partition_each, until
 
 pytestmark = pytest.mark.integration
 
@@ -68,12 +68,8 @@ async def test_the_leader_rebalances_a_skewed_share_after_one_check(
     stop = asyncio.Event()
     sending: asyncio.Task[int] | None = None
     try:
-        for daemon in pair:
-            daemon.start()
-        for daemon in pair:
-            await daemon.wait_ready()
+        await start_with_one_partition_each(pair, each=2)
         owned = lambda d: d.metric("alarmd_cluster_partitions_owned", group="events")  # noqa: E731
-        await until(lambda: [owned(d) for d in pair] == [2, 2], 30, "two events partitions each")
         sending = asyncio.create_task(produce(kafka_bootstrap, topic, stop))
         await until(lambda: any(judged(d) > 0 for d in pair), 20, "traffic judged")
         before = {d.dir.name: judged(d) for d in pair}

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from alarmd.cluster.share import PartitionRates, TrafficShare, deviation
+from alarmd.cluster.share import PartitionRates, TrafficShare, assign, deviation
 from alarmd.metrics import Metrics
 from alarmd.testing import FakeClock
 
@@ -110,3 +110,14 @@ def test_deviation_is_the_largest_distance_from_an_even_share() -> None:
     assert deviation({"a": 120.0, "b": 90.0, "c": 90.0}) == pytest.approx(0.2)
     assert deviation({"a": 1.0}) == 0.0
     assert deviation({"a": 0.0, "b": 0.0}) == 0.0
+
+
+def test_an_even_assignment_stays_as_it_is() -> None:
+    assert assign(dict.fromkeys(PARTITIONS, 5), ROUND_ROBIN) == ROUND_ROBIN
+
+
+def test_a_fresh_share_goes_to_the_members_that_held_most_of_it() -> None:
+    weights = measured(SKEWED).weights(PARTITIONS)
+    shares = assign(weights, ROUND_ROBIN)
+    assert 0 in shares["a"], "the hottest partition stays where it was"
+    assert 8 in shares["c"]
