@@ -26,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 CHECK = 3.0  # cluster.rebalance_check, compressed
 #: messages per second by events partition: the hot two are both the first member's at the start
-RATES = {0: 90, 1: 10, 2: 90, 3: 10}
+RATES = {0: 180, 1: 20, 2: 180, 3: 20}
 TRAFFIC = 40.0  # seconds of traffic at most (bounded): the test stops it once it has seen enough
 
 

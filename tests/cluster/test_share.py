@@ -106,6 +106,13 @@ def test_a_small_or_unhelpful_improvement_is_not_worth_a_rebalance() -> None:
     assert share.judge() is None
 
 
+def test_a_trickle_of_traffic_is_noise_and_asks_for_nothing() -> None:
+    trickle = {p: rate / 1000 for p, rate in SKEWED.items()}  # as polls alone at night: about 2 messages/s
+    share, _ = leader(trickle, {"a": set(), "b": set(), "c": set()})
+    assert measured(trickle).deviation(ROUND_ROBIN) > 0.3
+    assert share.judge() is None
+
+
 def test_deviation_is_the_largest_distance_from_an_even_share() -> None:
     assert deviation({"a": 120.0, "b": 90.0, "c": 90.0}) == pytest.approx(0.2)
     assert deviation({"a": 1.0}) == 0.0

@@ -8,7 +8,8 @@ partition weighs the same).  A cold start has no rates, and a hot key can appear
 time, so the leader checks every ``cluster.rebalance_check`` whether a new assignment
 would cut the largest deviation from an even share clearly (from above :data:`LIMIT` to
 below :data:`TARGET`, by :data:`MARGIN` at least) and if so asks the group to rebalance:
-at most once per check, logged as ``rebalance_requested`` and counted.  This is the
+at most once per check, logged as ``rebalance_requested`` and counted; a trickle of
+traffic (fewer than :data:`EVIDENCE` messages in one half-life) is noise and asks for nothing.  This is the
 shape of Kafka Streams' assignor with its probing rebalances.
 """
 
@@ -32,6 +33,8 @@ TARGET = 0.15
 """... if a new assignment would bring it under this ..."""
 MARGIN = 0.05
 """... and by at least this much."""
+EVIDENCE = 500
+"""The leader judges a share only on this many messages in one half-life at least: fewer are noise."""
 STICKY = 0.02
 """A fresh assignment replaces the sticky one only if its largest deviation is lower by more than this."""
 SCALE = 10_000
@@ -156,6 +159,8 @@ class TrafficShare:
         """``(now, after)``: the current and a new assignment's deviations, if the new one is much better."""
         made = self._made
         if not self.leading or made is None or len(made) < 2:
+            return None
+        if sum(self.rates.rates().values()) * self.rates.half_life < EVIDENCE:
             return None
         now = self.rates.deviation(made)
         after = self.rates.deviation(assign(self.rates.weights(self._partitions), made))
