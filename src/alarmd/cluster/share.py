@@ -8,9 +8,9 @@ partition weighs the same).  A cold start has no rates, and a hot key can appear
 time, so the leader checks every ``cluster.rebalance_check`` whether a new assignment
 would cut the largest deviation from an even share clearly (from above :data:`LIMIT` to
 below :data:`TARGET`, by :data:`MARGIN` at least) and if so asks the group to rebalance:
-at most once per check, logged as ``rebalance_requested`` and counted; a trickle of
-traffic (fewer than :data:`EVIDENCE` messages in one half-life) is noise and asks for nothing.  This is the
-shape of Kafka Streams' assignor with its probing rebalances.
+at most once per check, logged as ``rebalance_requested`` and counted.  A trickle of
+traffic (fewer than :data:`EVIDENCE` messages in one half-life) is noise and asks for
+nothing.  This is the shape of Kafka Streams' assignor with its probing rebalances.
 """
 
 from __future__ import annotations
