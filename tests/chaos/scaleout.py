@@ -984,9 +984,11 @@ def peers(
         dirs = [str(b.state_dir) for b in cluster.brokers] if cluster else []
         yield bootstrap, dirs, by_location
     finally:
-        fleet.stop()
-        if cluster is not None:
-            cluster.stop()
+        try:
+            fleet.stop()
+        finally:  # an agent that does not stop in time must not leave the brokers running
+            if cluster is not None:
+                cluster.stop()
 
 
 async def run(
