@@ -128,14 +128,14 @@ async def until(predicate: Any, timeout: float, what: str) -> None:
         await asyncio.sleep(0.2)
 
 
-async def start_with_one_partition_each(pair: list[Daemon]) -> None:
-    """Start the correlators and wait until each owns one events partition."""
+async def start_with_one_partition_each(pair: list[Daemon], each: int = 1) -> None:
+    """Start the correlators and wait until each owns one events partition (or ``each``)."""
     for daemon in pair:
         daemon.start()
     for daemon in pair:
         await daemon.wait_ready()
     owned = lambda d: d.metric("alarmd_cluster_partitions_owned", group="events")  # noqa: E731
-    await until(lambda: [owned(d) for d in pair] == [1, 1], 30, "one events partition each")
+    await until(lambda: [owned(d) for d in pair] == [each] * len(pair), 30, f"{each} events partitions each")
 
 
 async def test_a_killed_correlators_fault_keeps_its_id_and_its_due_escalation_fires_once_on_the_survivor(

@@ -878,6 +878,13 @@ class ClusterConfig(Strict):
         description="devices taken over from a collector that died or left are first polled within "
         "this many seconds (at most their interval), then on their usual slot",
     )
+    rebalance_check: Duration = Field(
+        60.0,
+        ge=0,
+        description="correlators: how often the group's leader checks whether assigning the events "
+        "partitions by their measured traffic would share it clearly more evenly, and if so asks "
+        "for a rebalance (at most one per check); 0 turns the check and the measuring off",
+    )
     dedup_window: Duration = Field(
         600.0, description="how long an event id is remembered: a copy within it is a duplicate"
     )

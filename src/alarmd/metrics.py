@@ -320,6 +320,13 @@ class Metrics:
             ["group"],
             registry=r,
         )
+        self.rebalance_requests = Counter(
+            "alarmd_cluster_rebalance_requests_total",
+            "Rebalances the group's leader asked for because a new assignment shares the traffic "
+            "clearly better (cluster.rebalance_check), by group.",
+            ["group"],
+            registry=r,
+        )
         self.spool_depth = Gauge(
             "alarmd_cluster_spool_depth", "Messages waiting in the local spool for Kafka.", registry=r
         )

@@ -57,6 +57,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from alarmd.cluster.codec import Samples, decode
 from alarmd.cluster.membership import partition_of
+from alarmd.cluster.share import deviation
 from alarmd.collector.ber import VERSION_2C, PduType, encode_message
 from alarmd.collector.trapdefs import SNMP_TRAP_OID, SYS_UPTIME
 from alarmd.model import Event, Sample, VarBind
@@ -113,6 +114,7 @@ class Plan:
     seconds: float = 20.0  # traffic per phase
     interval: float = 30.0  # polling interval
     session_timeout: float = 6.0  # the brokers' lowest allowed
+    rebalance_check: float = 3.0  # correlators: a few checks of the traffic share within a phase's traffic
     escalation: float = 15.0  # ordinary and important escalation
     kills: int = 20
     restart: bool = True  # killed processes come back (the short run leaves its victim dead)
@@ -309,6 +311,7 @@ cluster:
   collector_group: {prefix}.collectors
   correlator_group: {prefix}.correlators
   session_timeout: {session}s
+  rebalance_check: {rebalance_check}s
 http: {{listen: "127.0.0.1:{http}"}}
 """
 
@@ -342,6 +345,8 @@ class Record:
 
     traps: set[tuple[str, int]] = field(default_factory=set)  # (agent, sysUpTime) on the events topic
     events: int = 0
+    events_by_partition: Counter[int] = field(default_factory=Counter)  # samples and traps
+    messages_by_partition: Counter[int] = field(default_factory=Counter)  # what end offsets count
     samples_by_device: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # at
     device_seen: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))  # record time
     orders: list[dict[str, Any]] = field(default_factory=list)
@@ -423,7 +428,10 @@ class Recorder:
                 for r in records:
                     if tp.topic == events:
                         item = decode(r.value).item
-                        for one in item.samples if isinstance(item, Samples) else (item,):  # a poll's samples
+                        rec.messages_by_partition[tp.partition] += 1
+                        ones = item.samples if isinstance(item, Samples) else (item,)  # a poll's samples
+                        rec.events_by_partition[tp.partition] += len(ones)
+                        for one in ones:
                             rec.events += 1
                             if isinstance(one, Event):
                                 rec.traps.add((one.labels.get("agent_address", ""), one.uptime or 0))
@@ -546,6 +554,7 @@ class Phase:
                 events_partitions=self.plan.events_partitions,
                 inventory_partitions=self.plan.inventory_partitions,
                 session=self.plan.session_timeout,
+                rebalance_check=self.plan.rebalance_check,
                 http=http,
             )
         )
@@ -642,6 +651,8 @@ class Phase:
             "events": record.events,
             "cpu_s": round(cpu, 1),
             "cpu_s_per_1k_events": round(cpu / record.events * 1000, 3) if record.events else None,
+            "events_by_partition": dict(sorted(record.events_by_partition.items())),
+            "messages_by_partition": dict(sorted(record.messages_by_partition.items())),
             **shares,
         }
         self.record = record
@@ -664,15 +675,6 @@ class Phase:
             "devices_owned": {loc: {k: int(v) for k, v in v2.items()} for loc, v2 in by_location.items()},
             "work_share_max_dev": round(max(deviations), 3),
         }
-
-
-def deviation(work: dict[str, float]) -> float:
-    """The largest share of work on one member as a deviation from an even share (0.2 = 20% above)."""
-    total = sum(work.values())
-    if len(work) < 2 or total <= 0:
-        return 0.0
-    even = total / len(work)
-    return max(abs(v - even) for v in work.values()) / even
 
 
 def _plan_json(plan: Plan) -> dict[str, Any]:
@@ -982,9 +984,11 @@ def peers(
         dirs = [str(b.state_dir) for b in cluster.brokers] if cluster else []
         yield bootstrap, dirs, by_location
     finally:
-        fleet.stop()
-        if cluster is not None:
-            cluster.stop()
+        try:
+            fleet.stop()
+        finally:  # an agent that does not stop in time must not leave the brokers running
+            if cluster is not None:
+                cluster.stop()
 
 
 async def run(

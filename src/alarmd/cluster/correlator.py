@@ -27,6 +27,7 @@ from alarmd.cluster.changelog import ChangelogStore
 from alarmd.cluster.codec import Item, Keys, Samples, decode, kind_of
 from alarmd.cluster.dedup import SeenIds
 from alarmd.cluster.owner import PartitionOwner
+from alarmd.cluster.share import TrafficShare
 from alarmd.cluster.transactions import PartitionCommitter, Transactions
 from alarmd.config import Config, ConsumedTopic
 from alarmd.dispatch.kafka import KafkaSource, KafkaStartError, RejectionOf, ensure_topics
@@ -75,8 +76,10 @@ class PartitionedStage:
         restoring: Callable[[], None],
         changed: Callable[[], None] = lambda: None,
         producer: Callable[[str], Transactions] | None = None,
+        share: TrafficShare | None = None,
     ) -> None:
         cluster = config.cluster
+        self.share = share
         self.config, self.metrics = config, metrics
         self.topic, self.group_id, self.group = topic, group_id, group
         self._handle, self._rejection_of = handle, rejection_of
@@ -145,7 +148,8 @@ class PartitionedStage:
             self._on_message,
             self._rejection_of,
             self.metrics,
-            on_assign=self._took,
+            on_assign=self._assigned,
+            balance=self.share.balance if self.share is not None else None,
             on_restore=lambda partitions: self._assign(partitions, stop),
             on_revoke=self.owner.revoking,
             commit=self._commit_batch,
@@ -154,13 +158,24 @@ class PartitionedStage:
             group=self.group,
             max_batch=BATCH,
         )
+        share = self.share
+        measuring = asyncio.create_task(share.run(stop, source.end_offsets, source.rejoin)) if share else None
         try:
             await source.run(stop)
         finally:
+            if measuring is not None:
+                measuring.cancel()
+                await asyncio.gather(measuring, return_exceptions=True)
             self._in_batch = False
             await self.committer.commit()  # the last changes go out before the group is left
             await source.close()
             await self.committer.close()
+
+    def _assigned(self, partitions: set[int]) -> None:
+        """The group's assignment is taken (restored): tell the traffic share, then ``took``."""
+        if self.share is not None:
+            self.share.assigned(partitions)
+        self._took(partitions)
 
     async def _assign(self, partitions: set[int], stop: asyncio.Event) -> None:
         """A new assignment: commit what waits, take the new ids (fencing), restore the new state."""
@@ -239,6 +254,7 @@ class Correlation(PartitionedStage):
             metrics=metrics,
             took=took,
             restoring=restoring,
+            share=TrafficShare(cluster.rebalance_check, metrics, clock),
         )
 
     async def _on_event(self, payload: bytes, key: bytes | None) -> None:

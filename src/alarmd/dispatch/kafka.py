@@ -605,8 +605,10 @@ class KafkaSource:
         session_timeout: float | None = None,
         join_timeout: float | None = None,
         group: str | None = None,
+        balance: Balance | None = None,
     ) -> None:
         self.kafka = kafka
+        self._balance = balance
         self._before_commit = before_commit
         self._commit_with = commit
         self._on_assign = on_assign
@@ -666,6 +668,35 @@ class KafkaSource:
         finally:
             await self._disconnect()
 
+    def rejoin(self) -> None:
+        """Ask the group for a rebalance (nothing if not connected); the member keeps consuming meanwhile.
+
+        aiokafka has no public call for this (Java's ``enforceRebalance``); subscribing again to
+        the same topic is its public way: the new subscription makes the member join again, and
+        a join from the group's leader makes the broker rebalance the whole group.
+        """
+        if self._consumer is not None:
+            listener = self._listener
+            self._consumer.subscribe([self.upstream.topic], **({"listener": listener} if listener else {}))
+
+    async def end_offsets(self) -> dict[int, int]:
+        """Every partition's end offset (the last stable one); empty if the brokers cannot say now."""
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        try:
+            partitions = consumer.partitions_for_topic(self.upstream.topic) or set()
+            ends = await asyncio.wait_for(
+                consumer.end_offsets([TopicPartition(self.upstream.topic, p) for p in partitions]),
+                self.kafka.request_timeout,
+            )
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.debug(
+                "end_offsets_unavailable", topic=self.upstream.topic, error=f"{type(exc).__name__}: {exc}"
+            )
+            return {}
+        return {tp.partition: offset for tp, offset in ends.items()}
+
     async def close(self) -> None:
         """Leave the consumer group and disconnect (``run`` also does this when it returns)."""
         await self._disconnect()
@@ -675,6 +706,8 @@ class KafkaSource:
         group: dict[str, Any] = {}
         if self._session_ms is not None:
             group = {"session_timeout_ms": self._session_ms, "heartbeat_interval_ms": self._session_ms // 3}
+        if self._balance is not None:
+            group["partition_assignment_strategy"] = _join_protocols(self.upstream.topic, self._balance)
         consumer = AIOKafkaConsumer(
             **options,
             **group,

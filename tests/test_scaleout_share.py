@@ -1,0 +1,109 @@
+"""Correlators share the events topic by its traffic: the leader asks for a rebalance that evens a skew out.
+
+Two ``alarmd run --role correlator`` processes in one group on a real Kafka broker on
+127.0.0.1, four events partitions, two each; the two of one correlator carry nine tenths of
+the traffic.  After one check the leader has
+asked for a rebalance and each correlator judges one hot partition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from alarmd.cluster.codec import encode_event
+from alarmd.cluster.share import deviation
+from alarmd.model import Event
+from tests.chaos.harness import Daemon
+from tests.test_scaleout_restore import correlator, start_with_one_partition_each, until
+
+pytestmark = pytest.mark.integration
+
+CHECK = 3.0  # cluster.rebalance_check, compressed
+HOT, COLD = 180, 20  # messages per second of a hot and a cold events partition
+TRAFFIC = 40.0  # seconds of traffic at most (bounded): the test stops it once it has seen enough
+
+
+async def produce(bootstrap: str, topic: str, rates: dict[int, int], stop: asyncio.Event) -> int:
+    """Send ``rates`` to the events topic's partitions until ``stop`` or :data:`TRAFFIC`; how many sent."""
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    sent, started = 0, time.monotonic()
+    try:
+        while not stop.is_set() and time.monotonic() - started < TRAFFIC:
+            for partition, rate in rates.items():
+                for _ in range(rate // 10):  # a tenth of a second's worth
+                    labels = {"trap": "coldStart", "agent_address": f"10.9.0.{partition}"}
+                    _, payload = encode_event(Event("trap", "coldStart", time.time(), labels, uptime=sent))
+                    await producer.send(f"{topic}.events", payload, key=b"k", partition=partition)
+                    sent += 1
+            await asyncio.sleep(0.1)
+        await producer.flush()
+    finally:
+        await producer.stop()
+    return sent
+
+
+def last_assignment(daemon: Daemon) -> dict[str, Any]:
+    """The daemon's last ``partitions_assigned`` log line of the events group."""
+    return next(e for e in reversed(daemon.events("partitions_assigned")) if e["group"] == "events")
+
+
+def judged(daemon: Daemon) -> float:
+    return daemon.metric("alarmd_cluster_events_consumed_total")
+
+
+async def test_the_leader_evens_a_skewed_share_after_one_check(kafka_bootstrap: str, tmp_path: Path) -> None:
+    topic = f"share-{uuid.uuid4().hex[:8]}"
+    pair = [correlator(tmp_path, name, kafka_bootstrap, topic) for name in ("c1", "c2")]
+    for daemon in pair:
+        config = daemon.dir / "alarmd.yml"
+        text = config.read_text().replace(
+            "events_partitions: 2", f"events_partitions: 4\n  rebalance_check: {CHECK}s"
+        )
+        config.write_text(text)
+    stop = asyncio.Event()
+    sending: asyncio.Task[int] | None = None
+    try:
+        await start_with_one_partition_each(pair, each=2)
+        first = last_assignment(pair[0])
+        rates = {p: HOT if p in first["partitions"] else COLD for p in range(4)}  # both hot ones on one
+        sending = asyncio.create_task(produce(kafka_bootstrap, topic, rates, stop))
+        await until(lambda: any(judged(d) > 0 for d in pair), 20, "traffic judged")
+        before = {d.dir.name: judged(d) for d in pair}
+        await asyncio.sleep(CHECK)  # a check's worth under the first assignment
+        skewed = {d.dir.name: judged(d) - before[d.dir.name] for d in pair}
+        assert deviation(skewed) > 0.5, f"both hot partitions start on one correlator: {skewed}"
+
+        asked = lambda: sum(d.metric("alarmd_cluster_rebalance_requests_total") for d in pair)  # noqa: E731
+        await until(lambda: asked() >= 1, 4 * CHECK, "the leader asks for a rebalance")
+        requested = [e for d in pair for e in d.events("rebalance_requested")]
+        assert len(requested) == 1
+        assert requested[0]["deviation"] > 0.2 and requested[0]["deviation_after"] < 0.15
+        asked_at = requested[0]["timestamp"]
+        taken = lambda: all(last_assignment(d)["timestamp"] > asked_at for d in pair)  # noqa: E731
+        await until(taken, 30, "both took the new assignment")
+        hot = {p for p, rate in rates.items() if rate == HOT}
+        now = [last_assignment(d) for d in pair]
+        assert [len(hot & set(e["partitions"])) for e in now] == [1, 1], f"one hot partition each: {now}"
+        start = {d.dir.name: judged(d) for d in pair}
+        await asyncio.sleep(2 * CHECK)
+        share = {d.dir.name: judged(d) - start[d.dir.name] for d in pair}
+        assert deviation(share) < 0.3, f"each judges about half now (a backlog may still drain): {share}"
+        assert asked() == 1, "no second rebalance once the share is even"
+        print(f"before {skewed} ({deviation(skewed):.3f}), after {share} ({deviation(share):.3f})")
+        print(requested[0])
+    finally:
+        stop.set()
+        if sending is not None:
+            await sending
+        for daemon in pair:
+            if daemon.proc is not None:
+                await daemon.stop()
+            daemon.close()
