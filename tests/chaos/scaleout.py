@@ -30,8 +30,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import dataclasses
 import datetime
 import itertools
@@ -54,6 +52,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from bench.host import die_with_parent
 
 from alarmd.cluster.codec import Samples, decode
 from alarmd.cluster.membership import partition_of
@@ -70,7 +69,6 @@ SNMP_TRAP_ADDRESS = "1.3.6.1.6.3.18.1.3.0"
 TRAP_COMMUNITY = "chaos-trap"
 FLEET_COMMUNITY = "chaos-fleet"
 FIRST_UPTIME = 1_000_000
-PR_SET_PDEATHSIG = 1
 ESCALATION_SLACK = 30.0  # an escalation later than due + this is late
 
 #: Machine -> the locations whose collector it runs; every machine also runs a correlator.
@@ -214,12 +212,6 @@ def send(plan: Plan, receivers: dict[str, list[int]], tick: float = 0.005) -> di
 # --------------------------------------------------------------------------- processes
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when this harness dies (Linux prctl)."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of a live process (0 if it is gone)."""
     try:
@@ -232,7 +224,7 @@ def cpu_seconds(pid: int) -> float:
 class Member(Daemon):
     """One ``alarmd run --role ...`` process that dies with the harness and keeps its CPU seconds."""
 
-    preexec = staticmethod(_die_with_parent)
+    preexec = staticmethod(die_with_parent)
 
     def __init__(self, name: str, config_dir: Path, bootstrap: str, http_port: int, role: str) -> None:
         super().__init__(config_dir, bootstrap, http_port, "--role", role)
@@ -595,7 +587,7 @@ class Phase:
         spec = json.dumps({"plan": _plan_json(self.plan), "receivers": receivers})
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "tests.chaos.scaleout", "send", spec,
-            stdout=subprocess.PIPE, cwd=REPO, preexec_fn=_die_with_parent,
+            stdout=subprocess.PIPE, cwd=REPO, preexec_fn=die_with_parent,
         )  # fmt: skip
         try:
             out, _ = await asyncio.wait_for(proc.communicate(), self.plan.seconds * 3 + 60)
