@@ -875,7 +875,12 @@ def judge(phase: Phase, expected: set[str]) -> dict[str, Any]:
         "work_orders_expected": len(expected),
         "work_orders_lost": len(expected - set(ordered)),
         "faults_ordered_twice": sum(1 for n in ordered.values() if n > 1),
+        "twice_examples": [
+            {"fault": f, "orders": [(o["work_order_id"], o["raised_at"]) for o in firsts if fault_of(o) == f]}
+            for f in sorted(f for f, n in ordered.items() if n > 1)[:5]
+        ],
         "conflicting_duplicates": conflicting,
+        "conflict_examples": conflict_examples(rec.order_bytes),
         "identical_repeats": repeated,
         "escalations_expected": sum(1 for at in due.values() if at + ESCALATION_SLACK < phase.ended),
         "escalations_twice": sum(
@@ -886,6 +891,22 @@ def judge(phase: Phase, expected: set[str]) -> dict[str, Any]:
         "max_missed_cycles": max((round(g / plan.interval) - 1 for g in gaps), default=0),
         **failovers(phase),
     }
+
+
+def conflict_examples(order_bytes: dict[tuple[str, str], set[bytes]], limit: int = 5) -> list[dict[str, Any]]:
+    """The first ``limit`` ids sent with different payloads: id, type and each field whose values differ."""
+    out = []
+    for (order_id, kind), payloads in sorted(order_bytes.items()):
+        if len(payloads) < 2:
+            continue
+        bodies = [json.loads(p) for p in payloads]
+        keys = sorted({k for b in bodies for k in b})
+        values = {k: [b.get(k) for b in bodies] for k in keys}
+        differ = {k: v for k, v in values.items() if len({json.dumps(x) for x in v}) > 1}
+        out.append({"work_order_id": order_id, "type": kind, "differ": differ})
+        if len(out) >= limit:
+            break
+    return out
 
 
 def _epoch(stamp: str) -> float:
