@@ -24,6 +24,13 @@ import kafka_local  # noqa: E402
 import simnet  # noqa: E402
 
 
+def pytest_report_header() -> str:
+    """Which Kafka the session's brokers run, in pytest's header."""
+    if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
+        return f"kafka: the cluster at KAFKA_BOOTSTRAP_SERVERS={os.environ['KAFKA_BOOTSTRAP_SERVERS']}"
+    return f"kafka: local KRaft {kafka_local.KAFKA_VERSION} (ALARMD_KAFKA_VERSION)"
+
+
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kafka_local.Broker | None]:
     """The local KRaft node started for the session; None when ``KAFKA_BOOTSTRAP_SERVERS`` names one."""

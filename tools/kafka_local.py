@@ -8,9 +8,13 @@
     python tools/kafka_local.py cluster --brokers 3 --state-dir DIR   # N-node KRaft cluster until Ctrl-C
 
 The broker (``org.apache.kafka:kafka_2.13`` with its runtime dependencies and the
-reload4j logging backend) is resolved once with the machine's Maven into
+logging backend) is resolved once with the machine's Maven into
 ``<cache>/kafka/<version>/lib`` and reused by later runs.  Ports are picked at run time.
 If ``KAFKA_BOOTSTRAP_SERVERS`` is set, callers use that cluster and start nothing.
+
+``ALARMD_KAFKA_VERSION`` picks the release (default 3.9.1; 4.x, e.g. ``ALARMD_KAFKA_VERSION=4.4.0``,
+is resolved and started the same way).  3.x logs through log4j 1 (reload4j); 4.x through log4j2,
+and its admin tools (``ConfigCommand``) live in ``org.apache.kafka:kafka-tools``.
 
 ``start_secure`` starts the same broker with two more listeners: ``SASL_SSL`` (SCRAM-SHA-256
 and SCRAM-SHA-512, no users until ``add_scram_user`` creates them through the admin API)
@@ -54,6 +58,7 @@ from devenv import (
 
 KAFKA_VERSION = os.environ.get("ALARMD_KAFKA_VERSION", "3.9.1")
 SLF4J_VERSION = "1.7.36"
+LOG4J2_SLF4J_VERSION = "2.24.3"  # the slf4j 1.x binding Kafka 4.x ships; log4j-api/core come from Kafka
 PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
@@ -63,10 +68,20 @@ POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <dependencies>
     <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_2.13</artifactId>
       <version>{kafka}</version></dependency>
-    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-reload4j</artifactId>
-      <version>{slf4j}</version></dependency>
-  </dependencies>
+{logging}  </dependencies>
 </project>
+"""
+
+POM_LOG4J1 = """    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-reload4j</artifactId>
+      <version>{slf4j}</version></dependency>
+"""
+
+POM_LOG4J2 = """    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-tools</artifactId>
+      <version>{kafka}</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j-impl</artifactId>
+      <version>{log4j2}</version>
+      <exclusions><exclusion><groupId>org.apache.logging.log4j</groupId><artifactId>*</artifactId>
+      </exclusion></exclusions></dependency>
 """
 
 LOG4J = """log4j.rootLogger=WARN, file
@@ -110,12 +125,44 @@ listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config={scram} required;
 SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule"
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 
-TOOLS_LOG4J = """log4j.rootLogger=WARN, file
-log4j.appender.file=org.apache.log4j.FileAppender
-log4j.appender.file.File={log}
-log4j.appender.file.layout=org.apache.log4j.PatternLayout
-log4j.appender.file.layout.ConversionPattern=[%d] %p %m (%c)%n
+LOG4J2 = """status = warn
+appender.file.type = File
+appender.file.name = file
+appender.file.fileName = {log}
+appender.file.layout.type = PatternLayout
+appender.file.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = WARN
+rootLogger.appenderRef.file.ref = file
+logger.server.name = kafka.server.KafkaRaftServer
+logger.server.level = INFO
 """
+
+
+def major(version: str = KAFKA_VERSION) -> int:
+    """The major release of a Kafka version string (``"4.4.0"`` -> 4)."""
+    try:
+        return int(version.split(".", 1)[0])
+    except ValueError:
+        raise PeerError(
+            f"ALARMD_KAFKA_VERSION={version!r} is not a Kafka version such as 3.9.1 or 4.4.0"
+        ) from None
+
+
+def _log_config(state_dir: Path, name: str, log: Path) -> str:
+    """Write the logging config ``name`` (log4j 1 for 3.x, log4j2 for 4.x) sending WARN and up
+    (and the broker's start line) to ``log``; the JVM flag that points the broker at it."""
+    if major() >= 4:
+        path = state_dir / f"{name}.log4j2.properties"
+        path.write_text(LOG4J2.format(log=log))
+        return f"-Dlog4j2.configurationFile=file:{path}"
+    path = state_dir / f"{name}.properties"
+    path.write_text(LOG4J.format(log=log))
+    return f"-Dlog4j.configuration=file:{path}"
+
+
+def _config_command() -> str:
+    """The class of ``kafka-configs``: Scala in 3.x's core, Java in 4.x's kafka-tools."""
+    return "org.apache.kafka.tools.ConfigCommand" if major() >= 4 else "kafka.admin.ConfigCommand"
 
 
 def lib_dir() -> Path:
@@ -135,7 +182,13 @@ def resolve() -> Path:
     lib.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         pom = Path(tmp) / "pom.xml"
-        pom.write_text(POM.format(kafka=KAFKA_VERSION, slf4j=SLF4J_VERSION))
+        logging = POM_LOG4J2 if major() >= 4 else POM_LOG4J1
+        pom.write_text(
+            POM.format(
+                kafka=KAFKA_VERSION,
+                logging=logging.format(kafka=KAFKA_VERSION, slf4j=SLF4J_VERSION, log4j2=LOG4J2_SLF4J_VERSION),
+            )
+        )
         cmd = [
             mvn,
             "-B",
@@ -227,8 +280,7 @@ def _fresh(state_dir: Path) -> list[str]:
     shutil.rmtree(state_dir / "data", ignore_errors=True)
     log = state_dir / "server.log"
     log.unlink(missing_ok=True)
-    (state_dir / "log4j.properties").write_text(LOG4J.format(log=log))
-    return [java, f"-Dlog4j.configuration=file:{state_dir / 'log4j.properties'}", "-cp", f"{lib}/*"]
+    return [java, _log_config(state_dir, "log4j", log), "-cp", f"{lib}/*"]
 
 
 def start(state_dir: Path, timeout: float = 120.0) -> Broker:
@@ -395,8 +447,7 @@ def add_scram_user(
     The password goes to the tool in a file readable only by this user, never on its command line.
     """
     lib = resolve()
-    log4j = state_dir / "tools-log4j.properties"
-    log4j.write_text(TOOLS_LOG4J.format(log=state_dir / "tools.log"))
+    log_flag = _log_config(state_dir, "tools-log4j", state_dir / "tools.log")
     value = password.replace("\\", "\\\\")  # a Java properties value: the file form takes no [brackets]
     out = state_dir / "tools.out"
     for mechanism in mechanisms:
@@ -407,8 +458,8 @@ def add_scram_user(
             with out.open("wb") as sink:
                 proc = subprocess.run(
                     [
-                        _java(), "-Xmx256m", "-XX:+UseSerialGC", f"-Dlog4j.configuration=file:{log4j}",
-                        "-cp", f"{lib}/*", "kafka.admin.ConfigCommand",
+                        _java(), "-Xmx256m", "-XX:+UseSerialGC", log_flag,
+                        "-cp", f"{lib}/*", _config_command(),
                         "--bootstrap-server", bootstrap, "--alter", "--add-config-file", str(secret),
                         "--entity-type", "users", "--entity-name", user,
                     ],
@@ -565,7 +616,7 @@ def start_cluster(
 def restart(state_dir: Path, timeout: float = 120.0) -> Broker:
     """Start again a broker that ran in ``state_dir``: same ports, same data."""
     bootstrap = (state_dir / "bootstrap").read_text().strip()
-    base = [_java(), f"-Dlog4j.configuration=file:{state_dir / 'log4j.properties'}", "-cp", f"{resolve()}/*"]
+    base = [_java(), _log_config(state_dir, "log4j", state_dir / "server.log"), "-cp", f"{resolve()}/*"]
     return _launch(state_dir, base, int(bootstrap.rsplit(":", 1)[1]), timeout)
 
 
