@@ -81,6 +81,26 @@ def test_records_that_could_not_be_written_go_again(store: ChangelogStore) -> No
     assert log.take() == records
 
 
+def test_a_tombstone_that_could_not_be_written_goes_again(store: ChangelogStore) -> None:
+    log = Changelog(store, lambda alarm: 3)
+    store.save(fault(), "raised", at=T0)
+    log.take()
+    closed = fault()
+    closed.state, closed.cleared_at, closed.extra["closed"] = "cleared", T0 + 60, "true"
+    store.save(closed, "closed", at=T0 + 60)
+    tombstone = log.take()
+    log.put_back(tombstone)  # its transaction was aborted: the next owner must not find the fault open
+    assert log.take() == [(3, b"A1", None)]
+
+
+def test_records_of_partitions_that_left_are_dropped_and_the_others_kept(store: ChangelogStore) -> None:
+    log = Changelog(store, lambda alarm: 7 if alarm.labels["device"] == "cpe-01" else 0)
+    store.save(fault("A1", "cpe-01"), "raised", at=T0)
+    store.save(fault("A2", "cpe-02"), "raised", at=T0)
+    log.drop({7})
+    assert [(p, k) for p, k, _ in log.take()] == [(0, b"A2")]
+
+
 def test_a_restored_fault_keeps_its_due_times_replaces_the_cached_one_and_is_not_written_back(
     store: ChangelogStore,
 ) -> None:

@@ -145,8 +145,19 @@ class Changelog:
         return records
 
     def put_back(self, records: Iterable[Record]) -> None:
-        """Records that could not be written: their faults go again with the next :meth:`take`."""
-        self.store.changed.update(key.decode() for _, key, _ in records)
+        """Records that could not be written: their faults go again with the next :meth:`take`.
+
+        A tombstone goes again too: its fault's partition is remembered once more.
+        """
+        for partition, key, value in records:
+            alarm_id = key.decode()
+            if value is None:
+                self._homes[alarm_id] = partition
+            self.store.changed.add(alarm_id)
+
+    def drop(self, partitions: set[int]) -> None:
+        """Forget the records of these partitions that wait to be written (their faults left this instance)."""
+        self.put_back(r for r in self.take() if r[0] not in partitions)
 
     def restore(self, found: Mapping[int, Mapping[bytes, bytes]], at: float) -> tuple[list[Alarm], list[str]]:
         """Load the faults read back from the changelog into the store; the faults and the records skipped."""
