@@ -23,7 +23,6 @@ import asyncio
 import json
 import os
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,7 +38,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from alarmd.cluster.codec import encode_event
 from alarmd.model import Event
 from bench import latency
-from bench.host import die_with_parent, host_facts, write_result
+from bench.host import host_facts, write_result
 
 ROOT = latency.ROOT
 
@@ -78,19 +77,7 @@ class Options:
 class Correlator(latency.Daemon):
     """``python -m alarmd run --role correlator``."""
 
-    def start(self) -> None:
-        """Start the daemon in the correlator role."""
-        argv = [sys.executable, "-m", "alarmd", "run", "--role", "correlator", "-c", str(self.config_dir)]
-        with self.log.open("wb") as log:
-            self.proc = subprocess.Popen(
-                [*argv, "--log-format", "json"],
-                cwd=ROOT,
-                env=self.env,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                stdin=subprocess.DEVNULL,
-                preexec_fn=die_with_parent,  # noqa: PLW1509 - prctl only, no locks taken
-            )
+    run_args = ("--role", "correlator")
 
 
 def config_text(options: Options, topic: str, http: int) -> str:

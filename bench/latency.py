@@ -334,9 +334,13 @@ class Daemon:
         self.env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap}
         self.proc: subprocess.Popen[bytes] | None = None
 
+    #: More arguments of ``alarmd run`` (a role, say).
+    run_args: tuple[str, ...] = ()
+
     def start(self) -> None:
         """Start the daemon."""
-        argv = [sys.executable, "-m", "alarmd", "run", "-c", str(self.config_dir), "--log-format", "json"]
+        argv = [sys.executable, "-m", "alarmd", "run", *self.run_args, "-c", str(self.config_dir)]
+        argv += ["--log-format", "json"]
         with self.log.open("wb") as log:
             self.proc = subprocess.Popen(
                 argv,

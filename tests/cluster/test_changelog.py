@@ -50,13 +50,18 @@ def test_a_changed_fault_is_one_record_with_its_clocks_in_its_partition(store: C
     assert log.take() == []  # nothing changed since
 
 
+def close(store: ChangelogStore) -> None:
+    """Fault A1 closes a minute after it was raised."""
+    closed = fault()
+    closed.state, closed.cleared_at, closed.extra["closed"] = "cleared", T0 + 60, "true"
+    store.save(closed, "closed", at=T0 + 60)
+
+
 def test_a_closed_fault_is_a_tombstone_in_the_partition_it_was_written_to(store: ChangelogStore) -> None:
     log = Changelog(store, lambda alarm: 3)
     store.save(fault(), "raised", at=T0)
     log.take()
-    closed = fault()
-    closed.state, closed.cleared_at, closed.extra["closed"] = "cleared", T0 + 60, "true"
-    store.save(closed, "closed", at=T0 + 60)
+    close(store)
     assert log.take() == [(3, b"A1", None)]
 
 
@@ -85,9 +90,7 @@ def test_a_tombstone_that_could_not_be_written_goes_again(store: ChangelogStore)
     log = Changelog(store, lambda alarm: 3)
     store.save(fault(), "raised", at=T0)
     log.take()
-    closed = fault()
-    closed.state, closed.cleared_at, closed.extra["closed"] = "cleared", T0 + 60, "true"
-    store.save(closed, "closed", at=T0 + 60)
+    close(store)
     tombstone = log.take()
     log.put_back(tombstone)  # its transaction was aborted: the next owner must not find the fault open
     assert log.take() == [(3, b"A1", None)]
