@@ -20,3 +20,12 @@ def test_at_most_size_ids_are_kept_the_oldest_forgotten_first() -> None:
     assert len(seen) == 3
     assert seen.check("d", 1010.0)
     assert not seen.check("a", 1010.0)
+
+
+def test_the_ids_of_a_partition_whose_judging_was_dropped_are_forgotten() -> None:
+    seen = SeenIds(window=60, size=100)
+    seen.check("a", 1000.0, partition=3)
+    seen.check("b", 1000.0, partition=5)
+    assert seen.forget({3}) == 1
+    assert not seen.check("a", 1001.0, partition=3), "fetched again, it is judged again"
+    assert seen.check("b", 1001.0, partition=5)
