@@ -32,6 +32,7 @@ class Harness:
         self.producers: dict[str, FakeTransactions] = {}
         self.fenced: list[int] = []
         self.settled = True
+        self.rejoins = 0
         self.committer = PartitionCommitter(
             KafkaConfig(),
             prefix="corr.events",
@@ -47,7 +48,11 @@ class Harness:
             monotonic=self.clock.monotonic,
             producer=lambda tid: self.producers.setdefault(tid, FakeTransactions(tid)),
             settled=lambda: self.settled,
+            rejoin=self.rejoin,
         )
+
+    def rejoin(self) -> None:
+        self.rejoins += 1
 
     @staticmethod
     def home(alarm: Alarm) -> int:
@@ -105,6 +110,7 @@ async def test_an_aborted_transaction_leaves_everything_for_the_next_commit(harn
     assert harness.outbox.depth() == 1
     assert harness.count("aborted") == 1
     assert harness.producers["corr.events-0"].starts == 2  # aborted cleanly: a fresh producer took the id
+    assert harness.rejoins == 0
 
     harness.producers["corr.events-0"].failing = False
     assert await harness.committer.commit()
@@ -176,6 +182,7 @@ async def test_after_a_lost_outcome_the_id_is_taken_again_only_once_a_session_ti
     producer.failing = producer.outcome_lost = True
     assert not await harness.committer.commit()
     assert not producer.ready
+    assert harness.rejoins == 1, "the group's next assignment says whether the id is still ours"
     producer.failing = False
 
     harness.clock.advance(5)  # a frozen instance may be out of the group without knowing yet
@@ -221,3 +228,19 @@ async def test_a_new_assignment_takes_again_the_id_of_a_kept_partition_whose_out
     assert producer.starts == 2
     assert await harness.committer.commit()
     assert harness.outbox.depth() == 0
+
+
+async def test_a_partition_kept_across_a_missed_generation_is_released_and_claimed_afresh(
+    harness: Harness,
+) -> None:
+    producer = harness.producers["corr.events-0"]
+    harness.raise_fault("A1", "cpe-01")  # judged on state another owner may have changed meanwhile
+    harness.raise_fault("B1", "cpe-02")
+    harness.committer.note({0: 42, 1: 7})
+    await harness.committer.release({0})
+    assert not producer.ready
+    assert await harness.committer.claim({0, 1}, asyncio.Event())
+    assert producer.starts == 2, "the id is taken again: whoever held it in between is fenced"
+    assert await harness.committer.commit()
+    assert harness.producers["corr.events-0"].committed == [], "its output and offset were dropped"
+    assert harness.transactions(1) == [(["workorders", "events.changelog"], {("events", 1): 7})]

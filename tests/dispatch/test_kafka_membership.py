@@ -259,7 +259,7 @@ async def test_a_failed_restore_makes_the_source_join_again_and_nothing_is_handl
     topic = consumed.topic
     timeline: list[str] = []
 
-    async def restore(partitions: set[int]) -> None:
+    async def restore(partitions: set[int], unbroken: bool) -> None:
         if "restore failed" not in timeline:
             timeline.append("restore failed")
             raise TimeoutError("offsets by times not within 15000 ms")  # as on an overloaded cluster
@@ -286,3 +286,44 @@ async def test_a_failed_restore_makes_the_source_join_again_and_nothing_is_handl
         stop.set()
         await asyncio.wait_for(task, 30)
     assert timeline[:4] == ["restore failed", "restored", "assigned", "message"], timeline
+
+
+async def test_a_source_is_told_whether_it_took_part_in_every_generation_since_its_last_assignment(
+    kafka_bootstrap: str,
+) -> None:
+    kafka, consumed = await events_topic(kafka_bootstrap, 4)
+    told: dict[str, list[tuple[set[int], bool]]] = {"first": [], "second": []}
+
+    def source(name: str) -> KafkaSource:
+        async def restore(partitions: set[int], unbroken: bool) -> None:
+            told[name].append((partitions, unbroken))
+
+        async def handle(payload: bytes, key: bytes | None) -> None:
+            pass
+
+        return KafkaSource(
+            kafka, consumed, handle, lambda _: None, Metrics(),
+            on_assign=lambda partitions: None, on_restore=restore, session_timeout=6.0,
+        )  # fmt: skip
+
+    async def until(predicate: Callable[[], bool], what: str) -> None:
+        started = time.monotonic()
+        while not predicate():
+            assert time.monotonic() - started < 30, f"{what}: {told}"
+            await asyncio.sleep(0.1)
+
+    stop = asyncio.Event()
+    first = asyncio.create_task(source("first").run(stop))
+    second: asyncio.Task[None] | None = None
+    try:
+        await until(lambda: len(told["first"]) == 1, "the first member's assignment")
+        assert told["first"][0] == ({0, 1, 2, 3}, False), "a first assignment follows no generation it saw"
+        second = asyncio.create_task(source("second").run(stop))
+        await until(lambda: told["second"] and len(told["first"]) >= 2, "the rebalance for the second member")
+        kept, unbroken = told["first"][1]
+        assert 0 < len(kept) < 4
+        assert unbroken, "the first member took part in the generation right after its last one"
+        assert told["second"][0][1] is False
+    finally:
+        stop.set()
+        await asyncio.wait_for(asyncio.gather(first, *([second] if second else [])), 30)

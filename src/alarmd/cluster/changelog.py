@@ -156,7 +156,7 @@ class Changelog:
             self.store.changed.add(alarm_id)
 
     def drop(self, partitions: set[int]) -> None:
-        """Forget the records of these partitions that wait to be written (their faults left this instance)."""
+        """Forget the records waiting to be written to these partitions (their faults left this instance)."""
         self.put_back(r for r in self.take() if r[0] not in partitions)
 
     def restore(self, found: Mapping[int, Mapping[bytes, bytes]], at: float) -> tuple[list[Alarm], list[str]]:

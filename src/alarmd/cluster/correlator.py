@@ -102,9 +102,12 @@ class PartitionedStage:
             label=group,
             producer=producer,
             settled=lambda: self.owner.settled,
+            rejoin=lambda: self._source.rejoin() if self._source is not None else None,
         )
         #: True from a batch's first message until its offsets are noted: its output waits for them.
         self._in_batch = False
+        #: Partitions claimed afresh while a batch was judged: the rest of it is fetched again.
+        self._refetch: set[int] = set()
         self._source: KafkaSource | None = None
 
     @property
@@ -150,7 +153,7 @@ class PartitionedStage:
             self.metrics,
             on_assign=self._assigned,
             balance=self.share.balance if self.share is not None else None,
-            on_restore=lambda partitions: self._assign(partitions, stop),
+            on_restore=lambda partitions, unbroken: self._assign(partitions, unbroken, stop),
             on_revoke=self.owner.revoking,
             commit=self._commit_batch,
             session_timeout=self.config.cluster.session_timeout,
@@ -177,13 +180,26 @@ class PartitionedStage:
             self.share.assigned(partitions)
         self._took(partitions)
 
-    async def _assign(self, partitions: set[int], stop: asyncio.Event) -> None:
-        """A new assignment: commit what waits, take the new ids (fencing), restore the new state."""
+    async def _assign(self, partitions: set[int], unbroken: bool, stop: asyncio.Event) -> None:
+        """A new assignment: commit what waits, take the new ids (fencing), restore the new state.
+
+        Unless ``unbroken`` (this instance took part in every generation since its last
+        assignment), the partitions it keeps may have had another owner in between, whose
+        output its state lacks: they are released and claimed, restored and judged afresh.
+        """
         self._restoring()
         async with self.committer.lock:
             # a batch cut by the rebalance commits its kept partitions' output with its offsets
             if not self._in_batch:
                 await self.committer.commit_held()
+            stale = set() if unbroken else partitions & (set(self.committer.producers) | self.owner.owned)
+            self._forget((set(self.committer.producers) - partitions) | stale)
+            if stale:
+                log.info("partitions_reclaimed", group=self.group, partitions=sorted(stale))
+                await self.committer.release(stale)
+                self.owner.release(stale)
+                if self._in_batch:  # the rest of the batch of these partitions is fetched again
+                    self._refetch |= stale
             if await self.committer.claim(partitions, stop):
                 await self.owner.assign(partitions, stop)
                 self._changed()
@@ -191,19 +207,25 @@ class PartitionedStage:
     def _fenced(self, partition: int) -> None:
         """A newer owner holds the partition: its state leaves this instance, as on a revocation."""
         self.owner.release({partition})
+        self._forget({partition})
         self._changed()
+
+    def _forget(self, partitions: set[int]) -> None:
+        """These partitions are no longer judged here (or start afresh): forget what is kept of them."""
 
     async def _commit_batch(self, offsets: dict[int, int]) -> None:
         """A fetched batch is judged: its partitions' output and offsets go in their transactions."""
-        self.committer.note(offsets)
+        self.committer.note({p: o for p, o in offsets.items() if p not in self._refetch})
+        self._refetch.clear()
         self._in_batch = False
         await self.committer.commit()
 
     async def _on_message(self, payload: bytes, key: bytes | None) -> None:
         """Hand a message to ``handle``, unless its partition is no longer this instance's."""
         self._in_batch = True
-        if self._source is not None and self._source.partition not in self.committer.producers:
-            return  # revoked while its batch was judged, or fenced out: the partition's owner judges it
+        partition = self._source.partition if self._source is not None else None
+        if partition not in self.committer.producers or partition in self._refetch:
+            return  # revoked while its batch was judged, fenced out, or claimed afresh: judged again
         await self._handle(payload, key)
 
 
@@ -257,6 +279,11 @@ class Correlation(PartitionedStage):
             share=TrafficShare(cluster.rebalance_check, metrics, clock),
         )
 
+    def _forget(self, partitions: set[int]) -> None:
+        """Forget the event ids seen in these partitions: fetched again, their events are judged again."""
+        if partitions:
+            self.seen.forget(partitions)
+
     async def _on_event(self, payload: bytes, key: bytes | None) -> None:
         """Judge a sample, poll or event; return once the alarm changes it caused are stored.
 
@@ -267,7 +294,8 @@ class Correlation(PartitionedStage):
         item = envelope.item
         kind = kind_of(item)
         count = len(item.samples) if isinstance(item, Samples) else 1
-        if self.seen.check(envelope.id, self.clock.now()):
+        partition = self._source.partition if self._source is not None else None
+        if self.seen.check(envelope.id, self.clock.now(), partition):
             self.metrics.events_consumed.labels(kind, "duplicate").inc(count)
             return
         self.metrics.events_consumed.labels(kind, "judged").inc(count)

@@ -130,12 +130,13 @@ class PartitionCommitter:
         plain: KafkaSink | None = None,
         label: str = "events",
         settled: Callable[[], bool] = lambda: True,
+        rejoin: Callable[[], None] = lambda: None,
     ) -> None:
         self.kafka, self.prefix, self.group, self.label = kafka, prefix, group, label
         self.events_topic, self.changelog_topic = events_topic, changelog_topic
         self.outbox, self.store, self.changelog, self.home = outbox, store, changelog, home
         self.metrics, self._on_fenced, self._monotonic = metrics, on_fenced, monotonic
-        self._settled = settled
+        self._settled, self._rejoin = settled, rejoin
         self._producer = producer or (lambda transactional_id: KafkaTransactions(kafka, transactional_id))
         self.producers: dict[int, Transactions] = {}
         #: The next offset to commit of each owned partition, once its messages' changes are stored.
@@ -204,6 +205,22 @@ class PartitionCommitter:
                     await asyncio.wait_for(stop.wait(), delay)
                 delay = min(delay * 2, 30.0)
         return not came
+
+    async def release(self, partitions: set[int]) -> None:
+        """Give up partitions kept across a generation this instance missed, to :meth:`claim` them afresh.
+
+        Another instance may have owned them meanwhile (and fenced their producers): their
+        producers are closed and whatever waits for them (messages, changelog records, offsets)
+        is dropped, judged again from their committed offsets once they are claimed and restored.
+        """
+        for partition in sorted(partitions & set(self.producers)):
+            await self.producers.pop(partition).stop()
+        for partition in partitions:
+            self.offsets.pop(partition, None)
+            self._assigned_at.pop(partition, None)
+            self._broken.pop(partition, None)
+        self._drop([m for m in self.outbox.pending(COMMIT_ROWS) if self._partition_of(m) in partitions])
+        self.changelog.drop(partitions)
 
     def note(self, offsets: dict[int, int]) -> None:
         """A fetched batch is judged and its changes stored: its offsets go with the next commit."""
@@ -308,6 +325,14 @@ class PartitionCommitter:
                 # once, unless a rebalance is under way (the partition may be another's by now).
                 if producer.aborted and self._settled():
                     await self._retake(partition, producer, at_once=True)
+                elif self._settled():  # the group's next assignment says whether the id is still ours
+                    log.info(
+                        "rejoin_requested",
+                        group=self.label,
+                        partition=partition,
+                        detail="the transaction's outcome is unknown: its id is taken again once assigned",
+                    )
+                    self._rejoin()
             return False
         self.metrics.transactions.labels(self.label, "committed").inc()
         if self.offsets.get(partition) == offset:
@@ -335,9 +360,10 @@ class PartitionCommitter:
 
         Taking it fences whoever holds it, which may be this partition's new owner if this
         instance was frozen or revoked and is out of the group without knowing yet.  So unless
-        ``at_once`` (the abort went through and no rebalance is under way), it waits one
-        session timeout: a member that is out of the group learns it from its next heartbeat
-        (a third of that), and the rebalance that follows takes the id or closes the producer.
+        ``at_once`` (the abort went through and no rebalance is under way), the group is asked
+        to rebalance, whose assignment takes the id again (:meth:`claim`) or closes the
+        producer; failing that, it is taken here once one session timeout passed: a member
+        that is out of the group learns it from its next heartbeat (a third of that).
         """
         broken = self._broken.setdefault(partition, self._monotonic())
         if not at_once and self._monotonic() - broken < self.session_timeout:

@@ -485,8 +485,21 @@ Assignment = Callable[[set[int]], None]
 """Told the partition numbers of a topic that this member now owns."""
 
 
-Restore = Callable[[set[int]], Awaitable[None]]
-"""Told the partitions now owned; fetching waits until it returns (state is restored meanwhile)."""
+Restore = Callable[[set[int], bool], Awaitable[None]]
+"""Told the partitions now owned, and whether this member took part in every generation since its
+last assignment (if not, a partition it keeps may have been another member's in between);
+fetching waits until it returns (state is restored meanwhile)."""
+
+
+def _generation_of(consumer: Any) -> int | None:
+    """The group generation a consumer is in, or None if unknown.
+
+    aiokafka 0.14 keeps it on its coordinator (``consumer._coordinator.generation``, set from
+    the JoinGroup answer before the assignment is handed to the listener) and has no public
+    accessor for it.
+    """
+    generation = getattr(getattr(consumer, "_coordinator", None), "generation", None)
+    return generation if isinstance(generation, int) and generation >= 0 else None
 
 
 class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -498,11 +511,15 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         restore: Restore | None = None,
         revoking: Callable[[], None] | None = None,
         watch: JoinWatch | None = None,
+        generation: Callable[[], int | None] = lambda: None,
     ) -> None:
         self._on_assign = on_assign
         self._restore = restore
         self._revoking = revoking
         self._watch = watch
+        self._generation = generation
+        #: The generation of the last assignment taken (None before the first, or unknown).
+        self._last: int | None = None
         #: What the last restore raised (None if it succeeded): the owner is to leave and join again.
         self.failed: Exception | None = None
 
@@ -518,9 +535,13 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         if self._watch is not None:
             self._watch.assigned()  # the restore that follows is not part of the join
         partitions = {tp.partition for tp in assigned}
+        generation = self._generation()
+        # Only the generation right after the last one taken proves nobody else held a kept partition.
+        unbroken = generation is not None and self._last is not None and generation == self._last + 1
+        self._last = generation
         if self._restore is not None:
             try:
-                await self._restore(partitions)
+                await self._restore(partitions, unbroken)
             except Exception as exc:  # aiokafka would log it and fetch the partitions unrestored
                 self.failed = exc
                 log.warning(
@@ -718,7 +739,13 @@ class KafkaSource:
             isolation_level="read_committed",
         )
         listener = self._listener = (
-            _Listener(self._on_assign, self._on_restore, self._on_revoke, self.watch)
+            _Listener(
+                self._on_assign,
+                self._on_restore,
+                self._on_revoke,
+                self.watch,
+                generation=lambda: _generation_of(consumer),
+            )
             if self._on_assign is not None
             else None
         )
