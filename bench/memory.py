@@ -576,7 +576,7 @@ def kafka(options: Options, workdir: Path, say: Callable[[str], None]) -> Iterat
     import kafka_local  # type: ignore[import-not-found]  # noqa: PLC0415 - a dev tool in tools/
 
     say("memory: starting a local Kafka broker (tools/kafka_local.py)")
-    broker = kafka_local.start(workdir / "kafka")
+    broker = kafka_local.start(workdir / "kafka", with_parent=True)
     try:
         yield broker.bootstrap
     finally:

@@ -37,7 +37,7 @@ def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kafka_loc
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         yield None
         return
-    broker = kafka_local.start(tmp_path_factory.mktemp("kafka"))
+    broker = kafka_local.start(tmp_path_factory.mktemp("kafka"), with_parent=True)
     try:
         yield broker
     finally:

@@ -283,12 +283,17 @@ def _fresh(state_dir: Path) -> list[str]:
     return [java, _log_config(state_dir, "log4j", log), "-cp", f"{lib}/*"]
 
 
-def start(state_dir: Path, timeout: float = 120.0) -> Broker:
-    """Format fresh KRaft storage in ``state_dir`` and start a broker+controller there."""
+def start(state_dir: Path, timeout: float = 120.0, *, with_parent: bool = False) -> Broker:
+    """Format fresh KRaft storage in ``state_dir`` and start a broker+controller there.
+
+    With ``with_parent`` (tests, benchmarks) the broker gets SIGTERM when the process that
+    started it dies, however it dies; without it (``start`` on the command line) it outlives it.
+    The thread that calls this must live as long as the broker should (Linux ties the signal to it).
+    """
     base = _fresh(state_dir)
     broker_port, controller_port = _ports(2)
     _format(base, _properties(state_dir, broker_port, controller_port))
-    return _launch(state_dir, base, broker_port, timeout)
+    return _launch(state_dir, base, broker_port, timeout, with_parent)
 
 
 def _properties(
@@ -328,7 +333,7 @@ def _properties(
     return props
 
 
-def start_secure(state_dir: Path, timeout: float = 120.0) -> SecureBroker:
+def start_secure(state_dir: Path, timeout: float = 120.0, *, with_parent: bool = False) -> SecureBroker:
     """Like ``start``, plus a SASL_SSL (SCRAM) and an SSL (client certificate) listener."""
     base = _fresh(state_dir)
     broker_port, controller_port, sasl_port, ssl_port = _ports(4)
@@ -354,7 +359,7 @@ def start_secure(state_dir: Path, timeout: float = 120.0) -> SecureBroker:
         extra=SECURE.format(keystore=keystore, ca=ca, scram=SCRAM_LOGIN),
     )
     _format(base, props)
-    broker = _launch(state_dir, base, broker_port, timeout)
+    broker = _launch(state_dir, base, broker_port, timeout, with_parent)
     return SecureBroker(
         broker.bootstrap,
         broker.pid,
@@ -536,8 +541,10 @@ def _await(state_dir: Path, proc: subprocess.Popen[bytes], broker_port: int, tim
     return Broker(bootstrap, proc.pid, state_dir)
 
 
-def _launch(state_dir: Path, base: list[str], broker_port: int, timeout: float) -> Broker:
-    return _await(state_dir, _spawn(state_dir, base), broker_port, timeout)
+def _launch(
+    state_dir: Path, base: list[str], broker_port: int, timeout: float, with_parent: bool = False
+) -> Broker:
+    return _await(state_dir, _spawn(state_dir, base, with_parent=with_parent), broker_port, timeout)
 
 
 @dataclass(frozen=True)
@@ -613,11 +620,11 @@ def start_cluster(
         raise
 
 
-def restart(state_dir: Path, timeout: float = 120.0) -> Broker:
-    """Start again a broker that ran in ``state_dir``: same ports, same data."""
+def restart(state_dir: Path, timeout: float = 120.0, *, with_parent: bool = False) -> Broker:
+    """Start again a broker that ran in ``state_dir``: same ports and data (``with_parent``: as ``start``)."""
     bootstrap = (state_dir / "bootstrap").read_text().strip()
     base = [_java(), _log_config(state_dir, "log4j", state_dir / "server.log"), "-cp", f"{resolve()}/*"]
-    return _launch(state_dir, base, int(bootstrap.rsplit(":", 1)[1]), timeout)
+    return _launch(state_dir, base, int(bootstrap.rsplit(":", 1)[1]), timeout, with_parent)
 
 
 def kill(state_dir: Path) -> None:

@@ -35,7 +35,7 @@ async def test_messages_wait_in_the_outbox_while_the_broker_is_down_and_arrive_i
     tmp_path: Path, chaos_report: Callable[..., None]
 ) -> None:
     state = tmp_path / "kafka"
-    broker = kafka_local.start(state)
+    broker = kafka_local.start(state, with_parent=True)
     topic = f"alarmd.outage.{uuid.uuid4().hex[:8]}"
     metrics = Metrics()
     sink = KafkaSink(
@@ -61,7 +61,7 @@ async def test_messages_wait_in_the_outbox_while_the_broker_is_down_and_arrive_i
                 depth_during_outage, metrics.registry.get_sample_value("alarmd_dispatch_outbox_depth") or 0
             )
         assert depth_during_outage >= MESSAGES - MESSAGES // 3 - 1, "messages wait in the outbox"
-        kafka_local.restart(state)
+        kafka_local.restart(state, with_parent=True)
         deadline = time.monotonic() + 120
         while dispatcher.outbox.depth() and time.monotonic() < deadline:
             await asyncio.sleep(0.5)

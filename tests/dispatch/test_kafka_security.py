@@ -47,7 +47,7 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[kafka_local.Sec
     """A local broker with SASL_SSL and SSL listeners, for this module."""
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         pytest.skip("KAFKA_BOOTSTRAP_SERVERS names an external cluster; the TLS/SASL broker is local only")
-    secure = kafka_local.start_secure(tmp_path_factory.mktemp("kafka-secure"))
+    secure = kafka_local.start_secure(tmp_path_factory.mktemp("kafka-secure"), with_parent=True)
     try:
         yield secure
     finally:
