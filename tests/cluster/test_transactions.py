@@ -173,17 +173,23 @@ def test_a_message_names_its_fault_by_alarm_id_or_carries_the_whole_alarm() -> N
     assert alarm_of(Message(1, "t", b"k", b"not json", "kind", 0.0)) is None
 
 
+async def a_commit_fails(harness: Harness, producer: FakeTransactions) -> None:
+    """Fault A1 is staged with partition 0's offset 42, and the commit that takes them fails."""
+    harness.raise_fault("A1", "cpe-01")
+    harness.committer.note({0: 42})
+    producer.failing = True
+    assert not await harness.committer.commit()
+    producer.failing = False
+
+
 async def test_after_a_lost_outcome_the_id_is_taken_again_only_once_a_session_timeout_passed(
     harness: Harness,
 ) -> None:
     producer = harness.producers["corr.events-0"]
-    harness.raise_fault("A1", "cpe-01")
-    harness.committer.note({0: 42})
-    producer.failing = producer.outcome_lost = True
-    assert not await harness.committer.commit()
+    producer.outcome_lost = True
+    await a_commit_fails(harness, producer)
     assert not producer.ready
     assert harness.rejoins == 1, "the group's next assignment says whether the id is still ours"
-    producer.failing = False
 
     harness.clock.advance(5)  # a frozen instance may be out of the group without knowing yet
     assert not await harness.committer.commit()
@@ -200,13 +206,9 @@ async def test_an_abort_during_a_rebalance_leaves_the_id_to_whoever_the_partitio
     harness: Harness,
 ) -> None:
     producer = harness.producers["corr.events-0"]
-    harness.raise_fault("A1", "cpe-01")
-    harness.committer.note({0: 42})
     harness.settled = False  # revoked: partition 0 may be another correlator's by now
-    producer.failing = True
-    assert not await harness.committer.commit()
+    await a_commit_fails(harness, producer)
     assert producer.starts == 1, "taking the id again would fence the partition's new owner"
-    producer.failing = False
 
     assert await harness.committer.claim({1}, asyncio.Event())  # it went to another correlator
     harness.settled = True
