@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import json
 import os
 import platform
 import re
-import signal
 import subprocess
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Final
@@ -19,7 +17,12 @@ from alarmd.collector import ber
 SNMPD: Final = "/usr/sbin/snmpd"
 SNMPTRAPD: Final = "/usr/sbin/snmptrapd"
 EXPORTER: Final = "/usr/bin/prometheus-snmp-exporter"
-PR_SET_PDEATHSIG: Final = 1  # <linux/prctl.h>
+TOOLS: Final = Path(__file__).resolve().parent.parent / "tools"
+"""The development peers (``kafka_local``, ``simnet``) and their helpers: importable from here on."""
+if str(TOOLS) not in sys.path:
+    sys.path.insert(0, str(TOOLS))
+
+from devenv import die_with_parent  # noqa: E402, F401 - on the path just above; benchmarks take it from here
 
 
 def _reported(argv: list[str], pattern: str) -> str | None:
@@ -85,12 +88,6 @@ def write_result(results_dir: Path, workload: str, result: dict[str, Any]) -> No
     """Write a workload's whole result to ``<results_dir>/<workload>.json``."""
     results_dir.mkdir(parents=True, exist_ok=True)
     (results_dir / f"{workload}.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-
-
-def die_with_parent() -> None:
-    """In a child before exec: SIGTERM when the bench that started it dies, however it dies (Linux prctl)."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
 
 
 def stop_process(proc: subprocess.Popen[bytes]) -> None:

@@ -91,7 +91,6 @@ from bench.host import die_with_parent, host_facts, write_result
 from bench.sender import IF_ADMIN_STATUS, IF_INDEX, IF_OPER_STATUS, link_down, send_paced
 
 ROOT: Final = Path(__file__).resolve().parent.parent
-TOOLS: Final = ROOT / "tools"
 LINK_UP: Final = "1.3.6.1.6.3.1.1.5.4"
 COMMUNITY: Final = "alarmd-bench"
 DEVICE: Final = "agg-router-01"
@@ -149,9 +148,7 @@ def options_from(
 
 
 def _tool(name: str) -> Any:
-    """A module of ``tools/`` (the dev peers: ``kafka_local``, ``simnet``)."""
-    if str(TOOLS) not in sys.path:
-        sys.path.insert(0, str(TOOLS))
+    """A module of ``tools/`` (the dev peers: ``kafka_local``, ``simnet``; on the path through bench.host)."""
     return importlib.import_module(name)
 
 

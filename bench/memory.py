@@ -572,7 +572,6 @@ def kafka(options: Options, workdir: Path, say: Callable[[str], None]) -> Iterat
     if given:
         yield given
         return
-    sys.path.insert(0, str(ROOT / "tools"))
     import kafka_local  # type: ignore[import-not-found]  # noqa: PLC0415 - a dev tool in tools/
 
     say("memory: starting a local Kafka broker (tools/kafka_local.py)")

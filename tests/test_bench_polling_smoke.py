@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 from bench import memory, polling, snmpd_fleet
 
+from devenv import alive
+
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -100,11 +102,3 @@ def test_the_agents_of_a_bench_killed_outright_stop_with_it() -> None:
         finally:
             if bench.poll() is None:
                 bench.kill()
-
-
-def alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie waiting to be reaped does not count)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False

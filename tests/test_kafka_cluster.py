@@ -19,6 +19,7 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 import kafka_local
 from alarmd.config import KafkaConfig
 from alarmd.dispatch.kafka import ensure_topics
+from devenv import alive
 
 pytestmark = pytest.mark.integration
 
@@ -84,9 +85,9 @@ def test_the_brokers_stop_with_the_process_that_started_them(tmp_path: Path) -> 
         starter.send_signal(signal.SIGKILL)  # no chance to clean up: the kernel tells the broker
         starter.wait(10)
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and _alive(broker):
+        while time.monotonic() < deadline and alive(broker):
             time.sleep(0.2)
-        assert not _alive(broker), "the broker outlived the process that started it"
+        assert not alive(broker), "the broker outlived the process that started it"
     finally:
         if starter.poll() is None:
             starter.kill()
@@ -94,15 +95,3 @@ def test_the_brokers_stop_with_the_process_that_started_them(tmp_path: Path) -> 
         if starter.stdout is not None:
             starter.stdout.close()
         kafka_local.stop(tmp_path / "node-1")
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"

@@ -7,6 +7,8 @@ tests.  Nothing here is imported by the daemon itself.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import os
 import signal
 import socket
@@ -19,6 +21,27 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 _children: dict[int, subprocess.Popen[bytes]] = {}
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def die_with_parent(sig: signal.Signals = signal.SIGTERM) -> None:
+    """In a child before exec: ``sig`` when the thread that started it dies, however it dies (Linux prctl).
+
+    Pass it as ``preexec_fn``; ``functools.partial(die_with_parent, signal.SIGKILL)`` for a
+    child that must die even while stopped.
+    """
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, sig)
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie waiting to be reaped does not count)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 def track(proc: subprocess.Popen[bytes]) -> None:

@@ -29,8 +29,6 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
-import ctypes
-import ctypes.util
 import os
 import secrets
 import shutil
@@ -48,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from devenv import (
     PeerError,
     cache_dir,
+    die_with_parent,
     free_port,
     log_tail,
     serve_until_interrupted,
@@ -59,7 +58,6 @@ from devenv import (
 KAFKA_VERSION = os.environ.get("ALARMD_KAFKA_VERSION", "3.9.1")
 SLF4J_VERSION = "1.7.36"
 LOG4J2_SLF4J_VERSION = "2.24.3"  # the slf4j 1.x binding Kafka 4.x ships; log4j-api/core come from Kafka
-PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
 
 POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
   <modelVersion>4.0.0</modelVersion>
@@ -502,12 +500,6 @@ def _format(base: list[str], props: Path, cluster_id: str | None = None) -> None
         raise PeerError(f"formatting KRaft storage failed: {fmt.stdout}{fmt.stderr}")
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the process that started it dies (Linux prctl)."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
 def _spawn(state_dir: Path, base: list[str], *, with_parent: bool = False) -> subprocess.Popen[bytes]:
     """Start the broker of ``state_dir`` (its own process group); ``with_parent``: it dies with us."""
     props, log = state_dir / "server.properties", state_dir / "server.log"
@@ -520,7 +512,7 @@ def _spawn(state_dir: Path, base: list[str], *, with_parent: bool = False) -> su
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
-        preexec_fn=_die_with_parent if with_parent else None,  # noqa: PLW1509 - prctl only, no locks taken
+        preexec_fn=die_with_parent if with_parent else None,  # noqa: PLW1509 - prctl only, no locks taken
     )
     out.close()
     track(proc)

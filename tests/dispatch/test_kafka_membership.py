@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
+import functools
 import os
 import signal
 import subprocess
@@ -22,6 +21,7 @@ from alarmd.cluster.membership import balance
 from alarmd.config import ConsumedTopic, KafkaConfig
 from alarmd.dispatch.kafka import KafkaMembership, KafkaSink, KafkaSource, ensure_topics
 from alarmd.metrics import Metrics
+from devenv import die_with_parent
 
 pytestmark = pytest.mark.integration
 
@@ -93,7 +93,6 @@ async def main():
 asyncio.run(main())
 """
 """A plain consumer with a 40 s session and rebalance timeout: frozen, it holds up a rebalance that long."""
-PR_SET_PDEATHSIG = 1
 JOIN_TIMEOUT = 4.0
 
 
@@ -107,12 +106,6 @@ async def events_topic(bootstrap: str, partitions: int) -> tuple[KafkaConfig, Co
     )
 
 
-def _killed_with_parent() -> None:
-    """In the child before exec: SIGKILL (which a stopped process gets too) when the test process dies."""
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-
-
 async def test_a_correlator_whose_join_is_held_up_stalls_at_its_limit_and_is_assigned_once_the_group_settles(
     kafka_bootstrap: str,
 ) -> None:
@@ -120,7 +113,7 @@ async def test_a_correlator_whose_join_is_held_up_stalls_at_its_limit_and_is_ass
     topic = consumed.topic
     frozen = subprocess.Popen(
         [sys.executable, "-c", FROZEN_MEMBER, kafka_bootstrap, topic, consumed.group_id],
-        stdout=subprocess.PIPE, preexec_fn=_killed_with_parent,  # noqa: PLW1509 - prctl only
+        stdout=subprocess.PIPE, preexec_fn=functools.partial(die_with_parent, signal.SIGKILL),  # noqa: PLW1509 - prctl only
     )  # fmt: skip
     owned: list[set[int]] = []
     metrics = Metrics()
