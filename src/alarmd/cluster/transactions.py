@@ -172,11 +172,7 @@ class PartitionCommitter:
         Retries until every new id is taken or ``stop`` is set (False then).
         """
         gone = set(self.producers) - partitions
-        for partition in gone:
-            await self.producers.pop(partition).stop()
-            self.offsets.pop(partition, None)
-            self._assigned_at.pop(partition, None)
-            self._broken.pop(partition, None)
+        await self._close(gone)
         self.lost = (self.lost | gone) - partitions
         # kept, but its producer lost a transaction's outcome: assigned anew, its id is taken again
         retake = {p for p in partitions & set(self.producers) if p in self._broken}
@@ -213,14 +209,23 @@ class PartitionCommitter:
         producers are closed and whatever waits for them (messages, changelog records, offsets)
         is dropped, judged again from their committed offsets once they are claimed and restored.
         """
-        for partition in sorted(partitions & set(self.producers)):
-            await self.producers.pop(partition).stop()
-        for partition in partitions:
-            self.offsets.pop(partition, None)
-            self._assigned_at.pop(partition, None)
-            self._broken.pop(partition, None)
+        await self._close(partitions)
         self._drop([m for m in self.outbox.pending(COMMIT_ROWS) if self._partition_of(m) in partitions])
         self.changelog.drop(partitions)
+
+    async def _close(self, partitions: set[int]) -> None:
+        """Close these partitions' producers and forget what was noted of them."""
+        for partition in sorted(partitions):
+            producer = self.producers.pop(partition, None)
+            if producer is not None:
+                await producer.stop()
+            self._forget(partition)
+
+    def _forget(self, partition: int) -> None:
+        """Forget a partition's offset to commit, its assignment time and whether its id is to be retaken."""
+        self.offsets.pop(partition, None)
+        self._assigned_at.pop(partition, None)
+        self._broken.pop(partition, None)
 
     def note(self, offsets: dict[int, int]) -> None:
         """A fetched batch is judged and its changes stored: its offsets go with the next commit."""
@@ -382,9 +387,7 @@ class PartitionCommitter:
         """A newer owner holds the partition: drop its producer, output and faults; commit nothing more."""
         producer = self.producers.pop(partition)
         self.lost.add(partition)
-        self.offsets.pop(partition, None)
-        self._assigned_at.pop(partition, None)
-        self._broken.pop(partition, None)
+        self._forget(partition)
         self.metrics.transactions.labels(self.label, "fenced").inc()
         log.error(
             "partition_fenced",
