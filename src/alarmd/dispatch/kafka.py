@@ -727,11 +727,10 @@ class KafkaSource:
         group: dict[str, Any] = {}
         if self._session_ms is not None:
             group = {"session_timeout_ms": self._session_ms, "heartbeat_interval_ms": self._session_ms // 3}
-        if self._balance is not None:
-            group["partition_assignment_strategy"] = _join_protocols(self.upstream.topic, self._balance)
         consumer = AIOKafkaConsumer(
             **options,
             **group,
+            partition_assignment_strategy=_join_protocols(self.upstream.topic, self._balance),
             client_id=f"{self.kafka.client_id}-upstream",
             group_id=self.upstream.group_id,
             enable_auto_commit=False,
