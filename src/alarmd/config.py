@@ -606,6 +606,12 @@ class KafkaConfig(Strict):
     topics: KafkaTopics = KafkaTopics()
     request_timeout: Duration = 30.0
     retry_backoff: Duration = 1.0
+    replication_factor: int | None = Field(
+        None,
+        ge=1,
+        description="replicas of each topic alarmd creates (min.insync.replicas 2 from 3 on); "
+        "default: 3, or the brokers up at creation if fewer; set it to wait for them instead",
+    )
     security: KafkaSecurity = Field(
         KafkaSecurity(), description="TLS and SASL towards the brokers, for every Kafka client of alarmd"
     )

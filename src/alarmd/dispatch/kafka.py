@@ -27,6 +27,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.conn import create_conn
 from aiokafka.errors import InvalidProducerEpoch as InvalidProducerEpochError
 from aiokafka.errors import (
+    InvalidReplicationFactorError,
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
@@ -937,10 +938,12 @@ async def ensure_topics(
 ) -> dict[str, int]:
     """Create the topics that do not exist; the partition count of every topic, as the cluster has it.
 
-    Replication factor is min(3, brokers), with ``min.insync.replicas=2`` from three brokers
-    on; the topics in ``compacted`` get ``cleanup.policy=compact``.  A topic that exists with
-    another partition count is left as it is and logged (the count is fixed at creation;
-    changing it moves keys between partitions and is a migration).
+    Replication factor is ``kafka.replication_factor`` if set (a cluster with fewer brokers up
+    is waited for, within the request timeout), else min(3, brokers up); from three replicas
+    on, ``min.insync.replicas=2``.  The topics in ``compacted`` get ``cleanup.policy=compact``.
+    Each topic created is logged with its replicas.  A topic that exists with another
+    partition count is left as it is and logged (the count is fixed at creation; changing it
+    moves keys between partitions and is a migration).
     """
     admin = AIOKafkaAdminClient(**client_options(config), client_id=f"{config.client_id}-admin")
     await _start_client(admin, config, "admin")
@@ -968,20 +971,43 @@ async def _create(
     admin: Any, config: KafkaConfig, topics: Sequence[tuple[str, int]], compacted: Sequence[str]
 ) -> dict[str, int]:
     """Create what is missing; every topic's partition count."""
-    brokers = len((await admin.describe_cluster())["brokers"])
-    replicas = min(3, brokers)
-    wanted = []
-    for name, partitions in topics:
-        settings = {"min.insync.replicas": "2"} if replicas >= 3 else {}
-        if name in compacted:
-            settings["cleanup.policy"] = "compact"
-        wanted.append(NewTopic(name, partitions, replicas, topic_configs=settings))
-    response = await admin.create_topics(wanted)
-    for name, code, *rest in response.topic_errors:
-        error = for_code(code)
-        if code and error is not TopicAlreadyExistsError:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + config.request_timeout
+    missing = dict(topics)
+    while missing:
+        brokers = len((await admin.describe_cluster())["brokers"])
+        replicas = config.replication_factor or min(3, brokers)
+        wanted = []
+        for name, partitions in missing.items():
+            settings = {"min.insync.replicas": "2"} if replicas >= 3 else {}
+            if name in compacted:
+                settings["cleanup.policy"] = "compact"
+            wanted.append(NewTopic(name, partitions, replicas, topic_configs=settings))
+        response = await admin.create_topics(wanted)
+        short = []  # too few brokers up for the replicas asked: waited for, within the timeout
+        for name, code, *rest in response.topic_errors:
+            error = for_code(code)
             message = rest[0] if rest and rest[0] else error.__name__
-            raise KafkaStartError("rejected", f"{config.bootstrap_servers}: creating topic {name}: {message}")
+            if error is InvalidReplicationFactorError and loop.time() < deadline:
+                short.append(name)
+            elif code and error is not TopicAlreadyExistsError:
+                raise KafkaStartError(
+                    "rejected", f"{config.bootstrap_servers}: creating topic {name}: {message}"
+                )
+            elif not code:
+                log.info(
+                    "topic_created",
+                    topic=name,
+                    partitions=missing[name],
+                    replicas=replicas,
+                    brokers_up=brokers,
+                )
+        missing = {name: missing[name] for name in short}
+        if missing:
+            log.warning(
+                "topic_waits_for_brokers", topics=sorted(missing), replicas=replicas, brokers_up=brokers
+            )
+            await asyncio.sleep(max(config.retry_backoff, 0.2))
     return await _partition_counts(admin, [n for n, _ in topics], config.request_timeout)
 
 
