@@ -55,7 +55,7 @@ from alarmd.collector.trapdefs import TrapDefinitions
 from alarmd.collector.traps import TrapReceiver
 from alarmd.collector.upstream import UpstreamError, parse_upstream
 from alarmd.config import Config, ConfigError, DeviceConfig, Loaded, SnmpV3, load, read_yaml
-from alarmd.dispatch.kafka import KafkaMembership, KafkaSink, KafkaSource, ensure_topics
+from alarmd.dispatch.kafka import BULK_BATCH_BYTES, KafkaMembership, KafkaSink, KafkaSource, ensure_topics
 from alarmd.dispatch.outbox import Dispatcher, Outbox, WorkOrderSink
 from alarmd.dispatch.routing import Router
 from alarmd.http import HttpServer
@@ -883,7 +883,7 @@ class Daemon:
         self.keys = Keys(self.inventory)
         on_disk = self.loaded.state_dir if self.role == "collector" else None
         self.spool = Spool.configured(cluster.spool_size, self.metrics, on_disk, cluster.spool_disk_bytes)
-        self.events_sink = KafkaSink(self.config.kafka)
+        self.events_sink = KafkaSink(self.config.kafka, batch_bytes=BULK_BATCH_BYTES)
         self._spool_task: asyncio.Task[None] | None = None
         self._spool_stop = asyncio.Event()
         self._events_ready = False  # the events topic is known to exist

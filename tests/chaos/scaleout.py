@@ -304,6 +304,7 @@ cluster:
   correlator_group: {prefix}.correlators
   session_timeout: {session}s
   rebalance_check: {rebalance_check}s
+  spool_disk_bytes: 67108864  # as deploy/scaleout: what a stopped collector could not send, it sends after
 http: {{listen: "127.0.0.1:{http}"}}
 """
 

@@ -35,7 +35,7 @@ SendBatch = Callable[[Sequence[Message]], Awaitable[None]]
 class SpoolPolicy:
     """How the spool sends: batch size and the backoff between failed attempts."""
 
-    batch: int = 500
+    batch: int = 5000
     backoff: float = 1.0
     max_backoff: float = 30.0
 

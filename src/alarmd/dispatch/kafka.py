@@ -252,10 +252,18 @@ def _redact(config: KafkaConfig, text: str) -> str:
 
 
 class KafkaSink:
-    """Delivers messages to Kafka; ``send`` returns once all in-sync replicas have them."""
+    """Delivers messages to Kafka; ``send`` returns once all in-sync replicas have them.
 
-    def __init__(self, config: KafkaConfig) -> None:
+    ``batch_bytes`` bounds one partition's batch in a produce request.  A producer has one
+    request in flight per broker, each waiting for the in-sync replicas (``acks=all``), so
+    its throughput is at most a batch per partition per round trip: a bulk sender (a
+    collector's events) takes :data:`BULK_BATCH_BYTES`, or a loaded cluster's round trips
+    of a second or more cap it at a few hundred messages a second.
+    """
+
+    def __init__(self, config: KafkaConfig, *, batch_bytes: int = 16384) -> None:
         self.config = config
+        self.batch_bytes = batch_bytes
         self._producer: AIOKafkaProducer | None = None
 
     async def start(self) -> None:
@@ -267,6 +275,7 @@ class KafkaSink:
                 acks="all",
                 enable_idempotence=True,
                 linger_ms=0,
+                max_batch_size=self.batch_bytes,
             )
             await _start_client(producer, self.config, "producer")
         except KafkaStartError as exc:
@@ -301,14 +310,21 @@ class KafkaSink:
         A partition ``None`` is chosen by key; a value ``None`` is a tombstone.
         """
         producer = await self._started()
+        acked: asyncio.Future[list[Any]] | None = None
         try:
             futures = [
                 await producer.send(topic, value=value, key=key, partition=partition)
                 for partition, key, value in records
             ]
-            await asyncio.wait_for(asyncio.gather(*futures), self.config.request_timeout * 2)
+            acked = asyncio.gather(*futures)
+            await asyncio.wait_for(asyncio.shield(acked), self.config.request_timeout * 2)
         except Exception as exc:
             raise self._failed(topic, exc) from None
+        finally:
+            if (
+                acked is not None and not acked.done()
+            ):  # given up on (timeout, shutdown): its outcome is not asked
+                acked.add_done_callback(_outcome_unasked)
 
     async def _started(self) -> AIOKafkaProducer:
         """The producer, connected first if it is not yet."""
@@ -469,6 +485,16 @@ class KafkaTransactions:
 
 
 # --------------------------------------------------------------------------- upstream alarms in
+
+
+def _outcome_unasked(future: asyncio.Future[Any]) -> None:
+    """Retrieve the outcome of deliveries no one waits for any more, so asyncio does not log it."""
+    if not future.cancelled():
+        future.exception()
+
+
+BULK_BATCH_BYTES = 256 * 1024
+"""A bulk sender's batch per partition: a quarter of a produce request's default 1 MiB cap."""
 
 
 async def _partition_counts(admin: Any, names: list[str], within: float) -> dict[str, int]:
