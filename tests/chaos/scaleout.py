@@ -926,8 +926,17 @@ def failovers(phase: Phase) -> dict[str, Any]:
         times: list[float | None] = []
         for partition in fault.get("events", []):
             times.append(next((t for t, p, _ in rec.offsets if p == partition and t > moment), None))
+        slowest: tuple[float, str, float] | None = None  # (published, device, polled) of the last device
         for device in fault.get("devices", []):
-            times.append(next((t for t in rec.device_seen.get(device, []) if t > moment), None))
+            seen = rec.device_seen.get(device, [])
+            first = next((i for i, t in enumerate(seen) if t > moment), None)
+            times.append(None if first is None else seen[first])
+            if first is not None and (slowest is None or seen[first] > slowest[0]):
+                slowest = (seen[first], device, rec.samples_by_device[device][first])
+        if slowest is not None:  # whether the last device was polled late, or published late
+            published, device, polled = slowest
+            fault["slowest"] = {"device": device, "polled_s": round(polled - moment, 2),
+                                "published_s": round(published - moment, 2)}  # fmt: skip
         measured = [t - moment for t in times if t is not None]
         missing += sum(1 for t in times if t is None)
         fault["moved"], fault["never"] = len(times), len(times) - len(measured)

@@ -487,6 +487,15 @@ class KafkaTransactions:
 # --------------------------------------------------------------------------- upstream alarms in
 
 
+def _heartbeat_ms(session_ms: int) -> int:
+    """A group member's heartbeat: short, so that the others learn of a member's leaving within half a second.
+
+    A member hears of a rebalance only in a heartbeat's answer; with Kafka's usual third of
+    the session timeout, a clean stop would wait seconds before the others take over.
+    """
+    return max(min(session_ms // 3, 500), 100)
+
+
 def _outcome_unasked(future: asyncio.Future[Any]) -> None:
     """Retrieve the outcome of deliveries no one waits for any more, so asyncio does not log it."""
     if not future.cancelled():
@@ -753,7 +762,10 @@ class KafkaSource:
         options = client_options(self.kafka)
         group: dict[str, Any] = {}
         if self._session_ms is not None:
-            group = {"session_timeout_ms": self._session_ms, "heartbeat_interval_ms": self._session_ms // 3}
+            group = {
+                "session_timeout_ms": self._session_ms,
+                "heartbeat_interval_ms": _heartbeat_ms(self._session_ms),
+            }
         consumer = AIOKafkaConsumer(
             **options,
             **group,
@@ -1151,8 +1163,7 @@ class KafkaMembership:
                     enable_auto_commit=False,
                     session_timeout_ms=self._session_ms,
                     rebalance_timeout_ms=self._session_ms,
-                    # a short heartbeat: the survivors learn of a rebalance within half a second
-                    heartbeat_interval_ms=max(min(self._session_ms // 3, 500), 100),
+                    heartbeat_interval_ms=_heartbeat_ms(self._session_ms),
                     metadata_max_age_ms=5000,
                     partition_assignment_strategy=strategies,
                 )
