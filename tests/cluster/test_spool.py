@@ -148,3 +148,32 @@ async def test_messages_delivered_leave_the_disk(tmp_path: Path) -> None:
     again = reopened(tmp_path)
     assert again[-7:] == [str(i).encode() for i in range(5, 12)]
     assert len(again) <= 7 + 3, "at most a segment's worth of delivered messages would go again"
+
+
+async def test_a_disk_spool_syncs_what_it_wrote_while_kafka_is_away(tmp_path: Path) -> None:
+    broker, stop = Broker(), asyncio.Event()
+    disk = SpoolLog(tmp_path)
+    spool = Spool(100, Metrics(), disk=disk)
+    spool.sync_every = 0.01
+    spool.put(b"k", b"polled while the broker is down")
+    assert disk.unsynced > 0, "written to the kernel, not yet to the disk"
+    task = asyncio.create_task(spool.run(broker.send, stop))
+    await asyncio.wait_for(spool.synced.wait(), 5)
+    assert disk.unsynced == 0
+    assert broker.received == [], "still undelivered: the disk copy is what a power cut leaves"
+    stop.set()
+    await asyncio.wait_for(task, 5)
+    spool.close()
+    assert reopened(tmp_path) == [b"polled while the broker is down"]
+
+
+def test_a_spool_log_syncs_only_when_something_was_written(tmp_path: Path) -> None:
+    disk = SpoolLog(tmp_path, segment_bytes=32)
+    assert disk.sync() is False
+    disk.append(b"k", b"v" * 40)
+    assert disk.sync() is True
+    assert disk.sync() is False
+    disk.append(b"k", b"w")  # a new segment: synced when the next one begins, and on close
+    disk.append(b"k", b"x" * 40)
+    disk.close()
+    assert disk.unsynced == 0

@@ -3,7 +3,9 @@
 By default the spool lives in memory.  With a :class:`SpoolLog` every message is also
 written to segment files on disk as it is queued, and a segment is deleted once all its
 messages have been delivered or dropped: a collector killed while Kafka was away sends them
-after its restart.  Delivery stays at least once: a message delivered just before a crash,
+after its restart.  What is written reaches the kernel at once (it survives the process) and
+the disk within :data:`SYNC_EVERY` (it survives the machine: a power cut or a kernel panic
+loses at most that last second).  Delivery stays at least once: a message delivered just before a crash,
 whose segment still held undelivered ones, is sent again after the restart, with its id.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import struct
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
@@ -42,6 +45,9 @@ class SpoolPolicy:
 
 _HEADER = struct.Struct(">II")  # key length, value length
 
+SYNC_EVERY = 1.0
+"""Seconds at most between a disk spool's write and its ``fsync``."""
+
 
 class SpoolLog:
     """The spool's messages in numbered segment files under ``directory``, written as they are queued.
@@ -59,6 +65,9 @@ class SpoolLog:
         self._file: BinaryIO | None = None
         self._written = 0
         self._next = self._segments[-1] + 1 if self._segments else 0
+        #: Bytes written since the last :meth:`sync`; a new segment's name is unsynced until then too.
+        self.unsynced = 0
+        self._new_name = False
 
     def _path(self, segment: int) -> Path:
         return self.directory / f"{segment:012d}.seg"
@@ -86,15 +95,33 @@ class SpoolLog:
         self._file.write(_HEADER.pack(len(key), len(value)) + key + value)
         self._file.flush()
         self._written += _HEADER.size + len(key) + len(value)
+        self.unsynced += _HEADER.size + len(key) + len(value)
         return self._segments[-1]
+
+    def sync(self) -> bool:
+        """Put what was written on the disk (``fsync``), and a new segment's name; true if there was any."""
+        if not self.unsynced and not self._new_name:
+            return False
+        if self._file is not None:
+            os.fsync(self._file.fileno())
+        if self._new_name:
+            directory = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
+        self.unsynced, self._new_name = 0, False
+        return True
 
     def _rotate(self) -> None:
         if self._file is not None:
+            self.sync()  # the segment being closed: synced before the next one begins
             self._file.close()
         segment, self._next = self._next, self._next + 1
         self._segments.append(segment)
         self._file = self._path(segment).open("ab")
         self._written = 0
+        self._new_name = True
 
     def release(self, oldest: int | None) -> None:
         """Delete the segments before ``oldest`` (the oldest queued message's segment); all if None."""
@@ -106,8 +133,9 @@ class SpoolLog:
             self._path(segment).unlink(missing_ok=True)
 
     def close(self) -> None:
-        """Close the segment being written; the files stay for the next run."""
+        """Sync and close the segment being written; the files stay for the next run."""
         if self._file is not None:
+            self.sync()
             self._file.close()
             self._file = None
 
@@ -138,6 +166,9 @@ class Spool:
         self._ready = asyncio.Event()
         self._head_dropped = 0  # messages of the batch in flight that ``put`` dropped meanwhile
         self.problem: str | None = None
+        self.sync_every = SYNC_EVERY
+        #: Set each time the disk log was synced while running.
+        self.synced = asyncio.Event()
         if disk is not None:
             for segment, (key, value) in disk.load():
                 self._enqueue(key, value, segment)
@@ -196,7 +227,28 @@ class Spool:
             self._disk.release(self._segments[0] if self._segments else None)
 
     async def run(self, send: SendBatch, stop: asyncio.Event) -> None:
-        """Send what is queued, in order, until ``stop``; a failed batch stays queued and is tried again."""
+        """Send what is queued, in order, until ``stop``; a failed batch stays queued and is tried again.
+
+        A disk spool is synced meanwhile, every :data:`SYNC_EVERY` seconds that saw writes.
+        """
+        syncing = asyncio.ensure_future(self._keep_synced(stop)) if self._disk is not None else None
+        try:
+            await self._send_until(send, stop)
+        finally:
+            if syncing is not None:
+                syncing.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await syncing
+
+    async def _keep_synced(self, stop: asyncio.Event) -> None:
+        assert self._disk is not None
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self.sync_every)
+            if self._disk.sync():
+                self.synced.set()
+
+    async def _send_until(self, send: SendBatch, stop: asyncio.Event) -> None:
         delay = self.policy.backoff
         while not stop.is_set():
             if not self._queue:
