@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import structlog
 
 from alarmd.alarms.lifecycle import AlarmBook
-from alarmd.cluster.changelog import Changelog, ChangelogStore
+from alarmd.cluster.changelog import Changelog, ChangelogStore, RuleStates
 from alarmd.cluster.codec import Keys
 from alarmd.config import KafkaConfig
 from alarmd.dispatch.kafka import KafkaSink, KafkaStartError, default_partition, read_compacted
@@ -56,13 +56,17 @@ class PartitionOwner:
         self.owned: set[int] = set()
         #: False from a rebalance's revocation until the new assignment is restored: clocks wait meanwhile.
         self.settled = False
-        self.changelog = Changelog(store, self.home)
+        self.changelog = Changelog(store, self.home, RuleStates(engine, self.home_of))
         self.sink = KafkaSink(kafka) if writes else None
         self._lock = asyncio.Lock()
 
     def home(self, alarm: Alarm) -> int:
         """The events partition (and so the changelog partition) of a fault: that of its circuit's key."""
-        return default_partition(self._keys().of(alarm.labels), self.partitions)
+        return self.home_of(alarm.labels)
+
+    def home_of(self, labels: Mapping[str, str]) -> int:
+        """The events partition (and so the changelog partition) of a fault's or a series' labels."""
+        return default_partition(self._keys().of(labels), self.partitions)
 
     def clear_cache(self) -> int:
         """Empty the local store of open faults at start: the changelog rebuilds what is assigned."""
@@ -90,6 +94,7 @@ class PartitionOwner:
                 book.restore(alarm)
                 if alarm.state == "firing":
                     engine.restore(alarm.rule, alarm.fingerprint, alarm.labels, alarm.raised_at, now)
+            resumed = self.changelog.rules.restore(found, skipped) if self.changelog.rules else 0
             self.owned = set(partitions)
             self.settled = True
         seconds = time.monotonic() - started
@@ -104,6 +109,7 @@ class PartitionOwner:
             kept=sorted(keep),
             faults_restored=len(alarms),
             faults_dropped=gone,
+            rule_states_restored=resumed,
             timers_due=len(self.store.due_timers(now)),
             seconds=round(seconds, 3),
         )
@@ -123,6 +129,8 @@ class PartitionOwner:
             book.drop(alarm.fingerprint)
             engine.drop(alarm.rule, alarm.fingerprint)
             self.changelog.forget(alarm.alarm_id)
+        if self.changelog.rules is not None:
+            self.changelog.rules.release(leaving)
         return len(gone)
 
     def revoking(self) -> None:
