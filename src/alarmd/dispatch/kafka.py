@@ -1170,12 +1170,68 @@ async def read_compacted(
     return found
 
 
-async def _reader(config: KafkaConfig, name: str) -> Any:
-    """A started consumer outside any group that reads committed records only."""
+async def read_recent(
+    config: KafkaConfig,
+    topic: str,
+    group_id: str,
+    partitions: set[int],
+    *,
+    since: float,
+    take: Callable[[int, bytes], None],
+    most: int,
+    within: float,
+) -> tuple[int, set[int]]:
+    """Hand ``take(partition, value)`` each record a group has consumed of its partitions since ``since``.
+
+    For each partition, reading starts at the first record written at or after ``since``
+    (epoch seconds), or ``most`` records before the group's committed offset if that is
+    later, and stops at the committed offset: what the group is yet to consume is not read.
+    Only committed records are read.  Returns how many were handed over and the partitions
+    not read to their committed offset within ``within`` seconds.  Raises ``KafkaStartError``
+    if the brokers cannot be reached or refuse.
+    """
+    if not partitions:
+        return 0, set()
+    consumer = await _reader(config, "recent", group_id)
+    read = 0
+    left: set[Any] = set()
+    try:
+        wanted = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(wanted)
+        committed = {tp: await consumer.committed(tp) for tp in wanted}
+        starts = await consumer.offsets_for_times({tp: int(since * 1000) for tp in wanted})
+        for tp in wanted:
+            stop, found = committed[tp], starts.get(tp)
+            if stop is None or found is None or found.offset >= stop:
+                continue
+            consumer.seek(tp, max(found.offset, stop - most))
+            left.add(tp)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                while left:
+                    batch = await consumer.getmany(*left, timeout_ms=200, max_records=1000)
+                    for tp, records in batch.items():
+                        for record in records:
+                            if record.offset < committed[tp] and record.value is not None:
+                                take(tp.partition, record.value)
+                                read += 1
+                    for tp in list(left):
+                        if await consumer.position(tp) >= committed[tp]:
+                            left.discard(tp)
+    except KafkaError as exc:
+        raise KafkaStartError("unavailable", f"{topic}: reading recent input: {exc}") from None
+    finally:
+        with contextlib.suppress(KafkaError, OSError):
+            await consumer.stop()
+    return read, {tp.partition for tp in left}
+
+
+async def _reader(config: KafkaConfig, name: str, group_id: str | None = None) -> Any:
+    """A started consumer that reads committed records only; ``group_id`` only to read the group's offsets."""
     consumer = AIOKafkaConsumer(
         **client_options(config),
         client_id=f"{config.client_id}-{name}",
-        group_id=None,
+        group_id=group_id,
         enable_auto_commit=False,
         isolation_level="read_committed",
     )
