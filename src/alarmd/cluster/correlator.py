@@ -202,12 +202,8 @@ class PartitionedStage:
                 if self._in_batch:  # the rest of the batch of these partitions is fetched again
                     self._refetch |= stale
             if await self.committer.claim(partitions, stop):
-                came = partitions - self.owner.owned
-                await asyncio.gather(self.owner.assign(partitions, stop), self._recall(came))
+                await self.owner.assign(partitions, stop)
                 self._changed()
-
-    async def _recall(self, partitions: set[int]) -> None:
-        """Newly assigned partitions: take back what else is kept of them beside the changelog."""
 
     def _fenced(self, partition: int) -> None:
         """A newer owner holds the partition: its state leaves this instance, as on a revocation."""
@@ -283,14 +279,15 @@ class Correlation(PartitionedStage):
             restoring=restoring,
             share=TrafficShare(cluster.rebalance_check, metrics, clock),
         )
+        owner.recall = self._recall
 
     def _forget(self, partitions: set[int]) -> None:
         """Forget the event ids seen in these partitions: fetched again, their events are judged again."""
         if partitions:
             self.seen.forget(partitions)
 
-    async def _recall(self, partitions: set[int]) -> None:
-        """Read back the ids of the events the group judged lately in newly assigned partitions.
+    async def _recall(self, partitions: set[int]) -> int:
+        """Read back the ids of the events the group judged lately in newly assigned partitions; how many.
 
         The input before the committed offset, at most ``dedup_window`` old, read for at most
         ``dedup_rebuild`` seconds: a copy of one of them that arrives after the hand-over (a
@@ -298,8 +295,8 @@ class Correlation(PartitionedStage):
         """
         cluster = self.config.cluster
         if not partitions or cluster.dedup_rebuild <= 0:
-            return
-        started, now = time.monotonic(), self.clock.now()
+            return 0
+        now = self.clock.now()
 
         def take(partition: int, payload: bytes) -> None:
             event_id = peek_id(payload)
@@ -319,15 +316,16 @@ class Correlation(PartitionedStage):
             )
         except (KafkaStartError, OSError) as exc:
             log.warning("event_ids_not_rebuilt", partitions=sorted(partitions), error=str(exc))
-            return
+            return 0
         self.metrics.ids_rebuilt.inc(read)
-        log.info(
-            "event_ids_rebuilt",
-            partitions=sorted(partitions),
-            ids_rebuilt=read,
-            unfinished=sorted(unfinished),
-            seconds=round(time.monotonic() - started, 3),
-        )
+        if unfinished:
+            log.warning(
+                "event_ids_not_rebuilt",
+                partitions=sorted(unfinished),
+                error=f"not read to the committed offset within {cluster.dedup_rebuild}s",
+                ids_rebuilt=read,
+            )
+        return read
 
     async def _on_event(self, payload: bytes, key: bytes | None) -> None:
         """Judge a sample, poll or event; return once the alarm changes it caused are stored.
