@@ -1187,27 +1187,27 @@ async def read_recent(
     (epoch seconds), or ``most`` records before the group's committed offset if that is
     later, and stops at the committed offset: what the group is yet to consume is not read.
     Only committed records are read.  Returns how many were handed over and the partitions
-    not read to their committed offset within ``within`` seconds.  Raises ``KafkaStartError``
-    if the brokers cannot be reached or refuse.
+    not read to their committed offset within ``within`` seconds (all of it, offsets included).
+    Raises ``KafkaStartError`` if the brokers cannot be reached or refuse.
     """
     if not partitions:
         return 0, set()
     consumer = await _reader(config, "recent", group_id)
     read = 0
-    left: set[Any] = set()
+    wanted = [TopicPartition(topic, p) for p in sorted(partitions)]
+    left: set[Any] = set(wanted)  # not read to the committed offset (yet)
     try:
-        wanted = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(wanted)
-        committed = {tp: await consumer.committed(tp) for tp in wanted}
-        starts = await consumer.offsets_for_times({tp: int(since * 1000) for tp in wanted})
-        for tp in wanted:
-            stop, found = committed[tp], starts.get(tp)
-            if stop is None or found is None or found.offset >= stop:
-                continue
-            consumer.seek(tp, max(found.offset, stop - most))
-            left.add(tp)
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(within):
+                consumer.assign(wanted)
+                committed = {tp: await consumer.committed(tp) for tp in wanted}
+                starts = await consumer.offsets_for_times({tp: int(since * 1000) for tp in wanted})
+                for tp in wanted:
+                    stop, found = committed[tp], starts.get(tp)
+                    if stop is None or found is None or found.offset >= stop:
+                        left.discard(tp)  # nothing consumed since ``since``
+                    else:
+                        consumer.seek(tp, max(found.offset, stop - most))
                 while left:
                     batch = await consumer.getmany(*left, timeout_ms=200, max_records=1000)
                     for tp, records in batch.items():
