@@ -47,8 +47,10 @@ def rules_path(tmp_path: Path) -> Path:
 class Correlator:
     """One correlator's engine and changelog, as :class:`PartitionOwner` wires them (partition by device)."""
 
-    def __init__(self, rules_path: Path, store_path: Path) -> None:
+    def __init__(self, rules_path: Path, store_path: Path, *, watched: bool = True) -> None:
         self.engine = RuleEngine(compile_docs([read_yaml(rules_path)]))
+        if watched:
+            self.engine.watch()
         self.store = ChangelogStore(store_path)
         self.rules = RuleStates(lambda: self.engine, lambda labels: 1 if labels["device"] == "cpe-01" else 2)
         self.changelog = Changelog(self.store, lambda alarm: self.rules.home(alarm.labels), self.rules)
@@ -77,7 +79,6 @@ def compact(topic: dict[int, dict[bytes, bytes]], records: list[Record]) -> None
 
 def test_the_for_clock_continues_on_the_new_owner(rules_path: Path, tmp_path: Path) -> None:
     a = Correlator(rules_path, tmp_path / "a.sqlite")
-    a.engine.watch()
     assert a.util(90, T0) == []
     (record,) = a.changelog.take()
     assert record[0] == 1 and record[1].startswith(rule_key("Busy", ""))
@@ -97,7 +98,6 @@ def test_the_for_clock_continues_on_the_new_owner(rules_path: Path, tmp_path: Pa
 
 def test_an_ended_pending_state_is_a_tombstone_and_not_taken_back(rules_path: Path, tmp_path: Path) -> None:
     a = Correlator(rules_path, tmp_path / "a.sqlite")
-    a.engine.watch()
     topic: dict[int, dict[bytes, bytes]] = {}
     a.util(90, T0)
     compact(topic, a.changelog.take())
@@ -120,7 +120,6 @@ def test_a_firing_alarms_clear_hysteresis_continues_and_its_pending_record_goes(
     rules_path: Path, tmp_path: Path
 ) -> None:
     a = Correlator(rules_path, tmp_path / "a.sqlite")
-    a.engine.watch()
     topic: dict[int, dict[bytes, bytes]] = {}
     a.util(90, T0)
     compact(topic, a.changelog.take())
@@ -147,12 +146,17 @@ def test_a_firing_alarms_clear_hysteresis_continues_and_its_pending_record_goes(
     assert (resolved.kind, resolved.at) == ("resolved", T0 + 440)  # clear_since T0 + 320 plus 2m
 
 
-def test_a_clear_hysteresis_that_starts_over_is_a_tombstone(rules_path: Path, tmp_path: Path) -> None:
+def clearing(rules_path: Path, tmp_path: Path) -> Correlator:
+    """A correlator whose alarm fired at T0 + 300 and has been clearing since T0 + 320."""
     a = Correlator(rules_path, tmp_path / "a.sqlite")
-    a.engine.watch()
     a.util(90, T0)
     a.util(90, T0 + 300)
     a.util(60, T0 + 320)
+    return a
+
+
+def test_a_clear_hysteresis_that_starts_over_is_a_tombstone(rules_path: Path, tmp_path: Path) -> None:
+    a = clearing(rules_path, tmp_path)
     a.changelog.take()
     a.util(95, T0 + 330)
     (tombstone,) = a.changelog.take()
@@ -160,11 +164,7 @@ def test_a_clear_hysteresis_that_starts_over_is_a_tombstone(rules_path: Path, tm
 
 
 def test_a_hysteresis_without_its_firing_alarm_is_not_taken_back(rules_path: Path, tmp_path: Path) -> None:
-    a = Correlator(rules_path, tmp_path / "a.sqlite")
-    a.engine.watch()
-    a.util(90, T0)
-    a.util(90, T0 + 300)
-    a.util(60, T0 + 320)
+    a = clearing(rules_path, tmp_path)
     topic: dict[int, dict[bytes, bytes]] = {}
     compact(topic, a.changelog.take())
     b = Correlator(rules_path, tmp_path / "b.sqlite")
@@ -173,7 +173,7 @@ def test_a_hysteresis_without_its_firing_alarm_is_not_taken_back(rules_path: Pat
 
 
 def test_an_engine_nobody_watches_notes_nothing(rules_path: Path, tmp_path: Path) -> None:
-    a = Correlator(rules_path, tmp_path / "a.sqlite")
+    a = Correlator(rules_path, tmp_path / "a.sqlite", watched=False)
     a.util(90, T0)
     assert a.engine._noted is None  # --role all: nothing is kept for a changelog
     a.engine.watch()
@@ -182,7 +182,6 @@ def test_an_engine_nobody_watches_notes_nothing(rules_path: Path, tmp_path: Path
 
 def test_a_reload_keeps_noting_and_a_gone_rules_state_goes(rules_path: Path, tmp_path: Path) -> None:
     a = Correlator(rules_path, tmp_path / "a.sqlite")
-    a.engine.watch()
     a.util(90, T0)
     a.changelog.take()
     kept = RuleEngine(compile_docs([read_yaml(rules_path)]))
@@ -200,7 +199,6 @@ def test_a_reload_keeps_noting_and_a_gone_rules_state_goes(rules_path: Path, tmp
 
 def test_a_partition_that_left_takes_its_states_without_tombstones(rules_path: Path, tmp_path: Path) -> None:
     a = Correlator(rules_path, tmp_path / "a.sqlite")
-    a.engine.watch()
     a.util(90, T0)
     a.util(90, T0, OTHER)
     a.changelog.take()
@@ -214,7 +212,6 @@ def test_a_partition_that_left_takes_its_states_without_tombstones(rules_path: P
 
 def test_records_that_could_not_be_written_go_again(rules_path: Path, tmp_path: Path) -> None:
     a = Correlator(rules_path, tmp_path / "a.sqlite")
-    a.engine.watch()
     a.util(90, T0)
     records = a.changelog.take()
     a.changelog.put_back(records)
@@ -229,7 +226,6 @@ def test_rule_records_are_not_read_back_as_faults_and_an_unknown_kind_is_skipped
     rules_path: Path, tmp_path: Path
 ) -> None:
     a = Correlator(rules_path, tmp_path / "a.sqlite")
-    a.engine.watch()
     a.util(90, T0)
     ((partition, key, value),) = a.changelog.take()
     assert value is not None
