@@ -56,3 +56,9 @@ async def test_only_what_the_group_consumed_since_the_time_is_read_and_at_most_s
         config, topic, group, {0}, since=now - 600, take=reader(last), most=1, within=10
     )
     assert (read, last) == (1, [(0, b"p0-2")])
+
+    newest_first: list[tuple[int, bytes]] = []
+    await read_recent(
+        config, topic, group, {0}, since=now - 600, take=reader(newest_first), most=100, within=10, chunk=1
+    )
+    assert newest_first == [(0, b"p0-2"), (0, b"p0-1")]

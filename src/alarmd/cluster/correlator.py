@@ -322,7 +322,7 @@ class Correlation(PartitionedStage):
             log.warning(
                 "event_ids_not_rebuilt",
                 partitions=sorted(unfinished),
-                error=f"not read to the committed offset within {cluster.dedup_rebuild}s",
+                error=f"only the latest ids: not read back to dedup_window within {cluster.dedup_rebuild}s",
                 ids_rebuilt=read,
             )
         return read
