@@ -132,11 +132,7 @@ def run(options: Options, results_dir: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="alarmd-bench-dedup-") as tmp:
         state = latency.Run(Path(tmp))
         try:
-            bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-            if not bootstrap:
-                state.broker = latency._tool("kafka_local").start(state.workdir / "kafka")
-                bootstrap = state.broker.bootstrap
-            measured = asyncio.run(measure(options, bootstrap))
+            measured = asyncio.run(measure(options, state.kafka(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))))
         finally:
             state.stop()
     result = {
