@@ -197,10 +197,7 @@ def run(options: Options, results_dir: Path) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="alarmd-bench-correlator-") as tmp:
         state = latency.Run(Path(tmp))
         try:
-            bootstrap = os.environ.get("KAFKA_BOOTSTRAP_SERVERS")
-            if not bootstrap:
-                state.broker = latency._tool("kafka_local").start(state.workdir / "kafka")
-                bootstrap = state.broker.bootstrap
+            bootstrap = state.kafka(os.environ.get("KAFKA_BOOTSTRAP_SERVERS"))
             measured = asyncio.run(measure(options, state, bootstrap, topic))
             measured["daemon_exit_code"] = state.daemon.stop() if state.daemon is not None else None
         finally:

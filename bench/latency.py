@@ -781,6 +781,13 @@ class Run:
     noise: subprocess.Popen[bytes] | None = None
     profiler: subprocess.Popen[bytes] | None = None
 
+    def kafka(self, bootstrap: str | None) -> str:
+        """``bootstrap`` if given, else a local broker's, started for this run (stopped with it)."""
+        if bootstrap:
+            return bootstrap
+        self.broker = _tool("kafka_local").start(self.workdir / "kafka")
+        return str(self.broker.bootstrap)
+
     def stop(self) -> None:
         """Stop the background sender, the profiler, the daemon, the agent and the broker this run started."""
         for proc in (self.noise, self.profiler):

@@ -241,10 +241,7 @@ def run(options: Options, results_dir: Path, say: Callable[[str], None] = print)
     with tempfile.TemporaryDirectory(prefix="alarmd-bench-storm-") as tmp:
         state = latency.Run(Path(tmp))
         try:
-            bootstrap = options.bootstrap
-            if bootstrap is None:
-                state.broker = latency._tool("kafka_local").start(state.workdir / "kafka")
-                bootstrap = state.broker.bootstrap
+            bootstrap = state.kafka(options.bootstrap)
             devices = state.workdir / "devices"
             devices.mkdir()
             if_indexes = range(1, options.circuits + options.bystanders + 1)

@@ -895,6 +895,13 @@ class ClusterConfig(Strict):
         600.0, description="how long an event id is remembered: a copy within it is a duplicate"
     )
     dedup_size: int = Field(1_000_000, ge=1, description="event ids remembered at most")
+    dedup_rebuild: Duration = Field(
+        2.0,
+        ge=0,
+        description="correlators: how long at most a newly assigned events partition's input before "
+        "its committed offset (the last dedup_window of it, the newest first) is read back for the "
+        "event ids seen, so a copy arriving after the hand-over is still a duplicate; 0 reads nothing",
+    )
     feedback_wait: Duration = Field(
         30.0,
         description="how long ticketing feedback for a fault not yet in the cluster view is held "

@@ -364,6 +364,11 @@ class Metrics:
             "Faults (each with its clocks) restored from the changelog.",
             registry=r,
         )
+        self.ids_rebuilt = Counter(
+            "alarmd_cluster_event_ids_rebuilt_total",
+            "Event ids read back from newly assigned partitions' recent input: their copies stay duplicates.",
+            registry=r,
+        )
         self.changelog_records = Counter(
             "alarmd_cluster_changelog_records_total",
             "Changelog records the brokers acknowledged, by kind (state, tombstone).",

@@ -16,6 +16,7 @@ from alarmd.cluster.codec import (
     encode_poll,
     encode_samples,
     kind_of,
+    peek_id,
     trap_fingerprint,
 )
 from alarmd.config import Config
@@ -204,3 +205,16 @@ def test_messages_of_collectors_before_polls_were_packed_still_read() -> None:
 def test_a_poll_message_with_a_bad_row_is_refused_saying_why() -> None:
     with pytest.raises(EventDecodeError, match="ValueError"):
         decode(b'{"format":1,"type":"samples","id":"x","labels":{},"samples":[["m",{},1.0]]}')
+
+
+def test_a_messages_id_is_read_without_the_rest_and_a_message_without_one_has_none() -> None:
+    trap = Event("trap", "1.3.6.1.6.3.1.1.5.3", 10.0, {"device": "r1"}, uptime=5)
+    messages = [
+        encode_samples([Sample("m", {"device": "r1"}, 1.0, 10.0)]),
+        encode_event(trap),
+        encode_feedback(b'{"ticket": 1}'),
+    ]
+    for event_id, payload in messages:
+        assert peek_id(payload) == event_id == decode(payload).id
+    assert peek_id(b'{"type":"event","format":1,"id":"abc","at":1,"source":"trap","kind":"x"}') is None
+    assert peek_id(b"not json") is None

@@ -76,3 +76,14 @@ async def test_waiting_for_a_fault_returns_once_its_record_arrives_and_gives_up_
     seen.take(1, b"A1", record(fault("A1")), T0)
     assert await waiting == (1, fault("A1"))
     assert await seen.wait_for("A7", 0.01) is None
+
+
+def test_a_rule_states_record_and_its_tombstone_leave_the_faults_alone() -> None:
+    closed: list[str] = []
+    seen = view()
+    seen.on_close = lambda partition, alarm_id: closed.append(alarm_id)
+    seen.take(1, b"A1", record(fault("A1")), T0)
+    seen.take(1, b"rule/Busy/fp1", b'{"format":1,"kind":"rule"}', T0)
+    seen.take(1, b"rule/Busy/fp1", None, T0)
+    assert len(seen) == 1 and list(seen.active) == ["fp-A1"]
+    assert closed == [] and seen.where("rule/Busy/fp1") is None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
@@ -202,6 +203,20 @@ def decode(payload: bytes) -> Envelope:
         return Envelope(str(body["id"]), _sample(body) if kind == "sample" else _event(body))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise EventDecodeError(f"{type(exc).__name__}: {exc}") from None
+
+
+_ID = re.compile(rb'^\{"format":1,"type":"[a-z]+","id":"([0-9a-f]+)"')
+
+
+def peek_id(payload: bytes) -> str | None:
+    """A message's id without reading the rest of it (as :func:`decode` has it); None if it has none."""
+    found = _ID.match(payload)
+    if found is not None:
+        return found.group(1).decode()
+    try:
+        return decode(payload).id
+    except EventDecodeError:
+        return None
 
 
 def _labels(raw: Mapping[str, object]) -> dict[str, str]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -24,13 +25,13 @@ import structlog
 from alarmd.alarms.lifecycle import AlarmBook
 from alarmd.clock import Clock
 from alarmd.cluster.changelog import ChangelogStore
-from alarmd.cluster.codec import Item, Keys, Samples, decode, kind_of
+from alarmd.cluster.codec import Item, Keys, Samples, decode, kind_of, peek_id
 from alarmd.cluster.dedup import SeenIds
 from alarmd.cluster.owner import PartitionOwner
 from alarmd.cluster.share import TrafficShare
 from alarmd.cluster.transactions import PartitionCommitter, Transactions
 from alarmd.config import Config, ConsumedTopic
-from alarmd.dispatch.kafka import KafkaSource, KafkaStartError, RejectionOf, ensure_topics
+from alarmd.dispatch.kafka import KafkaSource, KafkaStartError, RejectionOf, ensure_topics, read_recent
 from alarmd.dispatch.outbox import Outbox
 from alarmd.metrics import Metrics
 from alarmd.rules.engine import RuleEngine
@@ -278,11 +279,53 @@ class Correlation(PartitionedStage):
             restoring=restoring,
             share=TrafficShare(cluster.rebalance_check, metrics, clock),
         )
+        owner.recall = self._recall
 
     def _forget(self, partitions: set[int]) -> None:
         """Forget the event ids seen in these partitions: fetched again, their events are judged again."""
         if partitions:
             self.seen.forget(partitions)
+
+    async def _recall(self, partitions: set[int]) -> int:
+        """Read back the ids of the events the group judged lately in newly assigned partitions; how many.
+
+        The input before the committed offset, at most ``dedup_window`` old, read for at most
+        ``dedup_rebuild`` seconds: a copy of one of them that arrives after the hand-over (a
+        trap's second receiver, a collector's resend) is then a duplicate here too.
+        """
+        cluster = self.config.cluster
+        if not partitions or cluster.dedup_rebuild <= 0:
+            return 0
+        now = self.clock.now()
+
+        def take(partition: int, payload: bytes) -> None:
+            event_id = peek_id(payload)
+            if event_id is not None:
+                self.seen.check(event_id, now, partition)
+
+        try:
+            read, unfinished = await read_recent(
+                self.config.kafka,
+                self.topic,
+                self.group_id,
+                partitions,
+                since=time.time() - cluster.dedup_window,
+                take=take,
+                most=max(cluster.dedup_size // len(partitions), 1),
+                within=cluster.dedup_rebuild,
+            )
+        except (KafkaStartError, OSError) as exc:
+            log.warning("event_ids_not_rebuilt", partitions=sorted(partitions), error=str(exc))
+            return 0
+        self.metrics.ids_rebuilt.inc(read)
+        if unfinished:
+            log.warning(
+                "event_ids_not_rebuilt",
+                partitions=sorted(unfinished),
+                error=f"only the latest ids: not read back to dedup_window within {cluster.dedup_rebuild}s",
+                ids_rebuilt=read,
+            )
+        return read
 
     async def _on_event(self, payload: bytes, key: bytes | None) -> None:
         """Judge a sample, poll or event; return once the alarm changes it caused are stored.

@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
 
 from alarmd.alarms.lifecycle import AlarmBook
-from alarmd.cluster.changelog import Changelog, ChangelogStore
+from alarmd.cluster.changelog import Changelog, ChangelogStore, RuleStates
 from alarmd.cluster.codec import Keys
 from alarmd.config import KafkaConfig
 from alarmd.dispatch.kafka import KafkaSink, KafkaStartError, default_partition, read_compacted
@@ -29,8 +29,10 @@ class PartitionOwner:
     leave the book, the rule engine and the local store (no clear, no notice: their new
     owner carries them on); partitions newly owned are read back from the changelog (from
     the start to its end at that moment) and their faults, with their clocks and original
-    due times, are taken into the store, the book and the rule engine.  A clock that came
-    due meanwhile fires on the next tick.  :meth:`flush` writes the faults that changed;
+    due times, are taken into the store, the book and the rule engine, then the rule states
+    no fault holds (pending ``for``, clear hysteresis) into the rule engine; :attr:`recall`
+    reads back the event ids of their recent input meanwhile.  A clock that came due
+    meanwhile fires on the next tick.  :meth:`flush` writes the faults that changed;
     with ``writes=False`` it writes nothing, and the caller takes the changelog records
     (:class:`alarmd.cluster.transactions.PartitionCommitter`, in each partition's transaction).
     """
@@ -56,13 +58,20 @@ class PartitionOwner:
         self.owned: set[int] = set()
         #: False from a rebalance's revocation until the new assignment is restored: clocks wait meanwhile.
         self.settled = False
-        self.changelog = Changelog(store, self.home)
+        self.changelog = Changelog(store, self.home, RuleStates(engine, self.home_of))
         self.sink = KafkaSink(kafka) if writes else None
+        #: Reads back what else newly assigned partitions had beside the changelog (the event
+        #: ids their input carried lately), beside the changelog's read; how many ids.
+        self.recall: Callable[[set[int]], Awaitable[int]] | None = None
         self._lock = asyncio.Lock()
 
     def home(self, alarm: Alarm) -> int:
         """The events partition (and so the changelog partition) of a fault: that of its circuit's key."""
-        return default_partition(self._keys().of(alarm.labels), self.partitions)
+        return self.home_of(alarm.labels)
+
+    def home_of(self, labels: Mapping[str, str]) -> int:
+        """The events partition (and so the changelog partition) of a fault's or a series' labels."""
+        return default_partition(self._keys().of(labels), self.partitions)
 
     def clear_cache(self) -> int:
         """Empty the local store of open faults at start: the changelog rebuilds what is assigned."""
@@ -81,7 +90,8 @@ class PartitionOwner:
         async with self._lock:
             await self._write()  # what changed here before the rebalance goes out first
             gone = self._drop(lambda home: home not in keep)
-            found = await self._read(partitions - keep, stop)
+            came = partitions - keep
+            found, ids = await asyncio.gather(self._read(came, stop), self._recall(came))
             if found is None:
                 return
             now = self._now()
@@ -90,6 +100,7 @@ class PartitionOwner:
                 book.restore(alarm)
                 if alarm.state == "firing":
                     engine.restore(alarm.rule, alarm.fingerprint, alarm.labels, alarm.raised_at, now)
+            resumed = self.changelog.rules.restore(found, skipped) if self.changelog.rules else 0
             self.owned = set(partitions)
             self.settled = True
         seconds = time.monotonic() - started
@@ -104,6 +115,8 @@ class PartitionOwner:
             kept=sorted(keep),
             faults_restored=len(alarms),
             faults_dropped=gone,
+            rule_states_restored=resumed,
+            ids_rebuilt=ids,
             timers_due=len(self.store.due_timers(now)),
             seconds=round(seconds, 3),
         )
@@ -123,11 +136,16 @@ class PartitionOwner:
             book.drop(alarm.fingerprint)
             engine.drop(alarm.rule, alarm.fingerprint)
             self.changelog.forget(alarm.alarm_id)
+        if self.changelog.rules is not None:
+            self.changelog.rules.release(leaving)
         return len(gone)
 
     def revoking(self) -> None:
         """A rebalance began: what this instance owns may move, so its clocks wait for the new assignment."""
         self.settled = False
+
+    async def _recall(self, partitions: set[int]) -> int:
+        return await self.recall(partitions) if self.recall is not None and partitions else 0
 
     async def _read(self, partitions: set[int], stop: asyncio.Event) -> dict[int, dict[bytes, bytes]] | None:
         delay = max(self.kafka.retry_backoff, 0.05)

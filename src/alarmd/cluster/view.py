@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import structlog
 
-from alarmd.cluster.changelog import ChangelogError, decode
+from alarmd.cluster.changelog import ChangelogError, decode, is_fault
 from alarmd.config import KafkaConfig
 from alarmd.dispatch.kafka import KafkaStartError, ensure_topics, follow_compacted
 from alarmd.metrics import Metrics
@@ -116,6 +116,8 @@ class ClusterView:
     def _take_into(
         self, faults: dict[str, tuple[int, Alarm]], partition: int, alarm_id: str, value: bytes | None
     ) -> None:
+        if not is_fault(alarm_id.encode()):
+            return  # a rule state's record: it holds no fault
         if value is None:
             faults.pop(alarm_id, None)
             if self.on_close is not None:

@@ -1233,12 +1233,93 @@ async def read_compacted(
     return found
 
 
-async def _reader(config: KafkaConfig, name: str) -> Any:
-    """A started consumer outside any group that reads committed records only."""
+#: Records read back at a time by :func:`read_recent`, the newest first.
+RECENT_CHUNK = 5000
+
+
+async def read_recent(
+    config: KafkaConfig,
+    topic: str,
+    group_id: str,
+    partitions: set[int],
+    *,
+    since: float,
+    take: Callable[[int, bytes], None],
+    most: int,
+    within: float,
+    chunk: int = RECENT_CHUNK,
+) -> tuple[int, set[int]]:
+    """Hand ``take(partition, value)`` each record a group has consumed of its partitions since ``since``.
+
+    For each partition, what lies before the group's committed offset back to the first
+    record written at or after ``since`` (epoch seconds), at most ``most`` records, is read
+    in chunks of ``chunk`` records, the newest chunk first, so that a read cut short by
+    ``within`` seconds has the most recent records; what the group is yet to consume is not
+    read.  Only committed records are read.  Returns how many were handed over and the
+    partitions not read back all the way in time.  Raises ``KafkaStartError`` if the brokers
+    cannot be reached or refuse.
+    """
+    if not partitions:
+        return 0, set()
+    consumer = await _reader(config, "recent", group_id)
+    read = 0
+
+    def counted(partition: int, value: bytes) -> None:
+        nonlocal read
+        read += 1
+        take(partition, value)
+
+    wanted = [TopicPartition(topic, p) for p in sorted(partitions)]
+    left: set[Any] = set(wanted)  # not read back all the way (yet)
+    #: each partition's first offset to read, and the chunk being read: [first, chunk start, chunk end)
+    spans: dict[Any, tuple[int, int, int]] = {}
+    try:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(within):
+                consumer.assign(wanted)
+                committed = {tp: await consumer.committed(tp) for tp in wanted}
+                starts = await consumer.offsets_for_times({tp: int(since * 1000) for tp in wanted})
+                for tp in wanted:
+                    end, found = committed[tp], starts.get(tp)
+                    if end is None or found is None or found.offset >= end:
+                        left.discard(tp)  # nothing consumed since ``since``
+                    else:
+                        spans[tp] = (max(found.offset, end - most), end, end)
+                while left:
+                    for tp in left:  # the next chunk back
+                        first, start, _ = spans[tp]
+                        spans[tp] = (first, max(first, start - chunk), start)
+                        consumer.seek(tp, spans[tp][1])
+                    await _read_to(consumer, {tp: spans[tp][2] for tp in left}, counted)
+                    left = {tp for tp in left if spans[tp][1] > spans[tp][0]}
+    except KafkaError as exc:
+        raise KafkaStartError("unavailable", f"{topic}: reading recent input: {exc}") from None
+    finally:
+        with contextlib.suppress(KafkaError, OSError):
+            await consumer.stop()
+    return read, {tp.partition for tp in left}
+
+
+async def _read_to(consumer: Any, ends: dict[Any, int], take: Callable[[int, bytes], None]) -> None:
+    """Read each partition from its position up to its end offset: ``take`` each record's value."""
+    reading = set(ends)
+    while reading:
+        batch = await consumer.getmany(*reading, timeout_ms=200, max_records=1000)
+        for tp, records in batch.items():
+            for record in records:
+                if record.offset < ends[tp] and record.value is not None:
+                    take(tp.partition, record.value)
+        for tp in list(reading):
+            if await consumer.position(tp) >= ends[tp]:
+                reading.discard(tp)
+
+
+async def _reader(config: KafkaConfig, name: str, group_id: str | None = None) -> Any:
+    """A started consumer that reads committed records only; ``group_id`` only to read the group's offsets."""
     consumer = AIOKafkaConsumer(
         **client_options(config),
         client_id=f"{config.client_id}-{name}",
-        group_id=None,
+        group_id=group_id,
         enable_auto_commit=False,
         isolation_level="read_committed",
     )

@@ -37,6 +37,16 @@ class _State:
     rendered: tuple[Rule, dict[str, str]] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class HeldState:
+    """A metric rule's series state no fault holds: pending under ``for``, or its alarm's clear hysteresis."""
+
+    labels: Mapping[str, str]
+    active_since: float
+    firing: bool
+    clear_since: float | None
+
+
 def event_labels(event: Event) -> dict[str, str]:
     """An event's labels with ``source`` and ``kind`` added, as event rules match them."""
     return {"source": event.source, "kind": event.kind, **event.labels}
@@ -153,6 +163,9 @@ class RuleEngine:
             if r.kind == "baseline"
         }
         self._state: dict[tuple[str, str], _State] = {}
+        self._metric_rules = {r.name for r in self.rules if r.kind in ("metric", "baseline")}
+        #: Keys whose :meth:`held` state changed meaning, once :meth:`watch` was called (else None).
+        self._noted: set[tuple[str, str]] | None = None
 
     # ------------------------------------------------------------------ samples
 
@@ -211,25 +224,32 @@ class RuleEngine:
         state = self._state.get(key)
         if state is None or not state.firing:
             if not rule.breaches(value):
-                self._state.pop(key, None)
+                if self._state.pop(key, None) is not None:
+                    self._note(key)  # pending ended without firing
                 return None
             if state is None:
                 labels = {**sample.labels, **rule.labels, "alertname": rule.name}
                 state = self._state[key] = _State(sample.at, labels)
+                self._note(key)  # pending began
             if sample.at - state.active_since < rule.for_seconds:
                 return None
             state.firing = True
+            self._note(key)  # the fault carries it from here
             if rule.name in self._polled_by:
                 self._polled_alarms[self._line(rule.name, sample.labels)] = key
             return self._transition("firing", rule, state, value=value, at=sample.at, fp=key[1])
         if not rule.cleared(value):
+            if state.clear_since is not None:
+                self._note(key)  # the clear hysteresis starts over
             state.clear_since = None
             return None
         if state.clear_since is None:
             state.clear_since = sample.at
+            self._note(key)  # the clear hysteresis began
         if sample.at - state.clear_since < rule.keep_firing_for:
             return None
         del self._state[key]
+        self._note(key)
         if rule.name in self._polled_by:
             self._polled_alarms.pop(self._line(rule.name, sample.labels), None)
         return self._transition("resolved", rule, state, value=value, at=sample.at, fp=key[1])
@@ -328,6 +348,9 @@ class RuleEngine:
         names = {r.name for r in self.rules}
         kept = {k: v for k, v in old._state.items() if k[0] in names}
         self._state.update(kept)
+        if old._noted is not None:
+            self._noted = old._noted
+            self._noted.update(k for k in old._state if k[0] not in names)
         self._polled_alarms.update(
             (line, key)
             for line, key in old._polled_alarms.items()
@@ -340,10 +363,59 @@ class RuleEngine:
 
     def forget(self, gone: Callable[[str, str, Mapping[str, str]], bool]) -> int:
         """Drop the pending and firing state ``gone(rule, fingerprint, labels)`` picks; return how many."""
+        keys = self.release(gone)
+        if self._noted is not None:
+            self._noted.update(keys)
+        return len(keys)
+
+    def release(self, gone: Callable[[str, str, Mapping[str, str]], bool]) -> list[tuple[str, str]]:
+        """Drop the state ``gone`` picks without noting it (another instance carries it on); its keys."""
         keys = [k for k, state in self._state.items() if gone(k[0], k[1], state.labels)]
         for key in keys:
             del self._state[key]
-        return len(keys)
+            if self._noted is not None:
+                self._noted.discard(key)
+        return keys
+
+    def _note(self, key: tuple[str, str]) -> None:
+        if self._noted is not None:
+            self._noted.add(key)
+
+    def watch(self) -> set[tuple[str, str]]:
+        """The keys whose :meth:`held` state changed meaning since the caller last emptied this set.
+
+        Noting starts with the first call (``--role all`` never makes it): a pending state
+        begins or ends, a firing alarm's state passes to its fault, a clear hysteresis
+        begins, starts over or ends; a sample that changes none of these notes nothing.
+        """
+        if self._noted is None:
+            self._noted = set()
+        return self._noted
+
+    def held(self, rule: str, fingerprint: str) -> HeldState | None:
+        """A metric rule's pending state, or a firing alarm's running clear hysteresis; None if neither."""
+        state = self._state.get((rule, fingerprint))
+        if state is None or state.event or (state.firing and state.clear_since is None):
+            return None
+        return HeldState(state.labels, state.active_since, state.firing, state.clear_since)
+
+    def resume(self, rule: str, fingerprint: str, held: HeldState) -> bool:
+        """Take back a :meth:`held` state kept elsewhere, its clocks unchanged; False if it does not apply.
+
+        A pending state continues its ``for`` from its own ``active_since``; a clear
+        hysteresis applies only to its alarm, firing here already (restored from its fault).
+        """
+        key = (rule, fingerprint)
+        if held.firing:
+            state = self._state.get(key)
+            if state is None or not state.firing or state.event:
+                return False
+            state.clear_since = held.clear_since
+            return True
+        if rule not in self._metric_rules:
+            return False
+        self._state[key] = _State(held.active_since, dict(held.labels))
+        return True
 
     def restore(
         self, rule: str, fingerprint: str, labels: Mapping[str, str], since: float, now: float
