@@ -452,10 +452,18 @@ class KafkaTransactions:
         group_id: str,
     ) -> None:
         await producer.begin_transaction()
-        futures = [
-            await producer.send(topic, value=value, key=key, partition=partition, headers=list(headers))
-            for topic, partition, key, value, headers in records
-        ]
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            for topic, partition, key, value, headers in records:
+                futures.append(
+                    await producer.send(
+                        topic, value=value, key=key, partition=partition, headers=list(headers)
+                    )
+                )
+        except BaseException:  # fenced or timed out halfway: the outcomes of what went are not asked
+            for future in futures:
+                future.add_done_callback(_outcome_unasked)
+            raise
         for result in await asyncio.gather(*futures, return_exceptions=True):  # every outcome retrieved
             if isinstance(result, BaseException):
                 raise result
