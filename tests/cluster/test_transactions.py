@@ -128,6 +128,8 @@ async def test_a_fenced_partition_drops_its_output_and_commits_nothing_more(harn
     assert harness.fenced == [0]
     assert harness.count("fenced") == 1
     assert harness.committer.lost == {0}
+    # fenced by a transaction's timeout there is no newer owner: the group says who owns it now
+    assert harness.rejoins == 1
     assert harness.transactions(1) == [(["workorders", "events.changelog"], {("events", 1): 7})]
     assert harness.outbox.depth() == 0  # partition 0's work order dropped: its new owner judges again
 
@@ -246,3 +248,21 @@ async def test_a_partition_kept_across_a_missed_generation_is_released_and_claim
     assert await harness.committer.commit()
     assert harness.producers["corr.events-0"].committed == [], "its output and offset were dropped"
     assert harness.transactions(1) == [(["workorders", "events.changelog"], {("events", 1): 7})]
+
+
+async def test_a_partition_fenced_with_no_newer_owner_is_taken_again_when_the_group_gives_it_back(
+    harness: Harness,
+) -> None:
+    harness.raise_fault("A1", "cpe-01")
+    harness.committer.note({0: 42})
+    harness.producers["corr.events-0"].fenced = True  # the coordinator timed the transaction out
+    assert not await harness.committer.commit()
+    assert harness.rejoins == 1
+
+    fenced = harness.producers.pop("corr.events-0")
+    assert await harness.committer.claim({0, 1}, asyncio.Event())  # the rebalance gives it back here
+    assert harness.producers["corr.events-0"] is not fenced, "a fresh producer took the id again"
+    harness.raise_fault("A2", "cpe-01")  # judged afresh from the committed offset
+    harness.committer.note({0: 42})
+    assert await harness.committer.commit()
+    assert harness.transactions(0) == [(["workorders", "events.changelog"], {("events", 0): 42})]

@@ -310,6 +310,18 @@ class PartitionCommitter:
         except FencedError as exc:
             self._fenced(partition, staged, str(exc))
             await producer.stop()
+            if self._settled():
+                # The coordinator also fences a transaction that outlived its timeout (a broker
+                # restarting under it): then no newer owner exists, and the partition, assigned
+                # here still, would wait for some later rebalance.  The group's next assignment
+                # gives it out again either way.
+                log.info(
+                    "rejoin_requested",
+                    group=self.label,
+                    partition=partition,
+                    detail="fenced: the group's next assignment says who owns the partition",
+                )
+                self._rejoin()
             return False
         except SinkError as exc:
             self.changelog.put_back(staged.changelog)
