@@ -146,10 +146,10 @@ def major(version: str = KAFKA_VERSION) -> int:
         ) from None
 
 
-def _log_config(state_dir: Path, name: str, log: Path) -> str:
+def _log_config(state_dir: Path, name: str, log: Path, version: str = KAFKA_VERSION) -> str:
     """Write the logging config ``name`` (log4j 1 for 3.x, log4j2 for 4.x) sending WARN and up
     (and the broker's start line) to ``log``; the JVM flag that points the broker at it."""
-    if major() >= 4:
+    if major(version) >= 4:
         path = state_dir / f"{name}.log4j2.properties"
         path.write_text(LOG4J2.format(log=log))
         return f"-Dlog4j2.configurationFile=file:{path}"
@@ -163,14 +163,14 @@ def _config_command() -> str:
     return "org.apache.kafka.tools.ConfigCommand" if major() >= 4 else "kafka.admin.ConfigCommand"
 
 
-def lib_dir() -> Path:
+def lib_dir(version: str = KAFKA_VERSION) -> Path:
     """Where the broker's jars live once resolved."""
-    return cache_dir() / "kafka" / KAFKA_VERSION / "lib"
+    return cache_dir() / "kafka" / version / "lib"
 
 
-def resolve() -> Path:
-    """Resolve the broker and its runtime dependencies from Maven Central (once)."""
-    lib = lib_dir()
+def resolve(version: str = KAFKA_VERSION) -> Path:
+    """Resolve the broker (``version``) and its runtime dependencies from Maven Central (once)."""
+    lib = lib_dir(version)
     marker = lib / ".complete"
     if marker.exists():
         return lib
@@ -180,11 +180,11 @@ def resolve() -> Path:
     lib.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         pom = Path(tmp) / "pom.xml"
-        logging = POM_LOG4J2 if major() >= 4 else POM_LOG4J1
+        logging = POM_LOG4J2 if major(version) >= 4 else POM_LOG4J1
         pom.write_text(
             POM.format(
-                kafka=KAFKA_VERSION,
-                logging=logging.format(kafka=KAFKA_VERSION, slf4j=SLF4J_VERSION, log4j2=LOG4J2_SLF4J_VERSION),
+                kafka=version,
+                logging=logging.format(kafka=version, slf4j=SLF4J_VERSION, log4j2=LOG4J2_SLF4J_VERSION),
             )
         )
         cmd = [
@@ -201,12 +201,12 @@ def resolve() -> Path:
         if proc.returncode != 0:
             out = (proc.stdout + proc.stderr).strip().splitlines()[-30:]
             raise PeerError(
-                f"resolving kafka_2.13:{KAFKA_VERSION} with Maven failed "
+                f"resolving kafka_2.13:{version} with Maven failed "
                 f"(exit {proc.returncode}):\n" + "\n".join(out)
             )
-    if not any(lib.glob(f"kafka_2.13-{KAFKA_VERSION}.jar")):
-        raise PeerError(f"Maven finished but kafka_2.13-{KAFKA_VERSION}.jar is not in {lib}")
-    marker.write_text(KAFKA_VERSION + "\n")
+    if not any(lib.glob(f"kafka_2.13-{version}.jar")):
+        raise PeerError(f"Maven finished but kafka_2.13-{version}.jar is not in {lib}")
+    marker.write_text(version + "\n")
     return lib
 
 
@@ -612,10 +612,16 @@ def start_cluster(
         raise
 
 
-def restart(state_dir: Path, timeout: float = 120.0, *, with_parent: bool = False) -> Broker:
-    """Start again a broker that ran in ``state_dir``: same ports and data (``with_parent``: as ``start``)."""
+def restart(
+    state_dir: Path, timeout: float = 120.0, *, with_parent: bool = False, version: str = KAFKA_VERSION
+) -> Broker:
+    """Start again a broker that ran in ``state_dir``: same ports and data (``with_parent``: as ``start``).
+
+    ``version`` another release than the one it ran is a rolling upgrade (or downgrade) of that node.
+    """
     bootstrap = (state_dir / "bootstrap").read_text().strip()
-    base = [_java(), _log_config(state_dir, "log4j", state_dir / "server.log"), "-cp", f"{resolve()}/*"]
+    log_flag = _log_config(state_dir, "log4j", state_dir / "server.log", version)
+    base = [_java(), log_flag, "-cp", f"{resolve(version)}/*"]
     return _launch(state_dir, base, int(bootstrap.rsplit(":", 1)[1]), timeout, with_parent)
 
 

@@ -17,7 +17,10 @@ transaction coordinator of the correlators' first transactional id killed, then 
 coordinator's, or the events leader's if that is the same), ``rolling`` (each machine
 SIGTERMed and restarted in turn), ``cold`` (after one machine, the others started one by one
 while traffic flows) and ``receiver`` (one trap receiver dead for a while); ``single`` runs
-the reference load on one machine to compare CPU.
+the reference load on one machine to compare CPU.  ``upgrade``, run only when asked for (it
+leaves the cluster on the new release, so it goes last), is a rolling upgrade of the brokers
+while traffic flows: each stopped (SIGTERM) and started on ``Plan.upgrade_to`` in turn, the
+next once every partition of the events topic is fully in sync again.
 
 ``python -m tests.chaos.scaleout [--quick]`` prints a table and writes
 tests/artifacts/scaleout-summary.json.  Everything it starts dies with it (SIGTERM, Ctrl-C):
@@ -75,6 +78,7 @@ ESCALATION_SLACK = 30.0  # an escalation later than due + this is late
 LAYOUT: dict[str, tuple[str, ...]] = {"m1": ("north",), "m2": ("north", "south"), "m3": ("south",)}
 SINGLE: dict[str, tuple[str, ...]] = {"m1": ("north", "south")}
 FAULT_PHASES = ("kill", "sigstop", "brokers", "rolling", "cold", "receiver")
+ON_REQUEST = ("upgrade",)  # phases not in the default run
 
 #: The profile the agents are polled with: each interface's ifOperStatus, named by ifName.
 PROFILE = """\
@@ -121,6 +125,7 @@ class Plan:
     inventory_partitions: int = 12
     layout: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(LAYOUT))
     phases: tuple[str, ...] = ("reference", "single", *FAULT_PHASES)
+    upgrade_to: str = "4.4.0"  # the Kafka release the ``upgrade`` phase moves the brokers to
 
 
 QUICK = Plan(
@@ -787,6 +792,32 @@ async def kill_brokers(phase: Phase, recorder: Recorder) -> None:
         await asyncio.sleep(4)
 
 
+async def upgrade_brokers(phase: Phase, recorder: Recorder) -> None:
+    """Rolling upgrade: each broker stopped, started on ``plan.upgrade_to``; the next once all is in sync."""
+    import kafka_local  # noqa: PLC0415 - tools/ is on the path once the cluster runs
+
+    await asyncio.sleep(phase.plan.seconds * 0.15)
+    events = f"{phase.prefix}.events"
+    for i, directory in enumerate(phase.broker_dirs):
+        node = Path(directory)
+        moment = time.time()
+        await asyncio.to_thread(kafka_local.stop, node)
+        phase.kills.append({"signal": f"broker SIGTERM (upgrade to {phase.plan.upgrade_to})",
+                            "member": f"node-{i + 1}", "role": "broker", "at": moment})  # fmt: skip
+        await asyncio.to_thread(kafka_local.restart, node, version=phase.plan.upgrade_to)
+        started = time.time()
+        for _ in range(120):  # bounded: a minute for the restarted broker's replicas to catch up
+            with contextlib.suppress(Exception):
+                (described,) = await recorder.admin.describe_topics([events])
+                if all(len(p["isr"]) == len(p["replicas"]) for p in described["partitions"]):
+                    break
+            await asyncio.sleep(0.5)
+        phase.notes.append(
+            f"node-{i + 1}: down {started - moment:.1f} s, on {phase.plan.upgrade_to} and in sync "
+            f"{time.time() - started:.1f} s later"
+        )
+
+
 async def rolling_restart(phase: Phase, recorder: Recorder) -> None:
     """SIGTERM every machine's processes in turn, each restarted once the next can go."""
     await asyncio.sleep(phase.plan.seconds * 0.15)
@@ -828,6 +859,7 @@ FAULTS: dict[str, Callable[[Phase, Recorder], Awaitable[None]]] = {
     "sigstop": stop_continue,
     "brokers": kill_brokers,
     "rolling": rolling_restart,
+    "upgrade": upgrade_brokers,
     "cold": cold_start,
     "receiver": receiver_dead,
 }
@@ -1145,7 +1177,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("cmd", nargs="?", default="run", choices=["run", "send"])
     parser.add_argument("spec", nargs="?", help="for send: the plan and receivers, JSON")
     parser.add_argument("--quick", action="store_true", help="the short plan of the test suite")
-    parser.add_argument("--phases", help="comma-separated subset of phases (default: all)")
+    parser.add_argument(
+        "--phases",
+        help=f"comma-separated phases (default: all but {', '.join(ON_REQUEST)}, which runs last when named)",
+    )
+    parser.add_argument(
+        "--upgrade-to", help=f"the Kafka release of the upgrade phase (default {Plan.upgrade_to})"
+    )
     parser.add_argument("--kills", type=int, help="SIGKILLs in the kill phase (default 20)")
     parser.add_argument("--keep", type=Path, help="keep configs and logs in this directory")
     args = parser.parse_args(argv)
@@ -1156,7 +1194,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     plan = QUICK if args.quick else Plan()
     if args.phases:
-        plan = dataclasses.replace(plan, phases=tuple(args.phases.split(",")))
+        named = args.phases.split(",")
+        last = [p for p in named if p in ON_REQUEST]  # it leaves the cluster upgraded
+        plan = dataclasses.replace(plan, phases=(*(p for p in named if p not in ON_REQUEST), *last))
+    if args.upgrade_to:
+        plan = dataclasses.replace(plan, upgrade_to=args.upgrade_to)
     if args.kills is not None:
         plan = dataclasses.replace(plan, kills=args.kills)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM unwinds like Ctrl-C: all stops
