@@ -258,3 +258,52 @@ def test_the_shipped_fluctuation_warning_keeps_history_for_customer_lines_only()
     for minute in range(30):
         engine.evaluate(util(20.0, 1_700_000_000.0 + 60 * minute), on_circuit=True)
     assert engine.baseline_series == 1
+
+
+RULE = "groups:\n  - name: g\n    rules:\n      - alert: X\n        expr: m > 80\n        for: 10s\n"
+TWO = RULE + "      - alert: X\n        expr: m > 95\n        labels: {severity: critical}\n"
+
+
+def engine_of(path: Path, body: str) -> RuleEngine:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(body)
+    return RuleEngine(compile_docs([read_yaml(path)]))
+
+
+def test_an_alarm_keeps_its_identity_when_its_rule_moves_in_its_file_or_the_file_moves(
+    tmp_path: Path,
+) -> None:
+    series = {"device": "cpe-01", "interface": "Gi0"}
+    before = engine_of(tmp_path / "a" / "r.yml", RULE)
+    (fired,) = [*before.evaluate(Sample("m", series, 90, 0)), *before.evaluate(Sample("m", series, 90, 10))]
+    moved = engine_of(tmp_path / "b" / "rules.yml", "# a comment line shifts every rule down\n" + RULE)
+    (again,) = [*moved.evaluate(Sample("m", series, 90, 0)), *moved.evaluate(Sample("m", series, 90, 10))]
+    assert again.fingerprint == fired.fingerprint
+
+    moved.adopt(before)  # a reload after the edit: the firing alarm goes on, and resolves
+    reloaded = engine_of(tmp_path / "b" / "rules.yml", "# a comment line shifts every rule down\n" + RULE)
+    reloaded.adopt(before)
+    assert reloaded.evaluate(Sample("m", series, 95, 20)) == [], "no second alarm for the same breach"
+    (resolved,) = reloaded.evaluate(Sample("m", series, 10, 30))
+    assert (resolved.kind, resolved.fingerprint) == ("resolved", fired.fingerprint)
+
+
+def test_two_rules_of_one_alert_on_one_series_are_two_alarms(tmp_path: Path) -> None:
+    engine = engine_of(tmp_path / "r.yml", TWO)
+    series = {"device": "cpe-01"}
+    fired = [*engine.evaluate(Sample("m", series, 99, 0)), *engine.evaluate(Sample("m", series, 99, 10))]
+    assert [t.labels["severity"] for t in fired] == ["critical", "major"]
+    assert len({t.fingerprint for t in fired}) == 2
+
+
+def test_an_alarm_restored_under_a_fingerprint_of_an_earlier_version_resolves_by_its_samples(
+    tmp_path: Path,
+) -> None:
+    engine = engine_of(tmp_path / "r.yml", RULE)
+    series = {"device": "cpe-01", "interface": "Gi0"}
+    labels = {**series, "alarm_class": "data_anomaly", "severity": "major", "alertname": "X"}
+    engine.restore("X", "0123456789abcdef", labels, since=0, now=100)  # the file's path and line named it
+    assert engine.evaluate(Sample("m", series, 90, 110)) == [], "the restored alarm goes on"
+    (resolved,) = engine.evaluate(Sample("m", series, 10, 120))
+    assert (resolved.kind, resolved.fingerprint) == ("resolved", "0123456789abcdef")
+    assert engine.firing == 0

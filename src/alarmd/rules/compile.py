@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import operator
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
@@ -57,6 +59,10 @@ class Rule:
     polled: str = ""
     baseline: BaselineConfig | None = None
     circuits_only: bool = False
+    #: What tells a metric or baseline rule's alarms from those of the alert's other rules on the
+    #: same series: its metric and labels (then its rank among rules that share both), never its
+    #: file or line, so that an alarm keeps its identity when its rule moves (see :func:`compile_docs`).
+    identity: str = ""
 
     def breaches(self, value: float) -> bool:
         """Whether a value breaks the rule's threshold."""
@@ -235,6 +241,21 @@ def compile_doc(doc: YamlDoc) -> list[Rule]:
     return rules
 
 
+def _identified(rules: list[Rule]) -> list[Rule]:
+    """Each metric and baseline rule with its :attr:`Rule.identity`, in load order."""
+    ranks: Counter[tuple[str, str]] = Counter()
+    out = []
+    for rule in rules:
+        if rule.kind == "event":
+            out.append(rule)
+            continue
+        base = json.dumps([rule.metric, sorted(rule.labels.items())], separators=(",", ":"))
+        rank = ranks[(rule.name, base)]
+        ranks[(rule.name, base)] += 1
+        out.append(replace(rule, identity=base if not rank else f"{base}#{rank}"))
+    return out
+
+
 def compile_docs(docs: Iterable[YamlDoc]) -> list[Rule]:
     """Compile several rule files; one alert name may have several rules, but never two identical ones."""
     rules: list[Rule] = []
@@ -255,4 +276,4 @@ def compile_docs(docs: Iterable[YamlDoc]) -> list[Rule]:
             rules.append(rule)
     if problems:
         raise ConfigError("\n".join(problems))
-    return rules
+    return _identified(rules)

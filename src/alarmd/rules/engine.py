@@ -158,11 +158,14 @@ class RuleEngine:
             if rule.kind in ("metric", "baseline"):
                 self._by_metric[rule.metric].append(rule)
         self._baselines = {
-            r.source: RobustBaseline(r.baseline or BaselineConfig())
+            (r.name, r.identity or r.source): RobustBaseline(r.baseline or BaselineConfig())
             for r in self.rules
             if r.kind == "baseline"
         }
         self._state: dict[tuple[str, str], _State] = {}
+        #: A series' key -> the key of the alarm restored for it under another fingerprint (one an
+        #: earlier version gave it, from its rule's file and line): its samples go on with it.
+        self._aliases: dict[tuple[str, str], tuple[str, str]] = {}
         self._metric_rules = {r.name for r in self.rules if r.kind in ("metric", "baseline")}
         #: Keys whose :meth:`held` state changed meaning, once :meth:`watch` was called (else None).
         self._noted: set[tuple[str, str]] | None = None
@@ -185,7 +188,9 @@ class RuleEngine:
             value = sample.value
             if rule.kind == "baseline":
                 key = fingerprint(sample.labels)
-                score = self._baselines[rule.source].observe(key, sample.value, sample.at)
+                score = self._baselines[(rule.name, rule.identity or rule.source)].observe(
+                    key, sample.value, sample.at
+                )
                 if score is None:
                     continue
                 value = abs(score)
@@ -220,7 +225,8 @@ class RuleEngine:
         return held
 
     def _metric(self, rule: Rule, sample: Sample, value: float) -> AlarmTransition | None:
-        key = (rule.name, fingerprint({**sample.labels, "__rule__": rule.source}))
+        series = (rule.name, _series_fingerprint(rule, sample.labels))
+        key = self._aliases.get(series, series)
         state = self._state.get(key)
         if state is None or not state.firing:
             if not rule.breaches(value):
@@ -249,6 +255,7 @@ class RuleEngine:
         if sample.at - state.clear_since < rule.keep_firing_for:
             return None
         del self._state[key]
+        self._aliases.pop(series, None)
         self._note(key)
         if rule.name in self._polled_by:
             self._polled_alarms.pop(self._line(rule.name, sample.labels), None)
@@ -348,6 +355,7 @@ class RuleEngine:
         names = {r.name for r in self.rules}
         kept = {k: v for k, v in old._state.items() if k[0] in names}
         self._state.update(kept)
+        self._aliases.update((k, v) for k, v in old._aliases.items() if v in kept)
         if old._noted is not None:
             self._noted = old._noted
             self._noted.update(k for k in old._state if k[0] not in names)
@@ -356,9 +364,9 @@ class RuleEngine:
             for line, key in old._polled_alarms.items()
             if key in kept and line[0] in self._polled_by
         )
-        for source, baseline in old._baselines.items():
-            if source in self._baselines:
-                self._baselines[source] = baseline
+        for rule_key, baseline in old._baselines.items():
+            if rule_key in self._baselines:
+                self._baselines[rule_key] = baseline
         return len(kept)
 
     def forget(self, gone: Callable[[str, str, Mapping[str, str]], bool]) -> int:
@@ -375,7 +383,12 @@ class RuleEngine:
             del self._state[key]
             if self._noted is not None:
                 self._noted.discard(key)
+        self._unalias(set(keys))
         return keys
+
+    def _unalias(self, keys: set[tuple[str, str]]) -> None:
+        for series in [s for s, key in self._aliases.items() if key in keys]:
+            del self._aliases[series]
 
     def _note(self, key: tuple[str, str]) -> None:
         if self._noted is not None:
@@ -420,15 +433,30 @@ class RuleEngine:
     def restore(
         self, rule: str, fingerprint: str, labels: Mapping[str, str], since: float, now: float
     ) -> None:
-        """Mark an alarm restored from the store as firing, so the next input continues it."""
+        """Mark an alarm restored from the store as firing, so the next input continues it.
+
+        A metric alarm stored under another fingerprint than its series gives now (an earlier
+        version named its rule by file and line) is continued by that series' samples all the same.
+        """
         event = any(r.name == rule and _event_fingerprint(r, labels) == fingerprint for r in self._events)
-        self._state[(rule, fingerprint)] = _State(
-            since, dict(labels), firing=True, last_seen=now, event=event
-        )
+        key = (rule, fingerprint)
+        self._state[key] = _State(since, dict(labels), firing=True, last_seen=now, event=event)
+        if event:
+            return
+        for candidate in self.rules:
+            if candidate.name != rule or candidate.kind == "event":
+                continue
+            if any(labels.get(k) != v for k, v in candidate.labels.items()):
+                continue
+            series = {k: v for k, v in labels.items() if k != "alertname" and k not in candidate.labels}
+            now_key = (rule, _series_fingerprint(candidate, series))
+            if now_key != key and now_key not in self._state:
+                self._aliases[now_key] = key
 
     def drop(self, rule: str, fingerprint: str) -> None:
         """Forget an alarm's rule state without a transition (another instance owns it now)."""
         self._state.pop((rule, fingerprint), None)
+        self._unalias({(rule, fingerprint)})
 
     @property
     def baseline_series(self) -> int:
@@ -448,6 +476,11 @@ class RuleEngine:
     def firing_alarms(self) -> list[tuple[str, Mapping[str, str], str]]:
         """Every firing alarm as (alert name, labels, fingerprint), for rule tests and diagnostics."""
         return [(k[0], dict(s.labels), k[1]) for k, s in self._state.items() if s.firing]
+
+
+def _series_fingerprint(rule: Rule, labels: Mapping[str, str]) -> str:
+    """A metric or baseline rule's alarm on a series: fingerprint of its labels and the rule's identity."""
+    return fingerprint({**labels, "__rule__": rule.identity or rule.source})
 
 
 def _annotations(rule: Rule, state: _State, value: float) -> dict[str, str]:
