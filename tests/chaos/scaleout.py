@@ -804,6 +804,7 @@ async def upgrade_brokers(phase: Phase, recorder: Recorder) -> None:
         await asyncio.to_thread(kafka_local.stop, node)
         phase.kills.append({"signal": f"broker SIGTERM (upgrade to {phase.plan.upgrade_to})",
                             "member": f"node-{i + 1}", "role": "broker", "at": moment})  # fmt: skip
+        stopped = time.time()
         await asyncio.to_thread(kafka_local.restart, node, version=phase.plan.upgrade_to)
         started = time.time()
         for _ in range(120):  # bounded: a minute for the restarted broker's replicas to catch up
@@ -813,8 +814,8 @@ async def upgrade_brokers(phase: Phase, recorder: Recorder) -> None:
                     break
             await asyncio.sleep(0.5)
         phase.notes.append(
-            f"node-{i + 1}: down {started - moment:.1f} s, on {phase.plan.upgrade_to} and in sync "
-            f"{time.time() - started:.1f} s later"
+            f"node-{i + 1}: stopped in {stopped - moment:.1f} s, answering on {phase.plan.upgrade_to} "
+            f"{started - stopped:.1f} s later, every replica in sync {time.time() - started:.1f} s after that"
         )
 
 
