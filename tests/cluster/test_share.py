@@ -230,3 +230,14 @@ def test_a_probe_is_asked_once_and_never_for_members_of_an_earlier_version() -> 
     share.assigned(again["a"])
     assert share.unheard() == [], "no probe after a probe"
     assert not share.request_if_better(lambda: None)
+
+
+def test_a_dead_members_partitions_keep_the_ratio_last_heard_and_ask_for_no_probe() -> None:
+    share = TrafficShare(60.0, Metrics(), FakeClock())
+    share.balance(EIGHT, BY_KIND, TOLD)
+    share.rates = measured(MESSAGES)
+    after = share.balance(EIGHT, {"b": BY_KIND["b"], "c": set()}, {"b": TOLD["b"], "c": {}})  # 'a' was killed
+    share.assigned(after["b"])
+    assert share.known() == heard(TOLD, BY_KIND), "the polls' partitions still weigh 50 events a message"
+    assert share.unheard() == []
+    assert share.rates.deviation(after, share.known()) < 0.05, "the polls are shared out by their events"

@@ -209,7 +209,7 @@ class TrafficShare:
         self._made: dict[str, set[int]] | None = None
         self._fresh = False
         self._partitions: list[int] = []
-        self._told: dict[int, float] = {}  # events per message as told at the last assignment made here
+        self._told: dict[int, float] = {}  # events per message as told at the assignments made here
         self._telling: set[str] = set()  # the members that told ratios then (not those of earlier versions)
         self._own: set[int] = set()
         self._probing = self._probed = False
@@ -231,7 +231,8 @@ class TrafficShare:
         ``told``: the ratios the members told (members of an earlier version tell none).
         """
         told = told or {}
-        self._told, self._telling = heard(told, held), set(told)
+        # a partition whose members told nothing (its owner died) keeps the ratio last heard here
+        self._told, self._telling = self._told | heard(told, held), set(told)
         self._probed, self._probing = self._probing, False
         shares = assign(self.rates.weights(partitions, self._told), held)
         self._partitions = list(partitions)
@@ -254,7 +255,7 @@ class TrafficShare:
             self._made = None
 
     def known(self) -> dict[int, float]:
-        """Events per message as the leader knows them: as told at its last assignment, its own as now."""
+        """Events per message as the leader knows them: as told at its assignments, its own as now."""
         own = self.ratios.ratios()
         return self._told | {p: r for p, r in own.items() if p in self._own}
 
