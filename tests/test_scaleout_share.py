@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,40 +94,50 @@ def correlators(root: Path, bootstrap: str, topic: str, check: float) -> list[Da
     return pair
 
 
-async def test_the_leader_evens_a_skewed_share_after_one_check(kafka_bootstrap: str, tmp_path: Path) -> None:
+Traffic = tuple[dict[int, int], dict[int, int], set[int]]
+"""Messages/s by partition, samples per poll of the partitions of polls, and the heavy partitions."""
+
+
+async def evened(
+    bootstrap: str, root: Path, check: float, traffic: Callable[[set[int]], Traffic]
+) -> dict[str, Any]:
+    """Two correlators get ``traffic(first's partitions)``, heavy on the first; the share evens out.
+
+    Whatever the traffic: under the first assignment one correlator judges most events; after
+    one check the leader asks once for a rebalance, each correlator then holds one heavy
+    partition and judges about half the events, and nothing more is asked.  Returns the request.
+    """
     topic = f"share-{uuid.uuid4().hex[:8]}"
-    pair = correlators(tmp_path, kafka_bootstrap, topic, CHECK)
+    pair = correlators(root, bootstrap, topic, check)
     stop = asyncio.Event()
     sending: asyncio.Task[int] | None = None
     try:
         await start_with_one_partition_each(pair, each=2)
-        first = last_assignment(pair[0])
-        rates = {p: HOT if p in first["partitions"] else COLD for p in range(4)}  # both hot ones on one
-        sending = asyncio.create_task(produce(kafka_bootstrap, topic, rates, stop))
-        await until(lambda: any(judged(d) > 0 for d in pair), 20, "traffic judged")
+        rates, polls, heavy = traffic(set(last_assignment(pair[0])["partitions"]))
+        sending = asyncio.create_task(produce(bootstrap, topic, rates, stop, polls))
+        await until(lambda: all(judged(d) > 0 for d in pair), 20, "traffic judged")
         before = {d.dir.name: judged(d) for d in pair}
-        await asyncio.sleep(CHECK)  # a check's worth under the first assignment
+        await asyncio.sleep(check)  # a check's worth under the first assignment
         skewed = {d.dir.name: judged(d) - before[d.dir.name] for d in pair}
-        assert deviation(skewed) > 0.5, f"both hot partitions start on one correlator: {skewed}"
+        assert deviation(skewed) > 0.5, f"both heavy partitions start on one correlator: {skewed}"
 
         asked = lambda: sum(d.metric("alarmd_cluster_rebalance_requests_total") for d in pair)  # noqa: E731
-        await until(lambda: asked() >= 1, 4 * CHECK, "the leader asks for a rebalance")
+        await until(lambda: asked() >= 1, 4 * check, "the leader asks for a rebalance")
         requested = [e for d in pair for e in d.events("rebalance_requested")]
         assert len(requested) == 1
-        assert requested[0]["deviation"] > 0.2 and requested[0]["deviation_after"] < 0.15
         asked_at = requested[0]["timestamp"]
         taken = lambda: all(last_assignment(d)["timestamp"] > asked_at for d in pair)  # noqa: E731
         await until(taken, 30, "both took the new assignment")
-        hot = {p for p, rate in rates.items() if rate == HOT}
         now = [last_assignment(d) for d in pair]
-        assert [len(hot & set(e["partitions"])) for e in now] == [1, 1], f"one hot partition each: {now}"
+        assert [len(heavy & set(e["partitions"])) for e in now] == [1, 1], f"one heavy partition each: {now}"
         start = {d.dir.name: judged(d) for d in pair}
-        await asyncio.sleep(2 * CHECK)
+        await asyncio.sleep(2 * check)
         share = {d.dir.name: judged(d) - start[d.dir.name] for d in pair}
         assert deviation(share) < 0.3, f"each judges about half now (a backlog may still drain): {share}"
         assert asked() == 1, "no second rebalance once the share is even"
         print(f"before {skewed} ({deviation(skewed):.3f}), after {share} ({deviation(share):.3f})")
         print(requested[0])
+        return requested[0]
     finally:
         stop.set()
         if sending is not None:
@@ -135,6 +146,15 @@ async def test_the_leader_evens_a_skewed_share_after_one_check(kafka_bootstrap: 
             if daemon.proc is not None:
                 await daemon.stop()
             daemon.close()
+
+
+async def test_the_leader_evens_a_skewed_share_after_one_check(kafka_bootstrap: str, tmp_path: Path) -> None:
+    def hot_pair(first: set[int]) -> Traffic:
+        return {p: HOT if p in first else COLD for p in range(4)}, {}, first  # traps, the hot ones on one
+
+    requested = await evened(kafka_bootstrap, tmp_path, CHECK, hot_pair)
+    assert requested["reason"] == "skew"
+    assert requested["deviation"] > 0.2 and requested["deviation_after"] < 0.15
 
 
 POLL_CHECK = 4.0  # cluster.rebalance_check of the second test: 320 messages/s x 2 s half-life clear EVIDENCE
@@ -145,44 +165,8 @@ SAMPLES = 10  # samples in a poll's message (a real poll of a CPE carries about 
 async def test_partitions_of_polls_are_shared_by_their_samples_not_their_messages(
     kafka_bootstrap: str, tmp_path: Path
 ) -> None:
-    topic = f"share-{uuid.uuid4().hex[:8]}"
-    pair = correlators(tmp_path, kafka_bootstrap, topic, POLL_CHECK)
-    stop = asyncio.Event()
-    sending: asyncio.Task[int] | None = None
-    try:
-        await start_with_one_partition_each(pair, each=2)
-        first = last_assignment(pair[0])
-        polls = dict.fromkeys(first["partitions"], SAMPLES)  # both partitions of polls on one correlator
-        rates = dict.fromkeys(range(4), MESSAGES)  # as many messages everywhere
-        sending = asyncio.create_task(produce(kafka_bootstrap, topic, rates, stop, polls))
-        await until(lambda: all(judged(d) > 0 for d in pair), 20, "traffic judged")
-        before = {d.dir.name: judged(d) for d in pair}
-        await asyncio.sleep(POLL_CHECK)  # a check's worth under the first assignment
-        skewed = {d.dir.name: judged(d) - before[d.dir.name] for d in pair}
-        assert deviation(skewed) > 0.5, f"the correlator of the polls judges most events: {skewed}"
+    def polls_on_one(first: set[int]) -> Traffic:
+        return dict.fromkeys(range(4), MESSAGES), dict.fromkeys(first, SAMPLES), first  # as many messages
 
-        asked = lambda: sum(d.metric("alarmd_cluster_rebalance_requests_total") for d in pair)  # noqa: E731
-        await until(lambda: asked() >= 1, 4 * POLL_CHECK, "the leader asks for a rebalance")
-        requested = [e for d in pair for e in d.events("rebalance_requested")]
-        assert len(requested) == 1
-        assert requested[0]["reason"] == "ratios_unknown", "even by messages: it asks to hear the ratios"
-        asked_at = requested[0]["timestamp"]
-        taken = lambda: all(last_assignment(d)["timestamp"] > asked_at for d in pair)  # noqa: E731
-        await until(taken, 30, "both took the new assignment")
-        now = [last_assignment(d) for d in pair]
-        assert [len(set(polls) & set(e["partitions"])) for e in now] == [1, 1], f"one of polls each: {now}"
-        start = {d.dir.name: judged(d) for d in pair}
-        await asyncio.sleep(2 * POLL_CHECK)
-        share = {d.dir.name: judged(d) - start[d.dir.name] for d in pair}
-        assert deviation(share) < 0.3, f"each judges about half the events now: {share}"
-        assert asked() == 1, "no second rebalance once the share is even"
-        print(f"before {skewed} ({deviation(skewed):.3f}), after {share} ({deviation(share):.3f})")
-        print(requested[0])
-    finally:
-        stop.set()
-        if sending is not None:
-            await sending
-        for daemon in pair:
-            if daemon.proc is not None:
-                await daemon.stop()
-            daemon.close()
+    requested = await evened(kafka_bootstrap, tmp_path, POLL_CHECK, polls_on_one)
+    assert requested["reason"] == "ratios_unknown", "even by messages: it asks to hear the ratios"
