@@ -605,7 +605,9 @@ class KafkaSource:
     and ``group`` (its metrics label) a join or rebalance that brings no assignment in time
     makes the member leave and join again (:class:`~alarmd.dispatch.joining.JoinWatch`).  So
     does an ``on_restore`` that raises (``partitions_restore_failed``): nothing of that
-    assignment is handled, and the restore is tried again at the next join.
+    assignment is handled, and the restore is tried again at the next join.  With
+    ``balance`` the group's leader assigns through :class:`BalancedAssignor`, and ``tell``
+    is what this member measured of partitions, sent with each join.
     """
 
     def __init__(
