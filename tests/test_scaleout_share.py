@@ -47,12 +47,14 @@ async def produce(
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
     await producer.start()
     sent, started = 0, time.monotonic()
+    by_partition = dict.fromkeys(rates, 0)
     try:
-        while not stop.is_set() and time.monotonic() - started < TRAFFIC:
+        while not stop.is_set() and (elapsed := time.monotonic() - started) < TRAFFIC:
             for partition, rate in rates.items():
-                for _ in range(rate // 10):  # a tenth of a second's worth
+                while by_partition[partition] < rate * elapsed:  # what is due by now, even on a slow loop
                     payload = message(partition, sent, polls.get(partition, 0))
                     await producer.send(f"{topic}.events", payload, key=b"k", partition=partition)
+                    by_partition[partition] += 1
                     sent += 1
             await asyncio.sleep(0.1)
         await producer.flush()
@@ -157,8 +159,8 @@ async def test_the_leader_evens_a_skewed_share_after_one_check(kafka_bootstrap: 
     assert requested["deviation"] > 0.2 and requested["deviation_after"] < 0.15
 
 
-POLL_CHECK = 4.0  # cluster.rebalance_check of the second test: 320 messages/s x 2 s half-life clear EVIDENCE
-MESSAGES = 80  # messages per second of every events partition
+POLL_CHECK = 4.0  # cluster.rebalance_check of the second test: 400 messages/s x 2 s half-life clear EVIDENCE
+MESSAGES = 100  # messages per second of every events partition
 SAMPLES = 10  # samples in a poll's message (a real poll of a CPE carries about 50)
 
 
