@@ -19,7 +19,7 @@ from aiokafka.errors import GroupCoordinatorNotAvailableError
 import kafka_local  # tools/, on sys.path via conftest
 from alarmd.cluster.membership import balance
 from alarmd.config import ConsumedTopic, KafkaConfig
-from alarmd.dispatch.kafka import KafkaMembership, KafkaSink, KafkaSource, ensure_topics
+from alarmd.dispatch.kafka import KafkaMembership, KafkaSink, KafkaSource, Told, ensure_topics
 from alarmd.metrics import Metrics
 from devenv import die_with_parent
 
@@ -35,8 +35,8 @@ def config(bootstrap: str) -> KafkaConfig:
     return KafkaConfig(bootstrap_servers=bootstrap, request_timeout="5s", retry_backoff="200ms")
 
 
-def evenly(partitions: list[int], held: dict[str, set[int]]) -> dict[str, set[int]]:
-    """Every partition weighs the same."""
+def evenly(partitions: list[int], held: dict[str, set[int]], told: Told) -> dict[str, set[int]]:
+    """Every partition weighs the same (what members told is not used)."""
     return balance(dict.fromkeys(partitions, 1), held)
 
 

@@ -154,6 +154,7 @@ class PartitionedStage:
             self.metrics,
             on_assign=self._assigned,
             balance=self.share.balance if self.share is not None else None,
+            tell=self.share.tell if self.share is not None else None,
             on_restore=lambda partitions, unbroken: self._assign(partitions, unbroken, stop),
             on_revoke=self.owner.revoking,
             commit=self._commit_batch,
@@ -338,6 +339,8 @@ class Correlation(PartitionedStage):
         kind = kind_of(item)
         count = len(item.samples) if isinstance(item, Samples) else 1
         partition = self._source.partition if self._source is not None else None
+        if self.share is not None:  # the partition's events per message weigh it in the assignment
+            self.share.consumed(partition, count)
         if self.seen.check(envelope.id, self.clock.now(), partition):
             self.metrics.events_consumed.labels(kind, "duplicate").inc(count)
             return

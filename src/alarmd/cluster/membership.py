@@ -107,8 +107,16 @@ class DeviceShare:
         self._index(devices)
         self.owned = self.devices_of(self.owned_partitions)
 
-    def balance(self, partitions: Iterable[int], held: Mapping[str, Iterable[int]]) -> dict[str, set[int]]:
-        """The topic's ``partitions`` shared among ``held``'s members by their devices (:func:`balance`)."""
+    def balance(
+        self,
+        partitions: Iterable[int],
+        held: Mapping[str, Iterable[int]],
+        told: Mapping[str, Mapping[int, float]] | None = None,
+    ) -> dict[str, set[int]]:
+        """The topic's ``partitions`` shared among ``held``'s members by their devices (:func:`balance`).
+
+        Collectors tell no measures (``told``): a partition weighs by its devices alone.
+        """
         partitions = list(partitions)  # an empty partition weighs a little, so partitions are shared too
         count = len(partitions)
         return balance({p: len(self._by_partition.get(p, ())) * count + 1 for p in partitions}, held)

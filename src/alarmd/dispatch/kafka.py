@@ -15,8 +15,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import ssl
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import aiokafka.coordinator.assignors.roundrobin as kafka_assignors
@@ -648,7 +649,9 @@ class KafkaSource:
     and ``group`` (its metrics label) a join or rebalance that brings no assignment in time
     makes the member leave and join again (:class:`~alarmd.dispatch.joining.JoinWatch`).  So
     does an ``on_restore`` that raises (``partitions_restore_failed``): nothing of that
-    assignment is handled, and the restore is tried again at the next join.
+    assignment is handled, and the restore is tried again at the next join.  With
+    ``balance`` the group's leader assigns through :class:`BalancedAssignor`, and ``tell``
+    is what this member measured of partitions, sent with each join.
     """
 
     def __init__(
@@ -671,9 +674,10 @@ class KafkaSource:
         join_timeout: float | None = None,
         group: str | None = None,
         balance: Balance | None = None,
+        tell: Tell | None = None,
     ) -> None:
         self.kafka = kafka
-        self._balance = balance
+        self._balance, self._tell = balance, tell
         self._before_commit = before_commit
         self._commit_with = commit
         self._on_assign = on_assign
@@ -777,7 +781,7 @@ class KafkaSource:
         consumer = AIOKafkaConsumer(
             **options,
             **group,
-            partition_assignment_strategy=_join_protocols(self.upstream.topic, self._balance),
+            partition_assignment_strategy=_join_protocols(self.upstream.topic, self._balance, self._tell),
             client_id=f"{self.kafka.client_id}-upstream",
             group_id=self.upstream.group_id,
             enable_auto_commit=False,
@@ -1057,8 +1061,17 @@ async def _create(
     return await _partition_counts(admin, [n for n, _ in topics], config.request_timeout)
 
 
-Balance = Callable[[list[int], dict[str, set[int]]], dict[str, set[int]]]
-"""``balance(partitions, held)``: the topic's partitions shared out among members, given what each held."""
+Told = dict[str, dict[int, float]]
+"""What members measured of partitions (member → partition → value), as each told it with what it holds."""
+
+Balance = Callable[[list[int], dict[str, set[int]], Told], dict[str, set[int]]]
+"""``balance(partitions, held, told)``: the topic's partitions shared out among members, given what each held.
+
+``told`` holds only the members that tell measures (the object form of the user data).
+"""
+
+Tell = Callable[[], Mapping[int, float]]
+"""What this member measured of partitions, told to the leader at its next join."""
 
 
 class BalancedAssignor:
@@ -1066,33 +1079,40 @@ class BalancedAssignor:
 
     Offered alone: aiokafka 0.14 sends one JoinGroup per offered protocol, each held by the
     broker for a whole rebalance and each starting the next one (``_join_protocols``).
+
+    A member's user data is JSON: the list of partitions it holds, or, with ``tell``, an
+    object ``{"held": [...], "measured": {"<partition>": value}}``.  The leader reads both
+    forms, so members of an earlier version (the list) and a later one (the object) can
+    share a group during an upgrade: a list tells no measures.
     """
 
     name = "alarmd-balanced"
     version = 0
 
-    def __init__(self, topic: str, balance: Balance) -> None:
-        self._topic, self._balance = topic, balance
+    def __init__(self, topic: str, balance: Balance, tell: Tell | None = None) -> None:
+        self._topic, self._balance, self._tell = topic, balance, tell
         self._held: list[int] = []
 
     def metadata(self, topics: Any) -> group_protocol.ConsumerProtocolMemberMetadata:
-        """The member's subscription, with the partitions it holds now as user data."""
-        return group_protocol.ConsumerProtocolMemberMetadata(
-            self.version, list(topics), json.dumps(self._held).encode()
-        )
+        """The member's subscription, with the partitions it holds now (and its measures) as user data."""
+        said: Any = self._held
+        if self._tell is not None:
+            said = {"held": self._held, "measured": {str(p): round(v, 3) for p, v in self._tell().items()}}
+        data = json.dumps(said).encode()
+        return group_protocol.ConsumerProtocolMemberMetadata(self.version, list(topics), data)
 
     def assign(
         self, cluster: Any, members: Any
     ) -> dict[str, group_protocol.ConsumerProtocolMemberAssignment]:
         """As the group's leader: every member's share of the topic's partitions."""
         held: dict[str, set[int]] = {}
+        told: Told = {}
         for member, meta in members.items():
-            try:
-                held[member] = {int(p) for p in json.loads(meta.user_data or b"[]")}
-            except (ValueError, TypeError):
-                held[member] = set()  # a member that says nothing usable holds nothing
+            held[member], measured = _said(meta.user_data)
+            if measured is not None:
+                told[member] = measured
         partitions = sorted(cluster.partitions_for_topic(self._topic) or ())
-        shares = self._balance(partitions, held)
+        shares = self._balance(partitions, held, told)
         return {
             member: group_protocol.ConsumerProtocolMemberAssignment(
                 self.version, [(self._topic, sorted(shares[member]))], b""
@@ -1105,7 +1125,24 @@ class BalancedAssignor:
         self._held = sorted(tp.partition for tp in assignment.partitions())
 
 
-def _join_protocols(topic: str, balance: Balance | None) -> tuple[Any, ...]:
+def _said(user_data: bytes | None) -> tuple[set[int], dict[int, float] | None]:
+    """A member's user data: the partitions it holds and, in the object form, its measures.
+
+    A member that says nothing usable holds nothing and tells nothing; a measure that is not
+    a finite positive number is left out.
+    """
+    try:
+        data = json.loads(user_data or b"[]")
+        if isinstance(data, list):
+            return {int(p) for p in data}, None
+        held = {int(p) for p in data.get("held", [])}
+        measured = {int(p): float(v) for p, v in (data.get("measured") or {}).items()}
+    except (ValueError, TypeError, AttributeError):
+        return set(), None
+    return held, {p: v for p, v in measured.items() if 0 < v < math.inf}
+
+
+def _join_protocols(topic: str, balance: Balance | None, tell: Tell | None = None) -> tuple[Any, ...]:
     """The one assignment protocol a member offers: ``BalancedAssignor`` if it can ``balance``, else Kafka's.
 
     One, not a preferred one and a fallback: aiokafka 0.14's ``perform_group_join`` sends its
@@ -1118,7 +1155,7 @@ def _join_protocols(topic: str, balance: Balance | None) -> tuple[Any, ...]:
     """
     if balance is None:
         return (kafka_assignors.RoundRobinPartitionAssignor,)
-    return (BalancedAssignor(topic, balance),)
+    return (BalancedAssignor(topic, balance, tell),)
 
 
 class KafkaMembership:
