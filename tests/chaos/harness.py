@@ -88,6 +88,8 @@ class Daemon:
 
     #: Run in the child before exec (e.g. to die with the parent); none by default.
     preexec: Callable[[], None] | None = None
+    #: The Python whose ``alarmd`` runs: this one, or another release's venv (a rolling upgrade).
+    python: str = sys.executable
 
     def __init__(self, config_dir: Path, bootstrap: str, http_port: int, *args: str) -> None:
         self.dir = config_dir
@@ -103,7 +105,7 @@ class Daemon:
         with self.log_path.open("wb") as log:
             self.proc = subprocess.Popen(
                 [
-                    sys.executable,
+                    self.python,
                     "-m",
                     "alarmd",
                     "run",

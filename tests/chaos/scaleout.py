@@ -20,7 +20,9 @@ while traffic flows) and ``receiver`` (one trap receiver dead for a while); ``si
 the reference load on one machine to compare CPU.  ``upgrade``, run only when asked for (it
 leaves the cluster on the new release, so it goes last), is a rolling upgrade of the brokers
 while traffic flows: each stopped (SIGTERM) and started on ``Plan.upgrade_to`` in turn, the
-next once every partition of the events topic is fully in sync again.
+next once every partition of the events topic is fully in sync again.  ``alarmd-upgrade``, also
+only when asked for, starts every process on an earlier release (``--upgrade-from``, its
+venv's Python) and restarts them machine by machine on this checkout, as ``rolling`` does.
 
 ``python -m tests.chaos.scaleout [--quick]`` prints a table and writes
 tests/artifacts/scaleout-summary.json.  Everything it starts dies with it (SIGTERM, Ctrl-C):
@@ -78,7 +80,7 @@ ESCALATION_SLACK = 30.0  # an escalation later than due + this is late
 LAYOUT: dict[str, tuple[str, ...]] = {"m1": ("north",), "m2": ("north", "south"), "m3": ("south",)}
 SINGLE: dict[str, tuple[str, ...]] = {"m1": ("north", "south")}
 FAULT_PHASES = ("kill", "sigstop", "brokers", "rolling", "cold", "receiver")
-ON_REQUEST = ("upgrade",)  # phases not in the default run
+ON_REQUEST = ("upgrade", "alarmd-upgrade")  # phases not in the default run
 
 #: The profile the agents are polled with: each interface's ifOperStatus, named by ifName.
 PROFILE = """\
@@ -126,6 +128,7 @@ class Plan:
     layout: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(LAYOUT))
     phases: tuple[str, ...] = ("reference", "single", *FAULT_PHASES)
     upgrade_to: str = "4.4.0"  # the Kafka release the ``upgrade`` phase moves the brokers to
+    upgrade_from: str = ""  # the ``alarmd-upgrade`` phase: the Python of the release it starts on
 
 
 QUICK = Plan(
@@ -557,7 +560,10 @@ class Phase:
             )
         )
         (directory / "rules.yml").write_text(RULES)
-        return Member(name, directory, self.bootstrap, http, role)
+        member = Member(name, directory, self.bootstrap, http, role)
+        if self.name == "alarmd-upgrade":  # it starts on the earlier release
+            member.python = self.plan.upgrade_from
+        return member
 
     @property
     def members(self) -> list[Member]:
@@ -819,8 +825,17 @@ async def upgrade_brokers(phase: Phase, recorder: Recorder) -> None:
         )
 
 
-async def rolling_restart(phase: Phase, recorder: Recorder) -> None:
-    """SIGTERM every machine's processes in turn, each restarted once the next can go."""
+async def upgrade_alarmd(phase: Phase, recorder: Recorder) -> None:
+    """A rolling upgrade of alarmd: every process started on ``plan.upgrade_from``, then ``rolling``.
+
+    Each machine's processes come back on this checkout's alarmd, so for a while correlators
+    and collectors of both releases share their groups, topics and changelog.
+    """
+    await rolling_restart(phase, recorder, then=sys.executable)
+
+
+async def rolling_restart(phase: Phase, recorder: Recorder, then: str | None = None) -> None:
+    """SIGTERM one machine's processes at a time and start them again (on ``then``'s alarmd if given)."""
     await asyncio.sleep(phase.plan.seconds * 0.15)
     for machine in phase.machines:
         for member in machine.members:
@@ -830,6 +845,8 @@ async def rolling_restart(phase: Phase, recorder: Recorder) -> None:
                                 **held})  # fmt: skip
         await asyncio.gather(*(m.terminate() for m in machine.members))
         for member in machine.members:
+            if then is not None:
+                member.python = then
             member.start()
         await asyncio.gather(*(m.wait_ready(120) for m in machine.members), return_exceptions=True)
         await asyncio.sleep(2)
@@ -861,6 +878,7 @@ FAULTS: dict[str, Callable[[Phase, Recorder], Awaitable[None]]] = {
     "brokers": kill_brokers,
     "rolling": rolling_restart,
     "upgrade": upgrade_brokers,
+    "alarmd-upgrade": upgrade_alarmd,
     "cold": cold_start,
     "receiver": receiver_dead,
 }
@@ -1185,6 +1203,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--upgrade-to", help=f"the Kafka release of the upgrade phase (default {Plan.upgrade_to})"
     )
+    parser.add_argument(
+        "--upgrade-from",
+        help="the alarmd-upgrade phase: the Python (a venv's bin/python) of the release it starts on",
+    )
     parser.add_argument("--kills", type=int, help="SIGKILLs in the kill phase (default 20)")
     parser.add_argument("--keep", type=Path, help="keep configs and logs in this directory")
     args = parser.parse_args(argv)
@@ -1200,6 +1222,10 @@ def main(argv: list[str] | None = None) -> int:
         plan = dataclasses.replace(plan, phases=(*(p for p in named if p not in ON_REQUEST), *last))
     if args.upgrade_to:
         plan = dataclasses.replace(plan, upgrade_to=args.upgrade_to)
+    if args.upgrade_from:
+        plan = dataclasses.replace(plan, upgrade_from=args.upgrade_from)
+    if "alarmd-upgrade" in plan.phases and not plan.upgrade_from:
+        parser.error("the alarmd-upgrade phase needs --upgrade-from (an earlier release's bin/python)")
     if args.kills is not None:
         plan = dataclasses.replace(plan, kills=args.kills)
     signal.signal(signal.SIGTERM, signal.default_int_handler)  # SIGTERM unwinds like Ctrl-C: all stops
