@@ -305,3 +305,46 @@ async def test_a_broker_that_comes_up_late_is_consumed_from_once_reachable(kafka
             await server.wait_closed()
     assert recorder.ids == ["D-0"]
     assert any(e["event"] == "upstream_consumer_started" for e in logs)
+
+
+async def test_records_fetched_while_their_partition_is_restored_are_handled_once_the_restore_is_done(
+    setup: Setup,
+) -> None:
+    # aiokafka fetches a newly assigned partition while the rebalance listener still restores it
+    # (a new owner's restore waits, for example, for the previous owner's open transaction to be
+    # aborted): its records must wait for the restore, not reach the handler or be lost.
+    await setup.produce(*(alarm(f"UP-{i}") for i in range(5)))
+    recorder = Recorder()
+    during: list[str] = []
+    restored = asyncio.Event()
+
+    async def restore(partitions: set[int], unbroken: bool) -> None:
+        # a slow restore: 2 s, cut short if a record reaches the handler meanwhile
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2.0):
+                while not recorder.ids:
+                    await asyncio.sleep(0.05)
+        during.extend(recorder.ids)
+        restored.set()
+
+    stop = asyncio.Event()
+    source = KafkaSource(
+        setup.kafka,
+        setup.upstream,
+        recorder.handle,
+        rejection_of,
+        setup.metrics,
+        on_assign=lambda partitions: None,
+        on_restore=restore,
+    )
+    task = asyncio.create_task(source.run(stop))
+    try:
+        await recorder.until(5)
+        assert restored.is_set()
+        assert during == [], "records were handled before their partition's restore was done"
+        assert recorder.ids == [f"UP-{i}" for i in range(5)]
+    finally:
+        stop.set()
+        async with asyncio.timeout(15):
+            await asyncio.gather(task, return_exceptions=True)
+        await source.close()
