@@ -115,11 +115,11 @@ class Setup:
 
     @contextlib.asynccontextmanager
     async def running(
-        self, handle: Callable[[bytes, bytes | None], Awaitable[None]]
+        self, handle: Callable[[bytes, bytes | None], Awaitable[None]], **options: Any
     ) -> AsyncIterator[asyncio.Task[None]]:
-        """A source consuming in the background; on exit it is stopped and must end by itself."""
+        """A source (KafkaSource ``options``) in the background; stopped on exit, it must end by itself."""
         stop = asyncio.Event()
-        source = KafkaSource(self.kafka, self.upstream, handle, rejection_of, self.metrics)
+        source = KafkaSource(self.kafka, self.upstream, handle, rejection_of, self.metrics, **options)
         task = asyncio.create_task(source.run(stop))
         try:
             yield task
@@ -327,24 +327,8 @@ async def test_records_fetched_while_their_partition_is_restored_are_handled_onc
         during.extend(recorder.ids)
         restored.set()
 
-    stop = asyncio.Event()
-    source = KafkaSource(
-        setup.kafka,
-        setup.upstream,
-        recorder.handle,
-        rejection_of,
-        setup.metrics,
-        on_assign=lambda partitions: None,
-        on_restore=restore,
-    )
-    task = asyncio.create_task(source.run(stop))
-    try:
+    async with setup.running(recorder.handle, on_assign=lambda partitions: None, on_restore=restore):
         await recorder.until(5)
         assert restored.is_set()
         assert during == [], "records were handled before their partition's restore was done"
         assert recorder.ids == [f"UP-{i}" for i in range(5)]
-    finally:
-        stop.set()
-        async with asyncio.timeout(15):
-            await asyncio.gather(task, return_exceptions=True)
-        await source.close()
