@@ -115,11 +115,11 @@ class Setup:
 
     @contextlib.asynccontextmanager
     async def running(
-        self, handle: Callable[[bytes, bytes | None], Awaitable[None]]
+        self, handle: Callable[[bytes, bytes | None], Awaitable[None]], **options: Any
     ) -> AsyncIterator[asyncio.Task[None]]:
-        """A source consuming in the background; on exit it is stopped and must end by itself."""
+        """A source (KafkaSource ``options``) in the background; stopped on exit, it must end by itself."""
         stop = asyncio.Event()
-        source = KafkaSource(self.kafka, self.upstream, handle, rejection_of, self.metrics)
+        source = KafkaSource(self.kafka, self.upstream, handle, rejection_of, self.metrics, **options)
         task = asyncio.create_task(source.run(stop))
         try:
             yield task
@@ -305,3 +305,30 @@ async def test_a_broker_that_comes_up_late_is_consumed_from_once_reachable(kafka
             await server.wait_closed()
     assert recorder.ids == ["D-0"]
     assert any(e["event"] == "upstream_consumer_started" for e in logs)
+
+
+async def test_records_fetched_while_their_partition_is_restored_are_handled_once_the_restore_is_done(
+    setup: Setup,
+) -> None:
+    # aiokafka fetches a newly assigned partition while the rebalance listener still restores it
+    # (a new owner's restore waits, for example, for the previous owner's open transaction to be
+    # aborted): its records must wait for the restore, not reach the handler or be lost.
+    await setup.produce(*(alarm(f"UP-{i}") for i in range(5)))
+    recorder = Recorder()
+    during: list[str] = []
+    restored = asyncio.Event()
+
+    async def restore(partitions: set[int], unbroken: bool) -> None:
+        # a slow restore: 2 s, cut short if a record reaches the handler meanwhile
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(2.0):
+                while not recorder.ids:
+                    await asyncio.sleep(0.05)
+        during.extend(recorder.ids)
+        restored.set()
+
+    async with setup.running(recorder.handle, on_assign=lambda partitions: None, on_restore=restore):
+        await recorder.until(5)
+        assert restored.is_set()
+        assert during == [], "records were handled before their partition's restore was done"
+        assert recorder.ids == [f"UP-{i}" for i in range(5)]

@@ -568,6 +568,8 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         self._last: int | None = None
         #: What the last restore raised (None if it succeeded): the owner is to leave and join again.
         self.failed: Exception | None = None
+        #: Partitions whose assignment is restored and handed over: only their records are handled.
+        self.taken: set[int] = set()
 
     def on_partitions_revoked(self, revoked: Any) -> None:
         """The next ``on_partitions_assigned`` says what stays; ``revoking`` is told that it may change."""
@@ -581,6 +583,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         if self._watch is not None:
             self._watch.assigned()  # the restore that follows is not part of the join
         partitions = {tp.partition for tp in assigned}
+        self.taken &= partitions  # aiokafka fetches the new ones while they are restored
         generation = self._generation()
         # Only the generation right after the last one taken proves nobody else held a kept partition.
         unbroken = generation is not None and self._last is not None and generation == self._last + 1
@@ -597,6 +600,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
                     action="leave the group and join again",
                 )
                 return
+        self.taken = partitions
         self._on_assign(partitions)
 
 
@@ -607,6 +611,8 @@ RejectionOf = Callable[[Exception], tuple[str, str] | None]
 """Given what ``handle`` raised: ``(reason, detail)`` if the message itself is bad, else ``None``."""
 
 DEAD_LETTER_DETAIL_BYTES = 1024
+HELD_BACK_WAIT = 0.1
+"""Seconds to wait before fetching again the records of a partition still being restored."""
 STOP_GRACE = 3.0
 """Seconds a commit or dead-letter publish in flight may still take once ``stop`` is set."""
 T = TypeVar("T")
@@ -848,7 +854,20 @@ class KafkaSource:
             await self._commit(done, stop)
 
     async def _process(self, batch: dict[Any, list[Any]], done: dict[Any, int], stop: asyncio.Event) -> None:
-        """Handle a fetched batch in order, noting in ``done`` the next offset of each partition."""
+        """Handle a fetched batch in order, noting in ``done`` the next offset of each partition.
+
+        Records of a partition whose assignment is still being restored are not handled: the
+        partition is read again from the first of them once the restore is done.
+        """
+        held = False
+        for tp, records in list(batch.items()):
+            if self._listener is not None and tp.partition not in self._listener.taken:
+                if tp in self._consumer.assignment():
+                    self._consumer.seek(tp, records[0].offset)
+                held = True
+                del batch[tp]
+        if held:
+            await asyncio.sleep(HELD_BACK_WAIT)  # the restore goes on meanwhile
         for tp, records in batch.items():
             for record in records:
                 if stop.is_set():
