@@ -109,11 +109,6 @@ class PartitionedStage:
         self._in_batch = False
         #: Partitions claimed afresh while a batch was judged: the rest of it is fetched again.
         self._refetch: set[int] = set()
-        #: Clear while a new assignment is restored.  aiokafka fetches the partitions of an
-        #: assignment while its listener still restores them (it sets the assignment, then calls
-        #: the listener): a message of one waits here until its state is back.
-        self._restored = asyncio.Event()
-        self._restored.set()
         self._source: KafkaSource | None = None
 
     @property
@@ -195,25 +190,21 @@ class PartitionedStage:
         output its state lacks: they are released and claimed, restored and judged afresh.
         """
         self._restoring()
-        self._restored.clear()
-        try:
-            async with self.committer.lock:
-                # a batch cut by the rebalance commits its kept partitions' output with its offsets
-                if not self._in_batch:
-                    await self.committer.commit_held()
-                stale = set() if unbroken else partitions & (set(self.committer.producers) | self.owner.owned)
-                self._forget((set(self.committer.producers) - partitions) | stale)
-                if stale:
-                    log.info("partitions_reclaimed", group=self.group, partitions=sorted(stale))
-                    await self.committer.release(stale)
-                    self.owner.release(stale)
-                    if self._in_batch:  # the rest of the batch of these partitions is fetched again
-                        self._refetch |= stale
-                if await self.committer.claim(partitions, stop):
-                    await self.owner.assign(partitions, stop)
-                    self._changed()
-        finally:
-            self._restored.set()
+        async with self.committer.lock:
+            # a batch cut by the rebalance commits its kept partitions' output with its offsets
+            if not self._in_batch:
+                await self.committer.commit_held()
+            stale = set() if unbroken else partitions & (set(self.committer.producers) | self.owner.owned)
+            self._forget((set(self.committer.producers) - partitions) | stale)
+            if stale:
+                log.info("partitions_reclaimed", group=self.group, partitions=sorted(stale))
+                await self.committer.release(stale)
+                self.owner.release(stale)
+                if self._in_batch:  # the rest of the batch of these partitions is fetched again
+                    self._refetch |= stale
+            if await self.committer.claim(partitions, stop):
+                await self.owner.assign(partitions, stop)
+                self._changed()
 
     def _fenced(self, partition: int) -> None:
         """A newer owner holds the partition: its state leaves this instance, as on a revocation."""
@@ -235,13 +226,8 @@ class PartitionedStage:
         """Hand a message to ``handle``, unless its partition is no longer this instance's."""
         self._in_batch = True
         partition = self._source.partition if self._source is not None else None
-        if not self._restored.is_set():
-            await self._restored.wait()
         if partition not in self.committer.producers or partition in self._refetch:
             return  # revoked while its batch was judged, fenced out, or claimed afresh: judged again
-        if partition not in self.owner.owned:  # its restore did not finish: the member joins again
-            self._refetch.add(partition)  # and its records are fetched again from the committed offset
-            return
         await self._handle(payload, key)
 
 

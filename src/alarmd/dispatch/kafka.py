@@ -533,8 +533,8 @@ Assignment = Callable[[set[int]], None]
 Restore = Callable[[set[int], bool], Awaitable[None]]
 """Told the partitions now owned, and whether this member took part in every generation since its
 last assignment (if not, a partition it keeps may have been another member's in between).  The
-assignment is taken once it returns (state is restored meanwhile); aiokafka fetches the new
-partitions already, so the handler must hold their messages back until then."""
+assignment is taken once it returns (state is restored meanwhile): aiokafka fetches the new
+partitions already, and :class:`KafkaSource` holds their records back and reads them again then."""
 
 
 def _generation_of(consumer: Any) -> int | None:
