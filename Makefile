@@ -51,7 +51,8 @@ KAFKA4_TESTS ?= tests/dispatch/test_kafka_protocol.py tests/test_kafka_cluster.p
 	tests/dispatch/test_follow_compacted.py tests/dispatch/test_broker_outage.py \
 	tests/test_scaleout_txn.py tests/test_scaleout_restore.py tests/test_scaleout_elements.py \
 	tests/test_scaleout_view.py tests/test_scaleout.py tests/test_lifecycle_e2e.py \
-	tests/chaos/test_scaleout_chaos.py
+	tests/test_scaleout_open_txn.py tests/test_scaleout_restore_wait.py tests/test_scaleout_rulestate.py \
+	tests/test_scaleout_share.py tests/dispatch/test_read_recent.py tests/chaos/test_scaleout_chaos.py
 test-kafka4: $(STAMP)
 	ALARMD_KAFKA_VERSION=$(KAFKA4_VERSION) $(BIN)/python tools/kafka_local.py resolve
 	ALARMD_KAFKA_VERSION=$(KAFKA4_VERSION) $(BIN)/pytest -v $(KAFKA4_TESTS)
