@@ -983,7 +983,8 @@ def failovers(phase: Phase) -> dict[str, Any]:
             first = next((i for i, t in enumerate(seen) if t > moment), None)
             times.append(None if first is None else seen[first])
             if first is not None and (slowest is None or seen[first] > slowest[0]):
-                slowest = (seen[first], device, rec.samples_by_device[device][first])
+                polled = rec.samples_by_device.get(device, [])  # read with ``seen``, one entry each
+                slowest = (seen[first], device, polled[first] if first < len(polled) else seen[first])
         if slowest is not None:  # whether the last device was polled late, or published late
             published, device, polled = slowest
             fault["slowest"] = {"device": device, "polled_s": round(polled - moment, 2),

@@ -69,7 +69,8 @@ def test_work_share_deviation_is_the_busiest_member_against_an_even_share() -> N
 
 def test_failover_runs_from_the_fault_to_the_first_output_of_each_partition_the_victim_held() -> None:
     record = Record(offsets=[(100.0, 1, 5), (104.0, 1, 9), (107.0, 2, 3)])
-    record.device_seen["north-001"] = [99.0, 112.0]
+    record.device_seen["north-001"] = [99.0, 112.0]  # on the topic
+    record.samples_by_device["north-001"] = [98.5, 104.0]  # polled
     kills = [
         {"signal": "SIGKILL", "role": "correlator", "at": 101.0, "events": [1, 2, 3]},
         {"signal": "SIGKILL", "role": "collector", "at": 100.0, "devices": ["north-001"]},
@@ -81,3 +82,4 @@ def test_failover_runs_from_the_fault_to_the_first_output_of_each_partition_the_
     assert found["failover_p99_s"] == 12.0
     assert found["failover_sigterm_p99_s"] == 0.5
     assert kills[0]["failover_max_s"] == 6.0
+    assert kills[1]["slowest"] == {"device": "north-001", "polled_s": 4.0, "published_s": 12.0}
