@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import math
 import sys
 import tempfile
@@ -346,17 +347,21 @@ def catch_up(correlator: memory.Daemon, collector: memory.Daemon, seconds: float
     when it started, if that comes first: past the backlog it judges only what comes in.
     """
     backlog = Reading.of(collector).published
+    started = time.monotonic()
     correlator.start()
     deadline = time.monotonic() + 120
-    first = Reading.of(correlator)
-    while first.judged == 0 and time.monotonic() < deadline:
+    last = Reading.of(correlator)
+    # from the last reading before any event was judged; if the first already has some (a small
+    # backlog judged before /metrics first answered), from the start: the rate is then a floor
+    first = last if last.judged == 0 else dataclasses.replace(last, at=started, cpu=0.0, judged=0, consumed=0)
+    while last.judged == 0 and time.monotonic() < deadline:
+        first = last
         time.sleep(0.2)
-        first = Reading.of(correlator)
-    last = first
+        last = Reading.of(correlator)
     while last.consumed < backlog and last.at - first.at < seconds:
         time.sleep(0.2)
         last = Reading.of(correlator)
-    span = last.at - first.at
+    span = max(last.at - first.at, 1e-3)
     return {
         "seconds": round(span, 2),
         "events_judged": last.judged - first.judged,
@@ -395,7 +400,7 @@ def sizing(distributed: dict[str, Any]) -> dict[str, Any]:
             "interfaces_per_instance_at_interval": int(CORE_BUDGET / per_poll * 1000 * SIZING_INTERVAL),
             "traps_per_s_per_instance": int(CORE_BUDGET / per_trap * 1000),
         }
-        if "backlog_drain" in row:
+        if row.get("backlog_drain", {}).get("judged_per_s"):  # none judged: no capacity to plan by
             events = interface_polls_per_s * row["events_per_interface_poll"] + SIZING_TRAPS
             capacity = row["backlog_drain"]["judged_per_s"]
             need["events_per_s"] = round(events)
