@@ -315,13 +315,7 @@ class PartitionCommitter:
                 # restarting under it): then no newer owner exists, and the partition, assigned
                 # here still, would wait for some later rebalance.  The group's next assignment
                 # gives it out again either way.
-                log.info(
-                    "rejoin_requested",
-                    group=self.label,
-                    partition=partition,
-                    detail="fenced: the group's next assignment says who owns the partition",
-                )
-                self._rejoin()
+                self._ask_rejoin(partition, "fenced: the group's next assignment says who owns the partition")
             return False
         except SinkError as exc:
             self.changelog.put_back(staged.changelog)
@@ -343,13 +337,9 @@ class PartitionCommitter:
                 if producer.aborted and self._settled():
                     await self._retake(partition, producer, at_once=True)
                 elif self._settled():  # the group's next assignment says whether the id is still ours
-                    log.info(
-                        "rejoin_requested",
-                        group=self.label,
-                        partition=partition,
-                        detail="the transaction's outcome is unknown: its id is taken again once assigned",
+                    self._ask_rejoin(
+                        partition, "the transaction's outcome is unknown: its id is taken again once assigned"
                     )
-                    self._rejoin()
             return False
         self.metrics.transactions.labels(self.label, "committed").inc()
         if self.offsets.get(partition) == offset:
@@ -371,6 +361,11 @@ class PartitionCommitter:
                 queued_seconds=round(time.time() - message.created, 3),
             )
         return True
+
+    def _ask_rejoin(self, partition: int, detail: str) -> None:
+        """Ask the group to rebalance because of ``partition``, saying why."""
+        log.info("rejoin_requested", group=self.label, partition=partition, detail=detail)
+        self._rejoin()
 
     async def _retake(self, partition: int, producer: Transactions, *, at_once: bool = False) -> bool:
         """Take the id again after a failed transaction, once it is safe to fence its holder.
