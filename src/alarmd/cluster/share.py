@@ -45,8 +45,6 @@ EVIDENCE = 500
 """The leader judges a share only on this many messages in one half-life at least: fewer are noise."""
 STICKY = 0.02
 """A fresh assignment replaces the sticky one only if its largest deviation is lower by more than this."""
-RATIO_HALF_LIFE = 60.0
-"""Seconds at least over which a partition's events per message are smoothed."""
 SCALE = 10_000
 """Partition weights are integers: a partition's share of the traffic in this many parts, plus one."""
 
@@ -203,9 +201,7 @@ class TrafficShare:
         self.check = check
         self.rates = PartitionRates(half_life=max(check / 2, 1.0))
         #: Events per message of the partitions consumed here, told to the leader at each join.
-        #: A partition's mix of polls and traps changes slowly, but its polls come in bursts on
-        #: their slots: smoothed over a short half-life the ratio swings with each burst.
-        self.ratios = EventRatios(half_life=max(self.rates.half_life, RATIO_HALF_LIFE))
+        self.ratios = EventRatios(half_life=self.rates.half_life)
         self.sample = min(5.0, check / 6) if check > 0 else 0.0
         self.metrics, self.clock, self.group = metrics, clock, group
         #: True if this member made the group's current assignment (it is the group's leader).
@@ -216,7 +212,6 @@ class TrafficShare:
         self._told: dict[int, float] = {}  # events per message as told at the assignments made here
         self._telling: set[str] = set()  # the members that told ratios then (not those of earlier versions)
         self._own: set[int] = set()
-        self._assigned_at = clock.monotonic()
         self._probing = self._probed = False
         metrics.rebalance_requests.labels(group)
 
@@ -256,7 +251,6 @@ class TrafficShare:
         """An assignment is taken: this member leads if it made it (the leader assigns just before)."""
         self.leading, self._fresh = self._fresh, False
         self._own = set(partitions)
-        self._assigned_at = self.clock.monotonic()
         if not self.leading:
             self._made = None
 
@@ -302,21 +296,15 @@ class TrafficShare:
         ends: Callable[[], Awaitable[dict[int, int]]],
         rejoin: Callable[[], None],
     ) -> None:
-        """Until ``stop``: measure the rates from ``ends()``; every ``check``, ``rejoin()`` if it pays.
-
-        An assignment is judged only once it has stood a whole ``check``: right after a
-        member leaves or joins, the new owners have told no ratios for what they just took,
-        and asking again at once made a cascade of rebalances, each pausing what moved.
-        """
+        """Until ``stop``: measure the rates from ``ends()``; every ``check``, ``rejoin()`` if it pays."""
         if self.check <= 0:
             return
         due = self.clock.monotonic() + self.check
         while not stop.is_set():
-            now = self.clock.monotonic()
-            self.rates.observe(now, await ends())
-            self.ratios.observe(now)
-            if now >= due and now - self._assigned_at >= self.check:
-                due = now + self.check
+            self.rates.observe(self.clock.monotonic(), await ends())
+            self.ratios.observe(self.clock.monotonic())
+            if self.clock.monotonic() >= due:
+                due = self.clock.monotonic() + self.check
                 self.request_if_better(rejoin)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), self.sample)
