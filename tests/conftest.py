@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 from hypothesis import settings
 
 # Property tests judge behaviour, not speed: on a loaded 2-core CI machine one example can take
@@ -29,6 +30,17 @@ def pytest_report_header() -> str:
     if os.environ.get("KAFKA_BOOTSTRAP_SERVERS"):
         return f"kafka: the cluster at KAFKA_BOOTSTRAP_SERVERS={os.environ['KAFKA_BOOTSTRAP_SERVERS']}"
     return f"kafka: local KRaft {kafka_local.KAFKA_VERSION} (ALARMD_KAFKA_VERSION)"
+
+
+@pytest.fixture(autouse=True)
+def _logs_go_to_the_stream_of_the_moment() -> Iterator[None]:
+    """After each test, structlog's defaults again.
+
+    A test that runs the CLI in-process configures logging to the stderr pytest captured for
+    it, a stream closed once the test ends: a later test's log line would raise.
+    """
+    yield
+    structlog.reset_defaults()
 
 
 @pytest.fixture(scope="session")
