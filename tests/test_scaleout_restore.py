@@ -95,8 +95,8 @@ def correlator(
     return Daemon(directory, bootstrap, http, "--role", "correlator")
 
 
-async def publish_trap(bootstrap: str, topic: str, trap: str, uptime: int) -> None:
-    """A trap of cpe-router-01's ifIndex 2 as a collector publishes it: keyed by the device's circuit."""
+def trap_payload(trap: str, uptime: int) -> bytes:
+    """A trap of cpe-router-01's ifIndex 2 as a collector publishes it (its key: ``CIR-0001``)."""
     labels = {
         "trap": trap,
         "if_index": "2",
@@ -105,11 +105,15 @@ async def publish_trap(bootstrap: str, topic: str, trap: str, uptime: int) -> No
         "device": "cpe-router-01",
         "interface": "GigabitEthernet0/0/1",
     }
-    _, payload = encode_event(Event("trap", trap, time.time(), labels, uptime=uptime))
+    return encode_event(Event("trap", trap, time.time(), labels, uptime=uptime))[1]
+
+
+async def publish_trap(bootstrap: str, topic: str, trap: str, uptime: int) -> None:
+    """:func:`trap_payload` on the events topic, keyed by the device's circuit."""
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
     await producer.start()
     try:
-        await producer.send_and_wait(f"{topic}.events", payload, key=b"CIR-0001")
+        await producer.send_and_wait(f"{topic}.events", trap_payload(trap, uptime), key=b"CIR-0001")
     finally:
         await producer.stop()
 

@@ -8,40 +8,25 @@ raise a second one.  Two ``alarmd run --role correlator`` processes on a real Ka
 
 from __future__ import annotations
 
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from alarmd.cluster.codec import encode_event
-from alarmd.model import Event
 from tests.chaos.harness import Daemon, Inbox
 from tests.test_scaleout_restore import (
     LOAD_SLACK,
     SESSION_TIMEOUT,
     correlator,
     start_with_one_partition_each,
+    trap_payload,
     until,
 )
 
 pytestmark = pytest.mark.integration
 
 COPIES = 40_000  # copies of the first trap before the hand-over: the new owner reads their ids back, slowly
-
-
-def link_down(uptime: int) -> bytes:
-    """cpe-router-01's linkDown on ifIndex 2 as a collector publishes it."""
-    labels = {
-        "trap": "linkDown",
-        "if_index": "2",
-        "source_address": "127.0.0.1",
-        "agent_address": "127.0.0.1",
-        "device": "cpe-router-01",
-        "interface": "GigabitEthernet0/0/1",
-    }
-    return encode_event(Event("trap", "linkDown", time.time(), labels, uptime=uptime))[1]
 
 
 async def test_a_repeat_fetched_while_its_partition_is_restored_is_a_repeat_of_the_restored_fault(
@@ -54,7 +39,7 @@ async def test_a_repeat_fetched_while_its_partition_is_restored_is_a_repeat_of_t
     try:
         async with Inbox(kafka_bootstrap, f"{topic}.workorders") as inbox:
             await start_with_one_partition_each(pair)
-            first = link_down(uptime=1000)
+            first = trap_payload("linkDown", uptime=1000)
             await producer.send_and_wait(f"{topic}.events", first, key=b"CIR-0001")
             assert await inbox.until(lambda _: inbox.of_type("work_order"), 30), "no work order"
 
@@ -71,7 +56,9 @@ async def test_a_repeat_fetched_while_its_partition_is_restored_is_a_repeat_of_t
             await until(lambda: duplicates() == COPIES, 60, "the owner consumed the copies")
 
             assert await owner.stop() == 0  # it commits and leaves; the survivor restores its partition
-            await producer.send_and_wait(f"{topic}.events", link_down(uptime=2000), key=b"CIR-0001")
+            await producer.send_and_wait(
+                f"{topic}.events", trap_payload("linkDown", uptime=2000), key=b"CIR-0001"
+            )
             await until(
                 lambda: survivor.metric("alarmd_cluster_restored_records_total") == 1,
                 SESSION_TIMEOUT + LOAD_SLACK,
