@@ -1278,20 +1278,15 @@ async def read_compacted(
     consumer = await _reader(config, "restore")
     try:
         ends, left = await _from_the_start(consumer, topic, partitions)
+
+        def keep(partition: int, record: Any) -> None:
+            if record.value is None:
+                found[partition].pop(record.key, None)
+            else:
+                found[partition][record.key] = record.value
+
         async with asyncio.timeout(within):
-            while left:
-                batch = await consumer.getmany(*left, timeout_ms=500, max_records=1000)
-                for tp, records in batch.items():
-                    for record in records:
-                        if record.offset >= ends[tp]:
-                            continue
-                        if record.value is None:
-                            found[tp.partition].pop(record.key, None)
-                        else:
-                            found[tp.partition][record.key] = record.value
-                for tp in list(left):
-                    if await consumer.position(tp) >= ends[tp]:
-                        left.discard(tp)
+            await _read_to(consumer, {tp: ends[tp] for tp in left}, keep)
     finally:
         with contextlib.suppress(KafkaError, OSError):
             await consumer.stop()
@@ -1329,10 +1324,11 @@ async def read_recent(
     consumer = await _reader(config, "recent", group_id)
     read = 0
 
-    def counted(partition: int, value: bytes) -> None:
+    def counted(partition: int, record: Any) -> None:
         nonlocal read
-        read += 1
-        take(partition, value)
+        if record.value is not None:
+            read += 1
+            take(partition, record.value)
 
     wanted = [TopicPartition(topic, p) for p in sorted(partitions)]
     left: set[Any] = set(wanted)  # not read back all the way (yet)
@@ -1365,15 +1361,15 @@ async def read_recent(
     return read, {tp.partition for tp in left}
 
 
-async def _read_to(consumer: Any, ends: dict[Any, int], take: Callable[[int, bytes], None]) -> None:
-    """Read each partition from its position up to its end offset: ``take`` each record's value."""
+async def _read_to(consumer: Any, ends: dict[Any, int], take: Callable[[int, Any], None]) -> None:
+    """Read each partition from its position up to its end offset: ``take(partition, record)`` of each."""
     reading = set(ends)
     while reading:
         batch = await consumer.getmany(*reading, timeout_ms=200, max_records=1000)
         for tp, records in batch.items():
             for record in records:
-                if record.offset < ends[tp] and record.value is not None:
-                    take(tp.partition, record.value)
+                if record.offset < ends[tp]:
+                    take(tp.partition, record)
         for tp in list(reading):
             if await consumer.position(tp) >= ends[tp]:
                 reading.discard(tp)
